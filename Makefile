@@ -1,0 +1,46 @@
+# Two entry points for a fresh machine: `make run` and `make test` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_PYTHON := $(PYTHON)
+export UV_PYTHON_DOWNLOADS := never
+export UV_LINK_MODE := copy
+
+.PHONY: install run test lint services bench clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(VENV)/.synced: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen --quiet
+	touch $@
+
+install: $(VENV)/.synced
+
+run: install
+	$(VENV)/bin/campaigns migrate
+	$(VENV)/bin/campaigns demo --seed
+	$(VENV)/bin/campaigns serve
+
+services:
+	scripts/ensure-services
+
+test: install services
+	$(VENV)/bin/pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: install services
+	$(VENV)/bin/python -m bench.enrol
+	$(VENV)/bin/python -m bench.dispatch
+
+clean:
+	rm -rf $(VENV) $(TOOLS) campaigns.db

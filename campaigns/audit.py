@@ -1,0 +1,42 @@
+"""Writing the audit trail: who did what, when. Details carry ids and reasons, never PHI."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
+
+from campaigns.storage.models import AuditEvent
+
+
+def record(
+    session: Session,
+    now: datetime,
+    actor: str,
+    action: str,
+    *,
+    patient_id: int | None = None,
+    enrollment_id: int | None = None,
+    message_id: int | None = None,
+    **detail: Any,
+) -> None:
+    session.add(
+        AuditEvent(
+            occurred_at=now,
+            actor=actor,
+            action=action,
+            patient_id=patient_id,
+            enrollment_id=enrollment_id,
+            message_id=message_id,
+            detail=detail,
+        )
+    )
+
+
+def record_many(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Bulk form of `record` for imports; each row has the same keys as AuditEvent."""
+    if rows:
+        session.execute(insert(AuditEvent), list(rows))

@@ -1,0 +1,119 @@
+"""The one place that wires settings, storage, providers, clock and the send path together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from campaigns.catalog import Catalog
+from campaigns.clock import Clock, SystemClock
+from campaigns.content import Clinic, ContentRenderer
+from campaigns.delivery import Deliverer, DeliveryPolicy
+from campaigns.intake import IntakeRules
+from campaigns.links import LinkSigner
+from campaigns.providers.base import EmailSender, SmsSender
+from campaigns.providers.fake import FakeEmailSender, FakeSmsSender
+from campaigns.providers.outbox import OutboxEmailSender, OutboxSmsSender
+from campaigns.scheduling import Planner
+from campaigns.settings import Settings
+from campaigns.storage.db import Database
+from campaigns.window import SendWindow
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    catalog: Catalog
+    window: SendWindow
+    renderer: ContentRenderer
+    links: LinkSigner
+    sms: SmsSender
+    email: EmailSender
+    clock: Clock
+    policy: DeliveryPolicy
+    _deliverer: Deliverer | None = field(default=None, init=False, repr=False)
+
+    @property
+    def planner(self) -> Planner:
+        return Planner(self.catalog, self.window)
+
+    @property
+    def intake(self) -> IntakeRules:
+        return IntakeRules(self.catalog, self.settings.phone_region, self.settings.default_timezone)
+
+    @property
+    def deliverer(self) -> Deliverer:
+        if self._deliverer is None:
+            self._deliverer = Deliverer(
+                self.db,
+                self.catalog,
+                self.renderer,
+                self.window,
+                self.links,
+                self.sms,
+                self.email,
+                self.clock,
+                self.policy,
+            )
+        return self._deliverer
+
+    def close(self) -> None:
+        if self._deliverer is not None:
+            self._deliverer.close()
+        self.db.dispose()
+
+
+def clinic_from(settings: Settings) -> Clinic:
+    return Clinic(
+        name=settings.clinic_name,
+        short_name=settings.clinic_short_name,
+        phone=settings.clinic_phone,
+        email=settings.clinic_email,
+        address=settings.clinic_address,
+        website=settings.clinic_website,
+        help_url=settings.clinic_help_url,
+    )
+
+
+def policy_from(settings: Settings) -> DeliveryPolicy:
+    return DeliveryPolicy(
+        dispatch_batch_size=settings.dispatch_batch_size,
+        send_batch_size=settings.send_batch_size,
+        send_concurrency=settings.send_concurrency,
+        max_attempts=settings.max_attempts,
+        retry_base_seconds=settings.retry_base_seconds,
+        retry_max_seconds=settings.retry_max_seconds,
+        claim_timeout_seconds=settings.claim_timeout_seconds,
+        sending_timeout_seconds=settings.sending_timeout_seconds,
+    )
+
+
+def sms_sender(settings: Settings) -> SmsSender:
+    return FakeSmsSender() if settings.sms_provider == "fake" else OutboxSmsSender()
+
+
+def email_sender(settings: Settings) -> EmailSender:
+    return FakeEmailSender() if settings.email_provider == "fake" else OutboxEmailSender()
+
+
+def build(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    sms: SmsSender | None = None,
+    email: EmailSender | None = None,
+) -> Services:
+    """Everything a process needs; raises (and the process stops) if a definition is wrong."""
+    catalog = Catalog.load(settings.templates_dir)
+    return Services(
+        settings=settings,
+        db=Database.from_url(settings.database_url, pool_size=settings.send_concurrency + 4),
+        catalog=catalog,
+        window=settings.window(),
+        renderer=ContentRenderer(settings.templates_dir, clinic_from(settings)),
+        links=LinkSigner(settings.secret_key.get_secret_value().encode(), settings.public_url),
+        sms=sms or sms_sender(settings),
+        email=email or email_sender(settings),
+        clock=clock or SystemClock(),
+        policy=policy_from(settings),
+    )

@@ -1,0 +1,167 @@
+"""Message text from Jinja2 templates, and how an SMS will be encoded and split.
+
+Templates run in a sandbox with StrictUndefined (a missing variable is an error, never a blank),
+HTML is autoescaped, and the patient's language falls back to English. SMS templates are given
+no patient fields at all, so a text can never carry a name or a due date by mistake.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound, select_autoescape
+from jinja2.sandbox import SandboxedEnvironment
+
+from campaigns.catalog import DEFAULT_LANGUAGE
+
+GSM7_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM7_EXTENDED = frozenset("\f^{}\\[~]|€")
+RTL_LANGUAGES = frozenset({"ar", "fa", "he", "ur", "yi"})
+_SPACES = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class SmsEncoding:
+    encoding: str  # "GSM-7" or "UCS-2"
+    units: int  # septets for GSM-7, UTF-16 code units for UCS-2
+    segments: int
+
+
+def sms_encoding(text: str) -> SmsEncoding:
+    """GSM-7 160/153 or UCS-2 70/67 per segment; a character is never split across segments."""
+    gsm = all(c in GSM7_BASIC or c in GSM7_EXTENDED for c in text)
+    if gsm:
+        sizes = [2 if c in GSM7_EXTENDED else 1 for c in text]
+        single, multi, name = 160, 153, "GSM-7"
+    else:
+        sizes = [len(c.encode("utf-16-le")) // 2 for c in text]
+        single, multi, name = 70, 67, "UCS-2"
+    total = sum(sizes)
+    if total <= single:
+        return SmsEncoding(name, total, 1 if total else 0)
+    segments, used = 1, 0
+    for size in sizes:
+        if used + size > multi:
+            segments, used = segments + 1, 0
+        used += size
+    return SmsEncoding(name, total, segments)
+
+
+@dataclass(frozen=True)
+class Clinic:
+    name: str  # "Santi Clinic"
+    short_name: str  # "Santi": starts every SMS
+    phone: str
+    email: str
+    address: str
+    website: str
+    help_url: str
+
+
+@dataclass(frozen=True)
+class Recipient:
+    first_name: str
+    language: str = DEFAULT_LANGUAGE
+    discreet: bool = False
+
+
+@dataclass(frozen=True)
+class RenderedSms:
+    body: str
+    encoding: SmsEncoding
+    language: str
+    template_ref: str
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    html: str
+    text: str
+    language: str
+    template_ref: str
+
+
+class ContentError(LookupError):
+    """A template that is missing or cannot render."""
+
+
+class ContentRenderer:
+    def __init__(self, templates_dir: Path, clinic: Clinic) -> None:
+        self.templates_dir = templates_dir
+        self.clinic = clinic
+        self._env = SandboxedEnvironment(
+            loader=FileSystemLoader(str(templates_dir)),
+            undefined=StrictUndefined,
+            autoescape=select_autoescape(
+                enabled_extensions=("html.j2",), default=False, default_for_string=False
+            ),
+            trim_blocks=True,
+            lstrip_blocks=True,
+            auto_reload=False,
+        )
+
+    def render_sms(self, campaign: str, step: str, recipient: Recipient) -> RenderedSms:
+        language, name = self._resolve(campaign, step, "sms", recipient.language)
+        body = _one_line(
+            self._render(name, {"clinic": self.clinic, "discreet": recipient.discreet})
+        )
+        return RenderedSms(body, sms_encoding(body), language, self._ref(name))
+
+    def render_email(
+        self, campaign: str, step: str, recipient: Recipient, unsubscribe_url: str
+    ) -> RenderedEmail:
+        language, subject_name = self._resolve(campaign, step, "subject", recipient.language)
+        context = {
+            "clinic": self.clinic,
+            "discreet": recipient.discreet,
+            "first_name": recipient.first_name,
+            "unsubscribe_url": unsubscribe_url,
+            "lang": language,
+            "dir": "rtl" if language in RTL_LANGUAGES else "ltr",
+        }
+        base = subject_name.removesuffix(".subject.j2")
+        return RenderedEmail(
+            subject=_one_line(self._render(subject_name, context)),
+            html=self._render(f"{base}.html.j2", context).strip() + "\n",
+            text=self._render(f"{base}.txt.j2", context).strip() + "\n",
+            language=language,
+            template_ref=self._ref(subject_name, f"{base}.html.j2", f"{base}.txt.j2"),
+        )
+
+    def _resolve(self, campaign: str, step: str, part: str, language: str) -> tuple[str, str]:
+        for candidate in dict.fromkeys((language, DEFAULT_LANGUAGE)):
+            name = f"{campaign}/{candidate}/{step}.{part}.j2"
+            if (self.templates_dir / name).is_file():
+                return candidate, name
+        raise ContentError(f"no template for {campaign}/{step} ({part}) in {language!r} or English")
+
+    def _render(self, name: str, context: dict[str, Any]) -> str:
+        try:
+            return self._env.get_template(name).render(context)
+        except TemplateNotFound as exc:
+            raise ContentError(f"template {exc.name} not found") from exc
+
+    def _ref(self, *names: str) -> str:
+        digest = "".join(_fingerprint(self.templates_dir / name) for name in names)
+        if len(names) > 1:
+            digest = hashlib.sha256(digest.encode()).hexdigest()[:12]
+        return f"{names[0]}@{digest}"
+
+
+def _one_line(text: str) -> str:
+    return _SPACES.sub(" ", text).strip()
+
+
+@lru_cache(maxsize=1024)
+def _fingerprint(path: Path) -> str:
+    """A short content hash, so the audit trail says which wording a patient received."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]

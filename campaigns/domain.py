@@ -1,0 +1,83 @@
+"""The shared vocabulary of the domain: channels, step kinds, statuses and sources."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Channel(StrEnum):
+    SMS = "sms"
+    EMAIL = "email"
+
+
+class StepKind(StrEnum):
+    SERVICE = "service"  # administrative: opt-in confirmation, programme end
+    EDUCATION = "education"
+    SAFETY = "safety"  # warning signs; never carries promotion
+    MARKETING = "marketing"  # needs the channel's separate marketing consent
+
+
+class Anchor(StrEnum):
+    ENROLMENT = "enrolment"  # days after enrolment
+    EDD = "edd"  # gestational age, as dated by the EDD
+    BIRTH = "birth"  # days after the recorded birth
+
+
+class EddSource(StrEnum):
+    SCAN = "scan"
+    LMP = "lmp"
+    PATIENT = "patient"
+    CLINICIAN = "clinician"
+
+
+class EnrollmentStatus(StrEnum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    ENDED_BIRTH = "ended_birth"  # reserved: birth normally moves the plan on, it does not end it
+    ENDED_LOSS = "ended_loss"
+    STOPPED = "stopped"
+
+
+class MessageStatus(StrEnum):
+    PENDING = "pending"
+    CLAIMED = "claimed"
+    SENDING = "sending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
+    BOUNCED = "bounced"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+    EXPIRED = "expired"
+    UNKNOWN = "unknown"
+    FAILED = "failed"
+
+
+#: Rows that will never be sent, so the same step may be planned again in a later version.
+NOT_SENT_FINAL = frozenset({MessageStatus.CANCELLED, MessageStatus.SKIPPED, MessageStatus.EXPIRED})
+#: Rows a cancellation can still stop before any provider call starts.
+CANCELLABLE = frozenset({MessageStatus.PENDING, MessageStatus.CLAIMED})
+
+
+class ConsentPurpose(StrEnum):
+    PROGRAMME = "programme"  # the education programme (UK GDPR Art. 9 explicit consent)
+    MARKETING_SMS = "marketing_sms"  # PECR consent, per channel
+    MARKETING_EMAIL = "marketing_email"
+
+
+class ConsentSource(StrEnum):
+    FORM = "form"
+    CSV = "csv"
+    API = "api"
+    CLI = "cli"
+    KEYWORD = "keyword"
+    LINK = "link"
+    PROVIDER = "provider"
+    STAFF = "staff"
+
+
+MARKETING_PURPOSE = {
+    Channel.SMS: ConsentPurpose.MARKETING_SMS,
+    Channel.EMAIL: ConsentPurpose.MARKETING_EMAIL,
+}

@@ -1,0 +1,150 @@
+"""Reading an enrolment request from staff input (CLI, form, CSV row, API) into checked values.
+
+Pure: the whole request is checked before anything is written, and the first problem is
+reported as an InputError naming the field (and the CSV row when there is one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from campaigns.catalog import Catalog
+from campaigns.contacts import check_language, check_timezone, normalise_email, normalise_phone
+from campaigns.domain import Channel, ConsentPurpose, EddSource
+from campaigns.errors import InputError
+from campaigns.pregnancy import EddError, check_edd
+from campaigns.window import zone
+
+
+@dataclass(frozen=True)
+class EnrolmentRequest:
+    campaign: str
+    name: str
+    phone: str | None
+    email: str | None
+    edd: date
+    edd_source: EddSource
+    timezone: str
+    language: str
+    channels: frozenset[Channel]
+    consents: frozenset[ConsentPurpose]
+    discreet: bool = False
+    clinic_ref: str | None = None
+
+
+@dataclass(frozen=True)
+class IntakeRules:
+    catalog: Catalog
+    phone_region: str
+    default_timezone: str
+
+
+def parse_enrolment(
+    fields: Mapping[str, str | None], rules: IntakeRules, now: datetime, *, row: int | None = None
+) -> EnrolmentRequest:
+    """Check one request; raises InputError(field, message, row=row) for the first problem."""
+    try:
+        return _parse(fields, rules, now)
+    except InputError as exc:
+        raise InputError(exc.field, exc.message, row=row) from None
+
+
+def _parse(fields: Mapping[str, str | None], rules: IntakeRules, now: datetime) -> EnrolmentRequest:
+    def text(name: str) -> str:
+        return (fields.get(name) or "").strip()
+
+    campaign = text("campaign") or "leg-cramps"
+    if campaign not in rules.catalog:
+        known = ", ".join(sorted(rules.catalog))
+        raise InputError("campaign", f"{campaign!r} is not a campaign (known: {known})")
+    name = text("name")
+    if not name:
+        raise InputError("name", "is required")
+    if len(name) > 200:
+        raise InputError("name", "is longer than 200 characters")
+
+    channels = _channels(text("channels") or "sms")
+    phone = normalise_phone(text("phone"), rules.phone_region) if text("phone") else None
+    email = normalise_email(text("email")) if text("email") else None
+    if Channel.SMS in channels and phone is None:
+        raise InputError("phone", "is required for the sms channel")
+    if Channel.EMAIL in channels and email is None:
+        raise InputError("email", "is required for the email channel")
+
+    timezone = check_timezone(text("tz") or rules.default_timezone, field="tz")
+    language = check_language(text("language") or "en")
+    edd = _edd(text("edd"), timezone, now)
+    edd_source = _edd_source(text("edd_source"))
+    consents = _consents(text("consent"))
+    if ConsentPurpose.MARKETING_SMS in consents and phone is None:
+        raise InputError("consent", "marketing_sms needs a phone number")
+    if ConsentPurpose.MARKETING_EMAIL in consents and email is None:
+        raise InputError("consent", "marketing_email needs an email address")
+    return EnrolmentRequest(
+        campaign=campaign,
+        name=name,
+        phone=phone,
+        email=email,
+        edd=edd,
+        edd_source=edd_source,
+        timezone=timezone,
+        language=language,
+        channels=channels,
+        consents=consents,
+        discreet=text("discreet").lower() in {"1", "true", "yes", "y"},
+        clinic_ref=text("clinic_ref") or None,
+    )
+
+
+def _channels(raw: str) -> frozenset[Channel]:
+    chosen = set()
+    for part in filter(None, (p.strip().lower() for p in raw.split(","))):
+        try:
+            chosen.add(Channel(part))
+        except ValueError:
+            raise InputError("channels", f"{part!r} is not a channel (use sms, email)") from None
+    if not chosen:
+        raise InputError("channels", "choose at least one of sms, email")
+    return frozenset(chosen)
+
+
+def _edd(raw: str, timezone: str, now: datetime) -> date:
+    if not raw:
+        raise InputError("edd", "is required (YYYY-MM-DD)")
+    try:
+        edd = date.fromisoformat(raw)
+    except ValueError:
+        raise InputError("edd", f"{raw!r} is not a date like 2027-05-14") from None
+    try:
+        check_edd(edd, now.astimezone(zone(timezone)).date())
+    except EddError as exc:
+        raise InputError("edd", str(exc)) from None
+    return edd
+
+
+def _consents(raw: str) -> frozenset[ConsentPurpose]:
+    chosen = set()
+    for part in filter(None, (p.strip().lower() for p in raw.split(","))):
+        try:
+            chosen.add(ConsentPurpose(part))
+        except ValueError:
+            allowed = ", ".join(p.value for p in ConsentPurpose)
+            raise InputError("consent", f"{part!r} is not a consent (use {allowed})") from None
+    if ConsentPurpose.PROGRAMME not in chosen:
+        raise InputError(
+            "consent",
+            "the patient's explicit consent to the programme is required (--consent programme)",
+        )
+    return frozenset(chosen)
+
+
+def _edd_source(raw: str) -> EddSource:
+    if not raw:
+        raise InputError("edd_source", "is required (scan|lmp|patient|clinician)")
+    try:
+        return EddSource(raw.lower())
+    except ValueError:
+        allowed = "|".join(e.value for e in EddSource)
+        raise InputError("edd_source", f"{raw!r} is not one of {allowed}") from None

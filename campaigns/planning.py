@@ -1,0 +1,195 @@
+"""Enrollment + campaign + send window -> the planned sends. Pure: no I/O, `now` is an argument.
+
+The rules (DESIGN.md, timing rules):
+- a step is due on its anchor day plus its offset (gestational age for `edd`, days after the
+  birth for `birth`, days after enrolment for `enrolment`), at the campaign's local send time in
+  the patient's timezone, moved forward into the send window (weekdays, hours, bank holidays);
+- at most one scheduled message per patient per local day: the SMS and the email of one step
+  count as one message, and a step that collides moves to the next free send day;
+- a step whose day has passed is recorded `skipped`, except the latest missed `catch_up` step of
+  each topic while its phase (pregnancy, or the weeks after birth) lasts: that one goes soon;
+- marketing steps are planned only on channels with marketing consent;
+- a step already sent (or in flight) on a channel is never planned again on that channel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+from campaigns.catalog import Campaign, Step
+from campaigns.domain import Anchor, Channel, MessageStatus, StepKind
+from campaigns.pregnancy import pregnancy_start
+from campaigns.window import SendWindow, local_to_utc, zone
+
+
+class SkipReason(StrEnum):
+    BEFORE_ENROLMENT = "before_enrolment"
+    DATE_PASSED = "date_passed"
+    NO_MARKETING_CONSENT = "no_marketing_consent"
+
+
+CATCH_UP = "catch_up"
+
+
+@dataclass(frozen=True)
+class PlanInput:
+    """What planning needs to know about one enrollment."""
+
+    timezone: str
+    edd: date
+    enrolled_on: date  # the patient's local date of enrolment
+    channels: frozenset[Channel]
+    marketing_channels: frozenset[Channel] = frozenset()
+    birth_date: date | None = None
+    #: (step, channel) pairs sent or in flight in an earlier version: never planned again.
+    done: frozenset[tuple[str, Channel]] = frozenset()
+    #: (step, channel) pairs already recorded as skipped or expired: not recorded again.
+    recorded: frozenset[tuple[str, Channel]] = frozenset()
+    #: Local dates already holding a message for this patient (the daily cap).
+    busy_days: frozenset[date] = frozenset()
+
+
+@dataclass(frozen=True)
+class PlannedSend:
+    step: Step
+    channel: Channel
+    status: MessageStatus  # PENDING or SKIPPED
+    due_at: datetime  # UTC; for a skipped step, when it would have been due
+    expires_at: datetime | None
+    reason: str | None  # a SkipReason, CATCH_UP, or None for an ordinary send
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    step: Step
+    channels: tuple[Channel, ...]
+    target_day: date
+    minute: int
+    rank: tuple[int, int]
+    reason: str | None
+
+
+def plan(
+    facts: PlanInput, campaign: Campaign, window: SendWindow, now: datetime
+) -> list[PlannedSend]:
+    """Every send to record for this enrollment's new schedule version, in due order."""
+    tz = zone(facts.timezone)
+    today = now.astimezone(tz).date()
+    phase_open = {
+        Anchor.ENROLMENT: False,
+        Anchor.EDD: facts.birth_date is None,
+        Anchor.BIRTH: _postpartum_open(facts, campaign, today),
+    }
+    skipped: list[PlannedSend] = []
+    candidates: list[_Candidate] = []
+    missed: dict[str, tuple[date, Step, tuple[Channel, ...]]] = {}  # latest per catch-up topic
+
+    def skip(step: Step, channels: Iterable[Channel], day: date, reason: SkipReason) -> None:
+        at = local_to_utc(day, campaign.send_minute, tz)
+        skipped.extend(
+            PlannedSend(step, c, MessageStatus.SKIPPED, at, None, reason)
+            for c in channels
+            if (step.key, c) not in facts.recorded
+        )
+
+    for step in campaign.steps:
+        ideal_day = _ideal_day(step, facts)
+        if ideal_day is None:
+            continue
+        channels = tuple(
+            c for c in step.channels if c in facts.channels and (step.key, c) not in facts.done
+        )
+        if not channels:
+            continue
+        if ideal_day < today:
+            if step.catch_up and phase_open[step.anchor]:
+                earlier = missed.get(step.catch_up_topic)
+                if earlier is None or earlier[0] < ideal_day:
+                    if earlier is not None:
+                        skip(earlier[1], earlier[2], earlier[0], _past_reason(earlier[0], facts))
+                    missed[step.catch_up_topic] = (ideal_day, step, channels)
+                    continue
+            skip(step, channels, ideal_day, _past_reason(ideal_day, facts))
+            continue
+        if step.kind is StepKind.MARKETING:
+            skip(
+                step,
+                [c for c in channels if c not in facts.marketing_channels],
+                ideal_day,
+                SkipReason.NO_MARKETING_CONSENT,
+            )
+            channels = tuple(c for c in channels if c in facts.marketing_channels)
+            if not channels:
+                continue
+        if step.anchor is Anchor.ENROLMENT:
+            # The welcome goes as soon as the window allows, ahead of anything else that day.
+            candidates.append(
+                _Candidate(step, channels, ideal_day, window.start_minute, (0, 0), None)
+            )
+        else:
+            rank = (2, ideal_day.toordinal())
+            candidates.append(
+                _Candidate(step, channels, ideal_day, campaign.send_minute, rank, None)
+            )
+
+    for ideal_day, step, channels in missed.values():
+        # Most recent warning first: it is the one that fits where the pregnancy is now.
+        rank = (1, -ideal_day.toordinal())
+        candidates.append(_Candidate(step, channels, today, window.start_minute, rank, CATCH_UP))
+
+    planned = _place(candidates, facts.busy_days, window, tz, now)
+    return sorted(planned + skipped, key=lambda p: (p.due_at, p.step.key, p.channel))
+
+
+def _ideal_day(step: Step, facts: PlanInput) -> date | None:
+    offset = timedelta(days=step.offset.total_days)
+    if step.anchor is Anchor.ENROLMENT:
+        return facts.enrolled_on + offset
+    if step.anchor is Anchor.EDD:
+        # After a birth the pregnancy steps are over; the plan moves to the birth-anchored steps.
+        return None if facts.birth_date is not None else pregnancy_start(facts.edd) + offset
+    return None if facts.birth_date is None else facts.birth_date + offset
+
+
+def _postpartum_open(facts: PlanInput, campaign: Campaign, today: date) -> bool:
+    if facts.birth_date is None:
+        return False
+    last = max((s.offset.total_days for s in campaign.steps if s.anchor is Anchor.BIRTH), default=0)
+    return today <= facts.birth_date + timedelta(days=last)
+
+
+def _past_reason(ideal_day: date, facts: PlanInput) -> SkipReason:
+    if ideal_day < facts.enrolled_on:
+        return SkipReason.BEFORE_ENROLMENT
+    return SkipReason.DATE_PASSED
+
+
+def _place(
+    candidates: list[_Candidate],
+    busy_days: frozenset[date],
+    window: SendWindow,
+    tz: ZoneInfo,
+    now: datetime,
+) -> list[PlannedSend]:
+    """Give each step the first free send slot from its target day on (one message a day)."""
+    busy = set(busy_days)
+    placed: list[PlannedSend] = []
+    for cand in sorted(candidates, key=lambda c: (c.target_day, c.rank)):
+        day = cand.target_day
+        while True:
+            due = window.slot(day, cand.minute, tz, now)
+            due_day = due.astimezone(tz).date()
+            if due_day not in busy:
+                break
+            day = due_day + timedelta(days=1)
+        busy.add(due_day)
+        expires = due + cand.step.validity
+        placed.extend(
+            PlannedSend(cand.step, c, MessageStatus.PENDING, due, expires, cand.reason)
+            for c in cand.channels
+        )
+    return placed

@@ -1,0 +1,69 @@
+"""The embedded runtime: beat and worker as one background thread inside `campaigns serve`.
+
+With no broker configured, a claimed batch is handed straight to the Deliverer in this process
+(the same send path Celery workers run). Production runs Celery workers and beat instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from campaigns import delivery, housekeeping
+from campaigns.bootstrap import Services
+from campaigns.domain import Channel
+
+log = logging.getLogger(__name__)
+REAP_EVERY_SECONDS = 60.0
+HOUSEKEEPING_EVERY_SECONDS = 600.0
+
+
+class InlineQueue:
+    """A SendQueue that sends each batch at once, in this process."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def publish(self, channel: Channel, message_ids: list[int], claim_token: str) -> None:
+        self.services.deliverer.send_batch(message_ids, claim_token)
+
+
+def tick(services: Services, queue: delivery.SendQueue) -> int:
+    """One dispatch round: claim what is due and send it."""
+    return delivery.dispatch_due(services.db, queue, services.clock, services.policy)
+
+
+def upkeep(services: Services) -> None:
+    now = services.clock.now()
+    delivery.reap(services.db, now, services.policy)
+    housekeeping.pause_overdue(services.db, now)
+    housekeeping.complete_finished(services.db, services.catalog, now)
+
+
+class EmbeddedRuntime:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.queue = InlineQueue(services)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="embedded-beat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        interval = self.services.settings.dispatch_interval_seconds
+        last_upkeep = 0.0
+        while not self._stop.is_set():
+            try:
+                if time.monotonic() - last_upkeep >= REAP_EVERY_SECONDS:
+                    upkeep(self.services)
+                    last_upkeep = time.monotonic()
+                tick(self.services, self.queue)
+            except Exception:
+                log.exception("embedded dispatch tick failed; trying again next tick")
+            self._stop.wait(interval)

@@ -1,0 +1,95 @@
+"""One validated settings object, read from CAMPAIGNS_* environment variables.
+
+Every command and process builds it the same way (get_settings), so a database URL given to
+`campaigns migrate` is the one `campaigns enroll` and the workers use. A setting that cannot work
+(an unknown timezone or holiday region, a malformed send window, a development secret in
+production) stops start-up with a message naming it.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from campaigns.pregnancy import TrimesterConvention
+from campaigns.window import SendWindow, WindowError, zone
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEVELOPMENT_SECRET = "development-only-secret-do-not-use-in-production"  # noqa: S105
+EMBEDDED_BROKER = "embedded"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CAMPAIGNS_", extra="ignore", frozen=True)
+
+    environment: Literal["development", "test", "production"] = "development"
+    database_url: str = "sqlite:///campaigns.db"
+    #: "embedded" runs worker and beat inside `campaigns serve`; otherwise a Celery broker URL.
+    broker_url: str = EMBEDDED_BROKER
+    public_url: str = "http://127.0.0.1:8000"
+    secret_key: SecretStr = SecretStr(DEVELOPMENT_SECRET)
+    booking_url: str = "https://santi.example/book"
+    sms_provider: Literal["outbox", "fake"] = "outbox"
+    email_provider: Literal["outbox", "fake"] = "outbox"
+    templates_dir: Path = PROJECT_ROOT / "templates"
+
+    clinic_name: str = "Santi Clinic"
+    clinic_short_name: str = Field(default="Santi", max_length=11)
+    clinic_phone: str = "020 7946 0000"
+    clinic_email: str = "hello@santi.example"
+    clinic_address: str = "1 Example Street, London N1 0AA"
+    clinic_website: str = "https://santi.example"
+    clinic_help_url: str = "https://santi.example/help"
+
+    default_timezone: str = "Europe/London"
+    phone_region: str = "GB"  # how to read a phone number written without +country code
+    holiday_region: str = "GB-ENG"
+    send_window: str = "Mon-Sat 09:00-20:00"
+    trimester_convention: TrimesterConvention = TrimesterConvention.NHS
+
+    dispatch_interval_seconds: float = Field(default=2.0, gt=0)
+    dispatch_batch_size: int = Field(default=5000, ge=1)
+    send_batch_size: int = Field(default=100, ge=1)
+    send_concurrency: int = Field(default=16, ge=1, le=512)
+    claim_timeout_seconds: int = Field(default=600, ge=10)
+    sending_timeout_seconds: int = Field(default=300, ge=10)
+    max_attempts: int = Field(default=5, ge=1)
+    retry_base_seconds: int = Field(default=60, ge=1)
+    retry_max_seconds: int = Field(default=3600, ge=1)
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        zone(value)
+        return value
+
+    @model_validator(mode="after")
+    def _usable(self) -> Settings:
+        try:
+            SendWindow.parse(self.send_window, self.holiday_region)
+        except WindowError as exc:
+            raise ValueError(str(exc)) from None
+        if self.environment == "production" and (
+            self.secret_key.get_secret_value() == DEVELOPMENT_SECRET
+            or len(self.secret_key.get_secret_value()) < 32
+        ):
+            raise ValueError(
+                "CAMPAIGNS_SECRET_KEY must be set to 32+ random characters in production"
+            )
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        return self.broker_url == EMBEDDED_BROKER
+
+    def window(self) -> SendWindow:
+        return SendWindow.parse(self.send_window, self.holiday_region)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,218 @@
+"""The tables. The scheduled_messages table is the outbox: the system of record for every send."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from campaigns.storage.types import UTCDateTime
+
+Id = BigInteger().with_variant(Integer(), "sqlite")
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+_PENDING = text("status = 'pending'")
+_LIVE = text("status NOT IN ('cancelled', 'skipped', 'expired')")
+_IN_FLIGHT = text("status IN ('claimed', 'sending')")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSON(),
+    }
+
+
+class Patient(Base):
+    __tablename__ = "patients"
+    __table_args__ = (
+        Index(
+            "uq_patients_phone",
+            "phone",
+            unique=True,
+            postgresql_where=text("phone IS NOT NULL"),
+            sqlite_where=text("phone IS NOT NULL"),
+        ),
+        Index("ix_patients_email", "email"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    phone: Mapped[str | None] = mapped_column(String(20))  # E.164
+    email: Mapped[str | None] = mapped_column(String(320))
+    timezone: Mapped[str] = mapped_column(String(64))
+    language: Mapped[str] = mapped_column(String(16), default="en")
+    discreet: Mapped[bool] = mapped_column(Boolean, default=False)
+    clinic_ref: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+
+
+class ConsentEvent(Base):
+    """Append-only: every grant and withdrawal, with where it came from and what was said."""
+
+    __tablename__ = "consent_events"
+    __table_args__ = (Index("ix_consent_events_patient_id_id", "patient_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"))
+    purpose: Mapped[str] = mapped_column(String(32))
+    channel: Mapped[str | None] = mapped_column(String(16))  # None: every channel
+    granted: Mapped[bool] = mapped_column(Boolean)
+    occurred_at: Mapped[datetime]
+    source: Mapped[str] = mapped_column(String(32))
+    wording_version: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(128))
+
+
+class Enrollment(Base):
+    __tablename__ = "enrollments"
+    __table_args__ = (
+        # One live enrollment per patient and campaign; ended ones stay as history.
+        Index(
+            "uq_enrollments_live",
+            "patient_id",
+            "campaign",
+            unique=True,
+            postgresql_where=text("status IN ('active', 'paused')"),
+            sqlite_where=text("status IN ('active', 'paused')"),
+        ),
+        Index("ix_enrollments_patient_id", "patient_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"))
+    campaign: Mapped[str] = mapped_column(String(64))
+    edd: Mapped[date] = mapped_column(Date)
+    edd_source: Mapped[str] = mapped_column(String(16))
+    edd_set_at: Mapped[datetime]
+    channels: Mapped[str] = mapped_column(String(32))  # "sms,email"
+    status: Mapped[str] = mapped_column(String(16))
+    status_reason: Mapped[str | None] = mapped_column(String(64))
+    enrolled_at: Mapped[datetime]
+    enrolled_on: Mapped[date] = mapped_column(Date)  # the patient's local date of enrolment
+    birth_date: Mapped[date | None] = mapped_column(Date)
+    ended_at: Mapped[datetime | None]
+    schedule_version: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[datetime]
+
+
+class ScheduledMessage(Base):
+    __tablename__ = "scheduled_messages"
+    __table_args__ = (
+        # Serves the dispatch tick: only pending rows, ordered by when they may go.
+        Index(
+            "ix_scheduled_messages_due",
+            "next_attempt_at",
+            postgresql_where=_PENDING,
+            sqlite_where=_PENDING,
+        ),
+        # A step goes at most once per channel: one live row, whatever the schedule version.
+        Index(
+            "uq_scheduled_messages_step",
+            "enrollment_id",
+            "step_key",
+            "channel",
+            unique=True,
+            postgresql_where=_LIVE,
+            sqlite_where=_LIVE,
+        ),
+        UniqueConstraint(
+            "enrollment_id",
+            "schedule_version",
+            "step_key",
+            "channel",
+            name="uq_scheduled_messages_version_step",
+        ),
+        Index(
+            "ix_scheduled_messages_in_flight",
+            "status",
+            "claimed_at",
+            postgresql_where=_IN_FLIGHT,
+            sqlite_where=_IN_FLIGHT,
+        ),
+        Index(
+            "ix_scheduled_messages_provider_id",
+            "provider_id",
+            postgresql_where=text("provider_id IS NOT NULL"),
+            sqlite_where=text("provider_id IS NOT NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    enrollment_id: Mapped[int] = mapped_column(ForeignKey("enrollments.id"))
+    step_key: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(16))
+    schedule_version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(64))
+    due_at: Mapped[datetime]
+    next_attempt_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_at: Mapped[datetime | None]
+    claim_token: Mapped[str | None] = mapped_column(String(36))
+    send_started_at: Mapped[datetime | None]
+    provider: Mapped[str | None] = mapped_column(String(32))
+    provider_id: Mapped[str | None] = mapped_column(String(128))
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    sent_at: Mapped[datetime | None]
+    delivered_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
+    # What the patient received (the clinical record keeps a copy of every message).
+    template_ref: Mapped[str | None] = mapped_column(String(200))
+    subject: Mapped[str | None] = mapped_column(String(300))
+    body: Mapped[str | None] = mapped_column(Text)
+
+
+class Suppression(Base):
+    """Addresses never to message again on a channel, kept by hash so erasure does not undo it."""
+
+    __tablename__ = "suppressions"
+    __table_args__ = (UniqueConstraint("channel", "address_hash"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    address_hash: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime]
+
+
+class AuditEvent(Base):
+    """Append-only record of who did what and when; details never hold message bodies."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_patient_id_id", "patient_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    occurred_at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    patient_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
+    enrollment_id: Mapped[int | None] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite")
+    )
+    message_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)

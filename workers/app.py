@@ -1,0 +1,56 @@
+"""The Celery application, configured from campaigns settings (DESIGN.md, "Moving the work").
+
+Future sends live in the database, never in the broker: beat only fires `dispatch_due`, which
+claims due rows and publishes `send_batch` tasks (ids only) after its transaction commits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from campaigns.settings import Settings, get_settings
+
+DISPATCH_QUEUE = "dispatch"
+SEND_QUEUES = ("send.sms", "send.email")
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    return {
+        "dispatch-due": {
+            "task": "campaigns.dispatch_due",
+            "schedule": settings.dispatch_interval_seconds,
+            "options": {"expires": settings.dispatch_interval_seconds * 5},
+        },
+        "reap": {"task": "campaigns.reap", "schedule": 60.0, "options": {"expires": 120}},
+        "housekeeping": {
+            "task": "campaigns.housekeeping",
+            "schedule": 600.0,
+            "options": {"expires": 1200},
+        },
+    }
+
+
+def create_celery(settings: Settings) -> Celery:
+    broker = "memory://" if settings.embedded else settings.broker_url
+    app = Celery("campaigns", broker=broker, include=["workers.tasks"])
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,  # redelivered; the claim token and attempts cap guard it
+        task_ignore_result=True,
+        worker_prefetch_multiplier=1,
+        timezone="UTC",
+        enable_utc=True,
+        task_serializer="json",
+        accept_content=["json"],
+        task_default_queue=DISPATCH_QUEUE,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": 3600},
+        worker_enable_remote_control=False,
+        beat_schedule=beat_schedule(settings),
+    )
+    return app
+
+
+celery_app = create_celery(get_settings())

@@ -1,0 +1,56 @@
+"""Thin Celery tasks: each parses its arguments and calls one function of the application."""
+
+from __future__ import annotations
+
+import threading
+
+from campaigns import delivery, housekeeping
+from campaigns.bootstrap import Services, build
+from campaigns.domain import Channel
+from campaigns.settings import get_settings
+from workers.app import celery_app
+
+_services: Services | None = None
+_lock = threading.Lock()
+
+
+def services() -> Services:
+    """Built lazily in each worker process (after the fork), never shared across processes."""
+    global _services  # noqa: PLW0603 - one wiring per process
+    with _lock:
+        if _services is None:
+            _services = build(get_settings())
+        return _services
+
+
+class CeleryQueue:
+    """Publishes claimed batches to the per-channel send queues."""
+
+    def publish(self, channel: Channel, message_ids: list[int], claim_token: str) -> None:
+        send_batch.apply_async(args=[message_ids, claim_token], queue=f"send.{channel.value}")
+
+
+@celery_app.task(name="campaigns.dispatch_due")  # type: ignore[untyped-decorator]
+def dispatch_due() -> int:
+    s = services()
+    return delivery.dispatch_due(s.db, CeleryQueue(), s.clock, s.policy)
+
+
+@celery_app.task(name="campaigns.send_batch")  # type: ignore[untyped-decorator]
+def send_batch(message_ids: list[int], claim_token: str) -> dict[str, int]:
+    outcomes = services().deliverer.send_batch([int(i) for i in message_ids], str(claim_token))
+    return {outcome.value: count for outcome, count in outcomes.items()}
+
+
+@celery_app.task(name="campaigns.reap")  # type: ignore[untyped-decorator]
+def reap() -> tuple[int, int]:
+    s = services()
+    return delivery.reap(s.db, s.clock.now(), s.policy)
+
+
+@celery_app.task(name="campaigns.housekeeping")  # type: ignore[untyped-decorator]
+def run_housekeeping() -> None:
+    s = services()
+    now = s.clock.now()
+    housekeeping.pause_overdue(s.db, now)
+    housekeeping.complete_finished(s.db, s.catalog, now)
