@@ -1,0 +1,379 @@
+"""The `campaigns` command. Every subcommand reads the same settings (CAMPAIGNS_* variables)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, time
+from typing import Annotated, Any
+
+import typer
+
+from campaigns import enrollments, views
+from campaigns.bootstrap import Services, build
+from campaigns.catalog import CatalogError
+from campaigns.domain import ConsentSource, EddSource
+from campaigns.errors import InputError, NotFoundError, StateError
+from campaigns.intake import parse_enrolment
+from campaigns.settings import get_settings
+from campaigns.window import WindowError, zone
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="Pregnancy education campaigns by SMS and email.",
+)
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    app()
+
+
+def fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def services() -> Iterator[Services]:
+    """Build the wiring; a bad setting or campaign file stops here with its message."""
+    try:
+        built = build(get_settings())
+    except (CatalogError, WindowError, ValueError) as exc:
+        fail(str(exc))
+        raise  # unreachable: fail() exits
+    try:
+        yield built
+    except InputError as exc:
+        fail(str(exc))
+    except (NotFoundError, StateError) as exc:
+        fail(str(exc).strip("'\""), code=1)
+    finally:
+        built.close()
+
+
+def _date(value: str, field: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InputError(field, f"{value!r} is not a date like 2027-05-14") from None
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema."""
+    from campaigns.storage.migrate import upgrade
+
+    settings = get_settings()
+    upgrade(settings.database_url)
+    typer.echo(f"database is up to date ({_safe_url(settings.database_url)})")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Run the web service; with the embedded broker, also the worker and beat."""
+    import uvicorn
+
+    from campaigns.web.app import create_app
+
+    logging.getLogger().setLevel(logging.INFO)
+    with services() as built:
+        web = create_app(built, run_embedded=built.settings.embedded)
+        shown = "127.0.0.1" if host in {"0.0.0.0", "::"} else host  # noqa: S104
+        mode = "embedded worker and beat, " if built.settings.embedded else ""
+        typer.echo(f"campaigns: {mode}SMS via {built.sms.name}, email via {built.email.name}")
+        typer.echo(f"Staff UI: http://{shown}:{port}/staff/")
+        uvicorn.run(web, host=host, port=port, log_level="info")
+
+
+@app.command()
+def enroll(
+    name: Annotated[str, typer.Option(help="Patient's full name.")],
+    edd: Annotated[str, typer.Option(help="Estimated due date, YYYY-MM-DD.")],
+    edd_source: Annotated[str, typer.Option(help="scan|lmp|patient|clinician")],
+    consent: Annotated[
+        str,
+        typer.Option(help="programme[,marketing_sms,marketing_email]: what the patient agreed to."),
+    ],
+    phone: Annotated[str, typer.Option(help="Mobile number.")] = "",
+    email: Annotated[str, typer.Option(help="Email address.")] = "",
+    tz: Annotated[str, typer.Option(help="IANA timezone; default from settings.")] = "",
+    language: Annotated[str, typer.Option(help="Language code.")] = "en",
+    channels: Annotated[str, typer.Option(help="sms,email")] = "sms",
+    campaign: Annotated[str, typer.Option(help="Campaign key.")] = "leg-cramps",
+    discreet: Annotated[bool, typer.Option(help="Discreet wording.")] = False,
+    clinic_ref: Annotated[str, typer.Option(help="The clinic's own reference.")] = "",
+    json_out: JsonFlag = False,
+) -> None:
+    """Enrol a patient and plan their messages."""
+    with services() as built:
+        now = built.clock.now()
+        request = parse_enrolment(
+            {
+                "campaign": campaign,
+                "name": name,
+                "phone": phone,
+                "email": email,
+                "edd": edd,
+                "edd_source": edd_source,
+                "tz": tz,
+                "language": language,
+                "channels": channels,
+                "consent": consent,
+                "discreet": "yes" if discreet else "",
+                "clinic_ref": clinic_ref,
+            },
+            built.intake,
+            now,
+        )
+        [done] = enrollments.enrol_many(
+            built.db, built.planner, [request], now, source=ConsentSource.CLI, actor="cli"
+        )
+        pending = [p for p in done.planned if p.status == "pending"]
+        if json_out:
+            typer.echo(
+                json.dumps(
+                    {
+                        "patient_id": done.patient_id,
+                        "enrollment_id": done.enrollment_id,
+                        "planned": len(pending),
+                        "skipped": len(done.planned) - len(pending),
+                    }
+                )
+            )
+            return
+        typer.echo(
+            f"enrolled patient {done.patient_id} (enrollment {done.enrollment_id}): "
+            f"{len(pending)} messages planned, {len(done.planned) - len(pending)} skipped"
+        )
+        if pending:
+            first = pending[0]
+            typer.echo(
+                f"first message: {first.step.key} by {first.channel} at "
+                f"{first.due_at.astimezone(zone(request.timezone)):%a %d %b %Y %H:%M %Z}"
+            )
+
+
+@app.command()
+def preview(
+    campaign: Annotated[str, typer.Argument(help="Campaign key, e.g. leg-cramps.")],
+    edd: Annotated[str, typer.Option(help="Due date, YYYY-MM-DD.")],
+    tz: Annotated[str, typer.Option(help="IANA timezone.")] = "",
+    enrolled: Annotated[str, typer.Option(help="Enrolment date (default today).")] = "",
+    birth: Annotated[str, typer.Option(help="Birth date, to see the after-birth steps.")] = "",
+    marketing: Annotated[bool, typer.Option(help="Assume marketing consent.")] = False,
+    discreet: Annotated[bool, typer.Option(help="Discreet wording.")] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Show the plan a hypothetical patient would get, with every message's text."""
+    with services() as built:
+        timezone = tz or built.settings.default_timezone
+        try:
+            zone(timezone)
+        except WindowError as exc:
+            raise InputError("tz", str(exc)) from None
+        now = built.clock.now()
+        if enrolled:
+            # Enrolled at 09:00 local that day, as if by staff at the start of a clinic.
+            now = datetime.combine(_date(enrolled, "enrolled"), time(9), zone(timezone)).astimezone(
+                UTC
+            )
+        try:
+            selected = built.catalog[campaign]
+        except KeyError as exc:
+            raise InputError("campaign", str(exc).strip("'\"")) from None
+        entries = views.preview(
+            selected,
+            built.window,
+            built.renderer,
+            edd=_date(edd, "edd"),
+            timezone=timezone,
+            now=now,
+            birth_date=_date(birth, "birth") if birth else None,
+            marketing=marketing,
+            discreet=discreet,
+        )
+        if json_out:
+            typer.echo(json.dumps([e.as_json() for e in entries], indent=2))
+            return
+        for e in entries:
+            text = e.subject if e.subject else e.text
+            reason = f" ({e.reason})" if e.reason else ""
+            typer.echo(
+                f"{e.due_local[:16].replace('T', ' ')}  {e.channel:<5} {e.status:<8}"
+                f"{reason:<20} {e.step:<26} {text}"
+            )
+
+
+@app.command()
+def timeline(
+    patient: Annotated[str, typer.Argument(help="Patient id or phone number.")],
+    json_out: JsonFlag = False,
+) -> None:
+    """A patient's messages: when each is or was due, and what happened to it."""
+    with services() as built, built.db.session() as session:
+        found = views.find_patient(session, patient)
+        entries = views.timeline(session, found)
+        if json_out:
+            typer.echo(json.dumps([e.as_json() for e in entries], indent=2))
+            return
+        typer.echo(f"patient {found.id} ({found.timezone})")
+        for e in entries:
+            reason = f" ({e.reason})" if e.reason else ""
+            typer.echo(
+                f"{e.due_local[:16].replace('T', ' ')}  v{e.version} {e.channel:<5} "
+                f"{e.status + reason:<34} {e.step}"
+            )
+
+
+@app.command()
+def dispatch(
+    once: Annotated[bool, typer.Option("--once", help="Run one dispatch tick and exit.")] = False,
+) -> None:
+    """Claim due messages and send them (embedded) or queue them for the workers (Celery)."""
+    if not once:
+        fail("only `campaigns dispatch --once` is supported; beat runs the ticks in production")
+    with services() as built:
+        if built.settings.embedded:
+            from campaigns.runtime import InlineQueue, tick
+
+            count = tick(built, InlineQueue(built))
+        else:
+            from campaigns import delivery
+            from workers.tasks import CeleryQueue
+
+            count = delivery.dispatch_due(built.db, CeleryQueue(), built.clock, built.policy)
+        typer.echo(f"dispatched {count} due messages")
+
+
+@app.command()
+def status(json_out: JsonFlag = False) -> None:
+    """Counts of messages by status, how many are due, and the oldest due message's lag."""
+    with services() as built, built.db.session() as session:
+        found = views.backlog(session, built.clock.now())
+    if json_out:
+        typer.echo(
+            json.dumps(
+                {
+                    "by_status": found.by_status,
+                    "due_now": found.due_now,
+                    "oldest_due_seconds": found.oldest_due_seconds,
+                }
+            )
+        )
+        return
+    for key, count in sorted(found.by_status.items()):
+        typer.echo(f"{key:<12} {count}")
+    typer.echo(f"due now: {found.due_now}, oldest waiting {found.oldest_due_seconds:.0f}s")
+
+
+def _lifecycle(action: Callable[[Services, datetime], Any], message: str) -> None:
+    with services() as built:
+        result = action(built, built.clock.now())
+        typer.echo(message.format(result=result if not isinstance(result, list) else len(result)))
+
+
+@app.command("change-edd")
+def change_edd(
+    enrollment: int,
+    edd: Annotated[str, typer.Option()],
+    edd_source: Annotated[str, typer.Option()] = "scan",
+) -> None:
+    """Record a new due date (e.g. after the dating scan) and re-plan."""
+
+    def run(b: Services, now: datetime) -> Any:
+        try:
+            source = EddSource(edd_source)
+        except ValueError:
+            raise InputError(
+                "edd_source", f"{edd_source!r} is not scan|lmp|patient|clinician"
+            ) from None
+        return enrollments.change_edd(
+            b.db, b.planner, enrollment, _date(edd, "edd"), source, now, actor="cli"
+        )
+
+    _lifecycle(run, "due date changed; {result} sends in the new plan")
+
+
+@app.command()
+def birth(enrollment: int, date_: Annotated[str, typer.Option("--date")]) -> None:
+    """Record the birth: pregnancy steps stop, after-birth steps are planned."""
+    _lifecycle(
+        lambda b, now: enrollments.record_birth(
+            b.db, b.planner, enrollment, _date(date_, "birth_date"), now, actor="cli"
+        ),
+        "birth recorded; {result} sends in the new plan",
+    )
+
+
+@app.command()
+def loss(enrollment: int) -> None:
+    """Record a pregnancy loss: every message stops now and never restarts automatically."""
+    _lifecycle(
+        lambda b, now: enrollments.record_loss(b.db, enrollment, now, actor="cli"),
+        "loss recorded; {result} pending messages cancelled",
+    )
+
+
+@app.command()
+def pause(enrollment: int) -> None:
+    """Pause an enrollment's messages."""
+    _lifecycle(
+        lambda b, now: enrollments.pause(b.db, enrollment, now, actor="cli"),
+        "paused; {result} pending messages cancelled",
+    )
+
+
+@app.command()
+def resume(enrollment: int) -> None:
+    """Resume a paused enrollment, planning again from now."""
+    _lifecycle(
+        lambda b, now: enrollments.resume(b.db, b.planner, enrollment, now, actor="cli"),
+        "resumed; {result} sends in the new plan",
+    )
+
+
+@app.command()
+def demo(
+    seed: Annotated[
+        bool,
+        typer.Option(
+            "--seed", help="Enrol the demo patients into the configured database instead."
+        ),
+    ] = False,
+    start: Annotated[str, typer.Option(help="Simulation start date (default today).")] = "",
+) -> None:
+    """Simulate the whole programme for sample patients on a moving clock and print it."""
+    from campaigns import demo as demo_module
+
+    if seed:
+        with services() as built:
+            added = demo_module.seed(built)
+            typer.echo(
+                f"demo patients: {added} enrolled" if added else "demo patients: already enrolled"
+            )
+        return
+    start_day = _date(start, "start") if start else None
+    try:
+        demo_module.simulate(get_settings(), start_day, echo=typer.echo)
+    except InputError as exc:
+        fail(str(exc))
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

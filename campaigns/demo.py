@@ -1,0 +1,434 @@
+"""`campaigns demo`: the whole programme for five sample patients, on a simulated clock.
+
+It runs on a throwaway SQLite file with the outbox providers, so it needs no services, and it
+goes through the same enrolment, planning, dispatch and send code as production.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+
+from sqlalchemy import select
+
+from campaigns import enrollments, housekeeping
+from campaigns.bootstrap import Services, build
+from campaigns.clock import MovableClock
+from campaigns.domain import ConsentSource, EddSource, MessageStatus
+from campaigns.intake import parse_enrolment
+from campaigns.planning import PlannedSend
+from campaigns.pregnancy import gestational_age, pregnancy_start
+from campaigns.providers.base import OutgoingEmail, OutgoingSms, SendReceipt
+from campaigns.providers.outbox import OutboxEmailSender, OutboxSmsSender
+from campaigns.runtime import InlineQueue, tick
+from campaigns.settings import Settings
+from campaigns.storage.migrate import upgrade
+from campaigns.storage.models import Enrollment, Patient, ScheduledMessage
+from campaigns.window import zone
+
+Echo = Callable[[str], None]
+ACTOR = "demo"
+
+
+@dataclass(frozen=True)
+class DemoPatient:
+    name: str
+    phone: str  # Ofcom's range for drama: never a real subscriber
+    email: str
+    timezone: str
+    weeks: int  # gestational age at enrolment
+    days: int
+    edd_source: EddSource
+    channels: str
+    consent: str
+    story: str
+    discreet: bool = False
+
+
+PATIENTS = (
+    DemoPatient(
+        "Amara Okafor",
+        "+447700900101",
+        "amara@example.com",
+        "Europe/London",
+        10,
+        0,
+        EddSource.SCAN,
+        "sms,email",
+        "programme,marketing_sms",
+        "enrolled early; gives birth at 39+4, recorded two days later",
+    ),
+    DemoPatient(
+        "Beth Lewis",
+        "+447700900102",
+        "beth@example.com",
+        "America/New_York",
+        33,
+        2,
+        EddSource.PATIENT,
+        "sms",
+        "programme",
+        "enrolled late in New York; no birth is ever recorded",
+    ),
+    DemoPatient(
+        "Chloe Evans",
+        "+447700900103",
+        "chloe@example.com",
+        "Europe/London",
+        11,
+        0,
+        EddSource.LMP,
+        "sms,email",
+        "programme",
+        "dated by LMP; the 12-week scan moves her due date 6 days later",
+        discreet=True,
+    ),
+    DemoPatient(
+        "Dina Shah",
+        "+447700900104",
+        "dina@example.com",
+        "Europe/London",
+        30,
+        0,
+        EddSource.CLINICIAN,
+        "sms,email",
+        "programme,marketing_email",
+        "gives birth at 38+1, recorded the same day",
+    ),
+    DemoPatient(
+        "Esme Novak",
+        "+447700900105",
+        "esme@example.com",
+        "Europe/London",
+        16,
+        0,
+        EddSource.SCAN,
+        "sms",
+        "programme",
+        "pregnancy loss recorded at 19+2",
+    ),
+)
+
+
+def _edd_for(patient: DemoPatient, today: date) -> date:
+    return today + timedelta(days=280 - (patient.weeks * 7 + patient.days))
+
+
+def seed(services: Services) -> int:
+    """Enrol the demo patients (not already there) into the configured database, today."""
+    now = services.clock.now()
+    with services.db.session() as session:
+        known = set(session.execute(select(Patient.phone)).scalars())
+    requests = [
+        parse_enrolment(
+            _fields(p, _edd_for(p, now.astimezone(zone(p.timezone)).date())), services.intake, now
+        )
+        for p in PATIENTS
+        if p.phone not in known
+    ]
+    enrollments.enrol_many(
+        services.db, services.planner, requests, now, source=ConsentSource.STAFF, actor=ACTOR
+    )
+    return len(requests)
+
+
+def _fields(p: DemoPatient, edd: date) -> dict[str, str | None]:
+    return {
+        "name": p.name,
+        "phone": p.phone,
+        "email": p.email,
+        "tz": p.timezone,
+        "edd": edd.isoformat(),
+        "edd_source": p.edd_source.value,
+        "channels": p.channels,
+        "consent": p.consent,
+        "discreet": "yes" if p.discreet else "",
+    }
+
+
+class _Printer:
+    """Outbox senders that also print each message as it leaves."""
+
+    def __init__(self, echo: Echo, clock: MovableClock) -> None:
+        self.echo, self.clock = echo, clock
+        self.services: Services | None = None
+        self.sms, self.email = self._Sms(self), self._Email(self)
+
+    def show(self, message_id: int, channel: str, text: str) -> None:
+        assert self.services is not None
+        with self.services.db.session() as session:
+            row = session.execute(
+                select(
+                    Patient.name,
+                    Patient.timezone,
+                    Enrollment.edd,
+                    Enrollment.birth_date,
+                    ScheduledMessage.step_key,
+                )
+                .join(Enrollment, Enrollment.patient_id == Patient.id)
+                .join(ScheduledMessage, ScheduledMessage.enrollment_id == Enrollment.id)
+                .where(ScheduledMessage.id == message_id)
+            ).one()
+        name, tz, edd, birth, step = row
+        local = self.clock.now().astimezone(zone(tz))
+        stage = (
+            f"day {(local.date() - birth).days} after birth"
+            if birth
+            else f"{gestational_age(edd, local.date())}"
+        )
+        self.echo(
+            f"{_when(local)}  {name.split()[0]:<6} {stage:<19} {channel:<5} {step:<25} {text}"
+        )
+
+    class _Sms:
+        name = "outbox"
+
+        def __init__(self, printer: _Printer) -> None:
+            self.printer, self.inner = printer, OutboxSmsSender()
+
+        def send_sms(self, message: OutgoingSms) -> SendReceipt:
+            self.printer.show(message.message_id, "SMS", f'"{message.body}"')
+            return self.inner.send_sms(message)
+
+    class _Email:
+        name = "outbox"
+
+        def __init__(self, printer: _Printer) -> None:
+            self.printer, self.inner = printer, OutboxEmailSender()
+
+        def send_email(self, message: OutgoingEmail) -> SendReceipt:
+            self.printer.show(message.message_id, "EMAIL", f"subject: {message.subject}")
+            return self.inner.send_email(message)
+
+
+def simulate(settings: Settings, start_day: date | None, echo: Echo) -> None:
+    with tempfile.TemporaryDirectory(prefix="campaigns-demo-") as folder:
+        url = f"sqlite:///{Path(folder) / 'demo.db'}"
+        upgrade(url)
+        demo_settings = settings.model_copy(
+            update={
+                "database_url": url,
+                "sms_provider": "outbox",
+                "email_provider": "outbox",
+                "send_concurrency": 1,
+            }
+        )
+        london = zone("Europe/London")
+        first_day = start_day or datetime.now(UTC).astimezone(london).date()
+        clock = MovableClock(datetime.combine(first_day, time(8, 30), london).astimezone(UTC))
+        printer = _Printer(echo, clock)
+        services = build(demo_settings, clock=clock, sms=printer.sms, email=printer.email)
+        printer.services = services
+        try:
+            _Simulation(services, clock, echo).run(first_day)
+        finally:
+            services.close()
+
+
+class _Simulation:
+    def __init__(self, services: Services, clock: MovableClock, echo: Echo) -> None:
+        self.services, self.clock, self.echo = services, clock, echo
+        self.queue = InlineQueue(services)
+        self.enrollment: dict[str, int] = {}
+        self.edd: dict[str, date] = {}
+
+    def run(self, first_day: date) -> None:
+        self.echo(
+            f"Simulating the leg-cramps programme from {first_day:%a %d %b %Y} "
+            f"(send window {self.services.settings.send_window}, "
+            f"holidays {self.services.settings.holiday_region})."
+        )
+        for p in PATIENTS:
+            self.echo(f"  {p.name}: {p.story}")
+        self.echo("")
+        self._enrol_all(first_day)
+        events = self._events()
+        end = self.clock.now() + timedelta(weeks=60)
+        while True:
+            candidates = [t for t in (self._next_due(), self._next_midnight()) if t]
+            if events:
+                candidates.append(events[0][0])
+            upcoming = min(candidates)
+            if upcoming > end:
+                break
+            if upcoming > self.clock.now():
+                self.clock.set(upcoming)
+            while events and events[0][0] <= self.clock.now():
+                events.pop(0)[1]()
+            tick(self.services, self.queue)
+            self._housekeeping()
+            if not events and self._next_due() is None and self._all_ended():
+                break
+        self._summary()
+
+    def _enrol_all(self, first_day: date) -> None:
+        now = self.clock.now()
+        for p in PATIENTS:
+            edd = _edd_for(p, now.astimezone(zone(p.timezone)).date())
+            request = parse_enrolment(_fields(p, edd), self.services.intake, now)
+            [done] = enrollments.enrol_many(
+                self.services.db,
+                self.services.planner,
+                [request],
+                now,
+                source=ConsentSource.STAFF,
+                actor=ACTOR,
+            )
+            self.enrollment[p.name], self.edd[p.name] = done.enrollment_id, edd
+            self.echo(
+                f"{_when(now.astimezone(zone(p.timezone)))}  {p.name.split()[0]:<6} "
+                f"ENROLLED at {p.weeks}+{p.days}, due {edd:%d %b %Y} "
+                f"({p.edd_source.value}), {p.channels}, {p.timezone}"
+            )
+            self._explain(p.name, done.planned)
+
+    def _explain(self, name: str, planned: list[PlannedSend]) -> None:
+        first = name.split(maxsplit=1)[0]
+        skipped: dict[str, list[str]] = {}
+        for p in planned:
+            if p.status is MessageStatus.SKIPPED:
+                skipped.setdefault(str(p.reason), []).append(f"{p.step.key}/{p.channel}")
+            elif p.reason == "catch_up":
+                self.echo(
+                    f"{'':<22}{first:<6} CATCH-UP {p.step.key} ({p.channel}) goes soon: "
+                    f"a warning-signs step missed before enrolment"
+                )
+        for reason, steps in skipped.items():
+            self.echo(f"{'':<22}{first:<6} SKIPPED ({reason}): {', '.join(steps)}")
+        pending = sum(1 for p in planned if p.status is MessageStatus.PENDING)
+        self.echo(f"{'':<22}{first:<6} {pending} sends planned")
+
+    def _events(self) -> list[tuple[datetime, Callable[[], None]]]:
+        def at(name: str, weeks: int, days: int, hour: int) -> datetime:
+            day = pregnancy_start(self.edd[name]) + timedelta(weeks=weeks, days=days)
+            tz = zone(next(p.timezone for p in PATIENTS if p.name == name))
+            return datetime.combine(day, time(hour, 30), tz).astimezone(UTC)
+
+        amara_birth = pregnancy_start(self.edd["Amara Okafor"]) + timedelta(weeks=39, days=4)
+        dina_birth = pregnancy_start(self.edd["Dina Shah"]) + timedelta(weeks=38, days=1)
+        new_chloe = self.edd["Chloe Evans"] + timedelta(days=6)
+        events = [
+            (at("Chloe Evans", 12, 2, 11), lambda: self._change_edd("Chloe Evans", new_chloe)),
+            (at("Esme Novak", 19, 2, 15), lambda: self._loss("Esme Novak")),
+            (at("Dina Shah", 38, 1, 18), lambda: self._birth("Dina Shah", dina_birth)),
+            (at("Amara Okafor", 39, 6, 10), lambda: self._birth("Amara Okafor", amara_birth)),
+        ]
+        return sorted(events, key=lambda e: e[0])
+
+    def _change_edd(self, name: str, edd: date) -> None:
+        self._event(name, f"DUE DATE CHANGED after the scan: {self.edd[name]:%d %b} -> {edd:%d %b}")
+        planned = enrollments.change_edd(
+            self.services.db,
+            self.services.planner,
+            self.enrollment[name],
+            edd,
+            EddSource.SCAN,
+            self.clock.now(),
+            actor=ACTOR,
+        )
+        self.edd[name] = edd
+        self._cancelled(name)
+        self._explain(name, planned)
+
+    def _birth(self, name: str, born: date) -> None:
+        self._event(name, f"BIRTH recorded (born {born:%a %d %b})")
+        planned = enrollments.record_birth(
+            self.services.db,
+            self.services.planner,
+            self.enrollment[name],
+            born,
+            self.clock.now(),
+            actor=ACTOR,
+        )
+        self._cancelled(name)
+        self._explain(name, planned)
+
+    def _loss(self, name: str) -> None:
+        self._event(name, "PREGNANCY LOSS recorded: everything stops now, for good")
+        enrollments.record_loss(
+            self.services.db, self.enrollment[name], self.clock.now(), actor=ACTOR
+        )
+        self._cancelled(name)
+
+    def _event(self, name: str, text: str) -> None:
+        tz = zone(next(p.timezone for p in PATIENTS if p.name == name))
+        first = name.split(maxsplit=1)[0]
+        self.echo(f"{_when(self.clock.now().astimezone(tz))}  {first:<6} {text}")
+
+    def _cancelled(self, name: str) -> None:
+        with self.services.db.session() as session:
+            rows = session.execute(
+                select(
+                    ScheduledMessage.step_key, ScheduledMessage.channel, ScheduledMessage.reason
+                ).where(
+                    ScheduledMessage.enrollment_id == self.enrollment[name],
+                    ScheduledMessage.status == MessageStatus.CANCELLED.value,
+                    ScheduledMessage.updated_at == self.clock.now(),
+                )
+            ).all()
+        if rows:
+            steps = ", ".join(f"{s}/{c}" for s, c, _ in rows)
+            self.echo(f"{'':<22}{name.split(maxsplit=1)[0]:<6} CANCELLED ({rows[0][2]}): {steps}")
+
+    def _housekeeping(self) -> None:
+        now = self.clock.now()
+        for enrollment_id in housekeeping.pause_overdue(self.services.db, now):
+            name = next(n for n, e in self.enrollment.items() if e == enrollment_id)
+            self._event(
+                name,
+                "PAUSED: past 42 weeks with no birth recorded; staff must "
+                "confirm what happened before anything more is sent",
+            )
+        for enrollment_id in housekeeping.complete_finished(
+            self.services.db, self.services.catalog, now
+        ):
+            name = next(n for n, e in self.enrollment.items() if e == enrollment_id)
+            self._event(name, "PROGRAMME COMPLETE")
+
+    def _next_due(self) -> datetime | None:
+        with self.services.db.session() as session:
+            found: datetime | None = session.execute(
+                select(ScheduledMessage.next_attempt_at)
+                .where(ScheduledMessage.status == MessageStatus.PENDING.value)
+                .order_by(ScheduledMessage.next_attempt_at)
+                .limit(1)
+            ).scalar_one_or_none()
+            return found
+
+    def _next_midnight(self) -> datetime:
+        now = self.clock.now()
+        return datetime.combine(now.date() + timedelta(days=1), time(0, 5), UTC)
+
+    def _all_ended(self) -> bool:
+        with self.services.db.session() as session:
+            statuses = set(session.execute(select(Enrollment.status)).scalars())
+        return statuses.isdisjoint({"active"})
+
+    def _summary(self) -> None:
+        self.echo("")
+        self.echo("Summary (messages by status):")
+        with self.services.db.session() as session:
+            for p in PATIENTS:
+                rows = (
+                    session.execute(
+                        select(ScheduledMessage.status).where(
+                            ScheduledMessage.enrollment_id == self.enrollment[p.name]
+                        )
+                    )
+                    .scalars()
+                    .all()
+                )
+                counts = {s: rows.count(s) for s in sorted(set(rows))}
+                status = session.get(Enrollment, self.enrollment[p.name])
+                assert status is not None
+                self.echo(
+                    f"  {p.name:<13} enrollment {status.status:<11} "
+                    + ", ".join(f"{k} {v}" for k, v in counts.items())
+                )
+
+
+def _when(local: datetime) -> str:
+    return f"{local:%a %d %b %Y %H:%M} {local.tzname():<4}"

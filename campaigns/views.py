@@ -1,0 +1,197 @@
+"""Read models shared by the CLI and the staff UI: timelines, previews, outbox, backlog."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from campaigns.catalog import Campaign
+from campaigns.contacts import normalise_phone
+from campaigns.content import ContentRenderer, Recipient
+from campaigns.domain import Channel, MessageStatus
+from campaigns.errors import NotFoundError
+from campaigns.planning import PlanInput, PlannedSend, plan
+from campaigns.storage.models import Enrollment, Patient, ScheduledMessage
+from campaigns.window import SendWindow, zone
+
+SM = ScheduledMessage
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    id: int
+    enrollment_id: int
+    step: str
+    channel: str
+    kind: str
+    status: str
+    reason: str | None
+    version: int
+    due_local: str
+    due_utc: str
+    sent_local: str | None
+    attempts: int
+    provider_id: str | None
+    subject: str | None
+    body: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def find_patient(session: Session, phone_or_id: str) -> Patient:
+    """A patient by id, or by phone number in any common format."""
+    text = phone_or_id.strip()
+    if text.isdigit() and len(text) < 9:
+        patient = session.get(Patient, int(text))
+    else:
+        patient = session.execute(
+            select(Patient).where(Patient.phone == normalise_phone(text))
+        ).scalar_one_or_none()
+    if patient is None:
+        raise NotFoundError(f"no patient {text!r}")
+    return patient
+
+
+def timeline(session: Session, patient: Patient) -> list[TimelineEntry]:
+    tz = zone(patient.timezone)
+    rows = (
+        session.execute(
+            select(SM)
+            .join(Enrollment, Enrollment.id == SM.enrollment_id)
+            .where(Enrollment.patient_id == patient.id)
+            .order_by(SM.due_at, SM.id)
+        )
+        .scalars()
+        .all()
+    )
+    return [
+        TimelineEntry(
+            id=r.id,
+            enrollment_id=r.enrollment_id,
+            step=r.step_key,
+            channel=r.channel,
+            kind=r.kind,
+            status=r.status,
+            reason=r.reason,
+            version=r.schedule_version,
+            due_local=_local(r.due_at, tz),
+            due_utc=r.due_at.isoformat(),
+            sent_local=_local(r.sent_at, tz) if r.sent_at else None,
+            attempts=r.attempts,
+            provider_id=r.provider_id,
+            subject=r.subject,
+            body=r.body,
+        )
+        for r in rows
+    ]
+
+
+@dataclass(frozen=True)
+class PreviewEntry:
+    step: str
+    channel: str
+    kind: str
+    status: str
+    reason: str | None
+    due_local: str
+    due_utc: str
+    subject: str | None
+    text: str
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def preview(
+    campaign: Campaign,
+    window: SendWindow,
+    renderer: ContentRenderer,
+    *,
+    edd: date,
+    timezone: str,
+    now: datetime,
+    birth_date: date | None = None,
+    marketing: bool = False,
+    discreet: bool = False,
+) -> list[PreviewEntry]:
+    """The plan a hypothetical patient would get, with the text of every message."""
+    tz = zone(timezone)
+    facts = PlanInput(
+        timezone=timezone,
+        edd=edd,
+        enrolled_on=now.astimezone(tz).date(),
+        channels=frozenset(Channel),
+        birth_date=birth_date,
+        marketing_channels=frozenset(Channel) if marketing else frozenset(),
+    )
+    planned = plan(facts, campaign, window, now)
+    return [_preview_entry(p, campaign, renderer, tz, discreet) for p in planned]
+
+
+def _preview_entry(
+    p: PlannedSend, campaign: Campaign, renderer: ContentRenderer, tz: Any, discreet: bool
+) -> PreviewEntry:
+    recipient = Recipient("Alex", "en", discreet)
+    subject = None
+    if p.channel is Channel.SMS:
+        text = renderer.render_sms(campaign.key, p.step.key, recipient).body
+    else:
+        email = renderer.render_email(campaign.key, p.step.key, recipient, "(unsubscribe link)")
+        subject, text = email.subject, email.text
+    return PreviewEntry(
+        step=p.step.key,
+        channel=p.channel.value,
+        kind=p.step.kind.value,
+        status=p.status.value,
+        reason=p.reason,
+        due_local=p.due_at.astimezone(tz).isoformat(),
+        due_utc=p.due_at.isoformat(),
+        subject=subject,
+        text=text,
+    )
+
+
+@dataclass(frozen=True)
+class Backlog:
+    by_status: dict[str, int]
+    due_now: int
+    oldest_due_seconds: float
+
+
+def backlog(session: Session, now: datetime) -> Backlog:
+    counts = dict(session.execute(select(SM.status, func.count()).group_by(SM.status)).all())
+    due_now, oldest = session.execute(
+        select(func.count(), func.min(SM.next_attempt_at)).where(
+            SM.status == MessageStatus.PENDING.value, SM.next_attempt_at <= now
+        )
+    ).one()
+    lag = (now - oldest).total_seconds() if oldest is not None else 0.0
+    return Backlog({str(k): int(v) for k, v in counts.items()}, int(due_now), lag)
+
+
+def outbox(
+    session: Session, limit: int = 100, search: str | None = None
+) -> list[tuple[ScheduledMessage, Patient]]:
+    query = (
+        select(SM, Patient)
+        .join(Enrollment, Enrollment.id == SM.enrollment_id)
+        .join(Patient, Patient.id == Enrollment.patient_id)
+        .where(SM.provider == "outbox", SM.sent_at.is_not(None))
+        .order_by(SM.sent_at.desc(), SM.id.desc())
+        .limit(limit)
+    )
+    if search:
+        like = f"%{search.strip()}%"
+        query = query.where(
+            or_(Patient.name.ilike(like), Patient.phone.ilike(like), Patient.email.ilike(like))
+        )
+    return [(m, p) for m, p in session.execute(query).all()]
+
+
+def _local(instant: datetime | None, tz: Any) -> str:
+    return instant.astimezone(tz).isoformat() if instant else ""

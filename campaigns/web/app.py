@@ -1,0 +1,42 @@
+"""The FastAPI application factory: ops endpoints, staff pages, and (embedded) the runtime."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from campaigns.bootstrap import Services
+from campaigns.runtime import EmbeddedRuntime
+from campaigns.web import ops, staff
+
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+def create_app(services: Services, *, run_embedded: bool = False) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        runtime = EmbeddedRuntime(services) if run_embedded else None
+        if runtime is not None:
+            runtime.start()
+        try:
+            yield
+        finally:
+            if runtime is not None:
+                runtime.stop()
+
+    app = FastAPI(
+        title="campaigns",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/api/v1/openapi.json",
+    )
+    app.state.services = services
+    app.include_router(ops.router)
+    app.include_router(staff.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app

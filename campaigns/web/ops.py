@@ -1,0 +1,53 @@
+"""Liveness, readiness and metrics for operators and their monitoring."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from sqlalchemy import text
+
+from campaigns import views
+from campaigns.web.deps import ServicesDep
+
+router = APIRouter()
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The process is up (it answers); says nothing about its dependencies."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(services: ServicesDep) -> Response:
+    """Ready to serve: the database answers and holds the schema."""
+    try:
+        with services.db.session() as session:
+            session.execute(text("SELECT 1 FROM scheduled_messages LIMIT 1"))
+    except Exception as exc:  # any failure means not ready; the reason helps the operator
+        return JSONResponse(
+            {"status": "unavailable", "reason": type(exc).__name__}, status_code=503
+        )
+    return JSONResponse({"status": "ready", "campaigns": sorted(services.catalog)})
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+def metrics(services: ServicesDep) -> str:
+    """Prometheus text format: messages by status, the due backlog and its lag."""
+    with services.db.session() as session:
+        found = views.backlog(session, services.clock.now())
+    lines = [
+        "# HELP campaigns_messages Scheduled messages by status.",
+        "# TYPE campaigns_messages gauge",
+        *(
+            f'campaigns_messages{{status="{status}"}} {count}'
+            for status, count in sorted(found.by_status.items())
+        ),
+        "# HELP campaigns_due_messages Pending messages whose time has come.",
+        "# TYPE campaigns_due_messages gauge",
+        f"campaigns_due_messages {found.due_now}",
+        "# HELP campaigns_due_lag_seconds Age of the oldest due message.",
+        "# TYPE campaigns_due_lag_seconds gauge",
+        f"campaigns_due_lag_seconds {found.oldest_due_seconds:.3f}",
+    ]
+    return "\n".join(lines) + "\n"
