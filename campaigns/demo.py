@@ -21,8 +21,6 @@ from campaigns.domain import ConsentSource, EddSource, MessageStatus
 from campaigns.intake import parse_enrolment
 from campaigns.planning import PlannedSend
 from campaigns.pregnancy import gestational_age, pregnancy_start
-from campaigns.providers.base import OutgoingEmail, OutgoingSms, SendReceipt
-from campaigns.providers.outbox import OutboxEmailSender, OutboxSmsSender
 from campaigns.runtime import InlineQueue, tick
 from campaigns.settings import Settings
 from campaigns.storage.migrate import upgrade
@@ -36,7 +34,7 @@ ACTOR = "demo"
 @dataclass(frozen=True)
 class DemoPatient:
     name: str
-    phone: str  # Ofcom's range for drama: never a real subscriber
+    phone: str  # fictional; demo sends go to the outbox only
     email: str
     timezone: str
     weeks: int  # gestational age at enrolment
@@ -51,7 +49,7 @@ class DemoPatient:
 PATIENTS = (
     DemoPatient(
         "Amara Okafor",
-        "+447700900101",
+        "+447400000101",
         "amara@example.com",
         "Europe/London",
         10,
@@ -63,7 +61,7 @@ PATIENTS = (
     ),
     DemoPatient(
         "Beth Lewis",
-        "+447700900102",
+        "+447400000102",
         "beth@example.com",
         "America/New_York",
         33,
@@ -75,7 +73,7 @@ PATIENTS = (
     ),
     DemoPatient(
         "Chloe Evans",
-        "+447700900103",
+        "+447400000103",
         "chloe@example.com",
         "Europe/London",
         11,
@@ -83,12 +81,12 @@ PATIENTS = (
         EddSource.LMP,
         "sms,email",
         "programme",
-        "dated by LMP; the 12-week scan moves her due date 6 days later",
+        "dated by LMP; the 12-week scan moves her due date 6 days later; born at 40+2",
         discreet=True,
     ),
     DemoPatient(
         "Dina Shah",
-        "+447700900104",
+        "+447400000104",
         "dina@example.com",
         "Europe/London",
         30,
@@ -100,7 +98,7 @@ PATIENTS = (
     ),
     DemoPatient(
         "Esme Novak",
-        "+447700900105",
+        "+447400000105",
         "esme@example.com",
         "Europe/London",
         16,
@@ -149,61 +147,6 @@ def _fields(p: DemoPatient, edd: date) -> dict[str, str | None]:
     }
 
 
-class _Printer:
-    """Outbox senders that also print each message as it leaves."""
-
-    def __init__(self, echo: Echo, clock: MovableClock) -> None:
-        self.echo, self.clock = echo, clock
-        self.services: Services | None = None
-        self.sms, self.email = self._Sms(self), self._Email(self)
-
-    def show(self, message_id: int, channel: str, text: str) -> None:
-        assert self.services is not None
-        with self.services.db.session() as session:
-            row = session.execute(
-                select(
-                    Patient.name,
-                    Patient.timezone,
-                    Enrollment.edd,
-                    Enrollment.birth_date,
-                    ScheduledMessage.step_key,
-                )
-                .join(Enrollment, Enrollment.patient_id == Patient.id)
-                .join(ScheduledMessage, ScheduledMessage.enrollment_id == Enrollment.id)
-                .where(ScheduledMessage.id == message_id)
-            ).one()
-        name, tz, edd, birth, step = row
-        local = self.clock.now().astimezone(zone(tz))
-        stage = (
-            f"day {(local.date() - birth).days} after birth"
-            if birth
-            else f"{gestational_age(edd, local.date())}"
-        )
-        self.echo(
-            f"{_when(local)}  {name.split()[0]:<6} {stage:<19} {channel:<5} {step:<25} {text}"
-        )
-
-    class _Sms:
-        name = "outbox"
-
-        def __init__(self, printer: _Printer) -> None:
-            self.printer, self.inner = printer, OutboxSmsSender()
-
-        def send_sms(self, message: OutgoingSms) -> SendReceipt:
-            self.printer.show(message.message_id, "SMS", f'"{message.body}"')
-            return self.inner.send_sms(message)
-
-    class _Email:
-        name = "outbox"
-
-        def __init__(self, printer: _Printer) -> None:
-            self.printer, self.inner = printer, OutboxEmailSender()
-
-        def send_email(self, message: OutgoingEmail) -> SendReceipt:
-            self.printer.show(message.message_id, "EMAIL", f"subject: {message.subject}")
-            return self.inner.send_email(message)
-
-
 def simulate(settings: Settings, start_day: date | None, echo: Echo) -> None:
     with tempfile.TemporaryDirectory(prefix="campaigns-demo-") as folder:
         url = f"sqlite:///{Path(folder) / 'demo.db'}"
@@ -219,9 +162,7 @@ def simulate(settings: Settings, start_day: date | None, echo: Echo) -> None:
         london = zone("Europe/London")
         first_day = start_day or datetime.now(UTC).astimezone(london).date()
         clock = MovableClock(datetime.combine(first_day, time(8, 30), london).astimezone(UTC))
-        printer = _Printer(echo, clock)
-        services = build(demo_settings, clock=clock, sms=printer.sms, email=printer.email)
-        printer.services = services
+        services = build(demo_settings, clock=clock)
         try:
             _Simulation(services, clock, echo).run(first_day)
         finally:
@@ -259,6 +200,7 @@ class _Simulation:
             while events and events[0][0] <= self.clock.now():
                 events.pop(0)[1]()
             tick(self.services, self.queue)
+            self._show_sent()
             self._housekeeping()
             if not events and self._next_due() is None and self._all_ended():
                 break
@@ -310,11 +252,16 @@ class _Simulation:
         amara_birth = pregnancy_start(self.edd["Amara Okafor"]) + timedelta(weeks=39, days=4)
         dina_birth = pregnancy_start(self.edd["Dina Shah"]) + timedelta(weeks=38, days=1)
         new_chloe = self.edd["Chloe Evans"] + timedelta(days=6)
+        chloe_birth = pregnancy_start(new_chloe) + timedelta(weeks=40, days=2)
         events = [
             (at("Chloe Evans", 12, 2, 11), lambda: self._change_edd("Chloe Evans", new_chloe)),
             (at("Esme Novak", 19, 2, 15), lambda: self._loss("Esme Novak")),
             (at("Dina Shah", 38, 1, 18), lambda: self._birth("Dina Shah", dina_birth)),
             (at("Amara Okafor", 39, 6, 10), lambda: self._birth("Amara Okafor", amara_birth)),
+            (
+                datetime.combine(chloe_birth, time(16), zone("Europe/London")).astimezone(UTC),
+                lambda: self._birth("Chloe Evans", chloe_birth),
+            ),
         ]
         return sorted(events, key=lambda e: e[0])
 
@@ -372,6 +319,38 @@ class _Simulation:
         if rows:
             steps = ", ".join(f"{s}/{c}" for s, c, _ in rows)
             self.echo(f"{'':<22}{name.split(maxsplit=1)[0]:<6} CANCELLED ({rows[0][2]}): {steps}")
+
+    def _show_sent(self) -> None:
+        """Print what this tick sent, as each patient would see it arrive."""
+        with self.services.db.session() as session:
+            rows = session.execute(
+                select(
+                    Patient.name,
+                    Patient.timezone,
+                    Enrollment.edd,
+                    Enrollment.birth_date,
+                    ScheduledMessage.step_key,
+                    ScheduledMessage.channel,
+                    ScheduledMessage.subject,
+                    ScheduledMessage.body,
+                )
+                .join(Enrollment, Enrollment.patient_id == Patient.id)
+                .join(ScheduledMessage, ScheduledMessage.enrollment_id == Enrollment.id)
+                .where(ScheduledMessage.sent_at == self.clock.now())
+                .order_by(ScheduledMessage.id)
+            ).all()
+        for name, tz, edd, birth, step, channel, subject, body in rows:
+            local = self.clock.now().astimezone(zone(tz))
+            stage = (
+                f"day {(local.date() - birth).days} after birth"
+                if birth
+                else str(gestational_age(edd, local.date()))
+            )
+            text = f"subject: {subject}" if channel == "email" else f'"{body}"'
+            self.echo(
+                f"{_when(local)}  {name.split(maxsplit=1)[0]:<6} {stage:<19} "
+                f"{channel.upper():<5} {step:<25} {text}"
+            )
 
     def _housekeeping(self) -> None:
         now = self.clock.now()
