@@ -123,7 +123,8 @@ class Planner:
         busy: set[date] = set()
         for step, channel, status, due_at, enrollment_id in rows:
             if status in NOT_SENT_FINAL:
-                if enrollment_id == enrollment.id:
+                # A cancelled step that is now past gets a skip of its own in the new version.
+                if enrollment_id == enrollment.id and status != MessageStatus.CANCELLED:
                     recorded.add((step, Channel(channel)))
                 continue
             busy.add(due_at.astimezone(tz).date())

@@ -1,0 +1,58 @@
+"""Small builders shared by integration tests."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from campaigns import enrollments
+from campaigns.bootstrap import Services
+from campaigns.domain import ConsentSource
+from campaigns.intake import parse_enrolment
+from campaigns.storage.models import Enrollment, ScheduledMessage
+
+_counter = iter(range(100, 10_000))
+
+
+def edd_at(today: date, weeks: int, days: int = 0) -> date:
+    """The EDD that puts `today` at weeks+days of gestation."""
+    return today + timedelta(days=280 - weeks * 7 - days)
+
+
+def enrol(
+    services: Services, *, weeks: int = 10, days: int = 0, **fields: Any
+) -> enrollments.Enrolled:
+    now = services.clock.now()
+    values: dict[str, str | None] = {
+        "name": "Test Patient",
+        "phone": f"+4474000{next(_counter):05d}",
+        "email": "patient@example.com",
+        "edd": edd_at(now.date(), weeks, days).isoformat(),
+        "edd_source": "scan",
+        "tz": "Europe/London",
+        "channels": "sms,email",
+        "consent": "programme",
+    }
+    values.update(fields)
+    request = parse_enrolment(values, services.intake, now)
+    [done] = enrollments.enrol_many(
+        services.db, services.planner, [request], now, source=ConsentSource.API, actor="test"
+    )
+    return done
+
+
+def rows(services: Services, enrollment_id: int | None = None) -> list[ScheduledMessage]:
+    with services.db.session() as session:
+        query = select(ScheduledMessage).order_by(ScheduledMessage.id)
+        if enrollment_id is not None:
+            query = query.where(ScheduledMessage.enrollment_id == enrollment_id)
+        return list(session.execute(query).scalars())
+
+
+def enrollment(services: Services, enrollment_id: int) -> Enrollment:
+    with services.db.session() as session:
+        found = session.get(Enrollment, enrollment_id)
+        assert found is not None
+        return found

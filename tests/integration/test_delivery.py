@@ -1,0 +1,285 @@
+"""The outbox state machine: claim, compare-and-set, re-checks, provider outcomes, the reaper."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from campaigns import delivery
+from campaigns.bootstrap import Services
+from campaigns.clock import MovableClock
+from campaigns.contacts import address_hash
+from campaigns.delivery import Outcome
+from campaigns.domain import Channel
+from campaigns.providers.base import (
+    ConfigurationError,
+    InvalidAddressError,
+    PermanentError,
+    RetryableError,
+    UnknownOutcomeError,
+)
+from campaigns.providers.fake import FakeEmailSender, FakeSmsSender
+from campaigns.storage.models import ConsentEvent, Enrollment, ScheduledMessage, Suppression
+from tests.integration.helpers import enrol, rows
+
+SM = ScheduledMessage
+
+
+def fakes(services: Services) -> tuple[FakeSmsSender, FakeEmailSender]:
+    assert isinstance(services.sms, FakeSmsSender)
+    assert isinstance(services.email, FakeEmailSender)
+    return services.sms, services.email
+
+
+def claim(services: Services) -> delivery.Claimed:
+    return delivery.claim_due(services.db, services.clock.now(), 1000, 100)
+
+
+def only_sms_welcome(services: Services, **fields: str) -> tuple[int, delivery.Claimed]:
+    done = enrol(services, weeks=20, channels="sms", email="", **fields)
+    claimed = claim(services)
+    [(channel, ids)] = claimed.batches
+    assert channel is Channel.SMS and len(ids) == 1
+    return ids[0], claimed
+
+
+def row(services: Services, message_id: int) -> ScheduledMessage:
+    with services.db.session() as session:
+        found = session.get(SM, message_id)
+        assert found is not None
+        return found
+
+
+def test_claim_takes_only_due_pending_rows_and_groups_them_by_channel(services: Services) -> None:
+    for _ in range(3):
+        enrol(services, weeks=10)
+    claimed = delivery.claim_due(services.db, services.clock.now(), 1000, 2)
+    assert claimed.count == 6  # three welcomes by SMS and email
+    assert sorted(len(ids) for _, ids in claimed.batches) == [1, 1, 2, 2]
+    assert {c for c, _ in claimed.batches} == {Channel.SMS, Channel.EMAIL}
+    statuses = {r.status for r in rows(services) if r.step_key == "welcome"}
+    assert statuses == {"claimed"}
+    assert all(r.claim_token == claimed.token for r in rows(services) if r.status == "claimed")
+    assert claim(services).count == 0  # nothing else is due yet
+
+
+def test_sending_records_what_the_patient_received(services: Services) -> None:
+    message_id, claimed = only_sms_welcome(services)
+    sms, _ = fakes(services)
+    outcomes = services.deliverer.send_batch([message_id], claimed.token)
+    assert outcomes == {Outcome.SENT: 1}
+    [sent] = sms.sent
+    stored = row(services, message_id)
+    assert stored.status == "sent" and stored.provider == "fake"
+    assert stored.provider_id and stored.sent_at == services.clock.now()
+    assert stored.body == sent.body and sent.body.startswith("Santi: thanks for joining")
+    assert stored.template_ref and stored.template_ref.startswith("leg-cramps/en/welcome.sms.j2@")
+    assert sent.to.startswith("+44") and sent.message_id == message_id
+
+
+def test_email_carries_a_working_unsubscribe_link(services: Services) -> None:
+    done = enrol(services, weeks=20, channels="email")
+    claimed = claim(services)
+    [(_, ids)] = claimed.batches
+    services.deliverer.send_batch(ids, claimed.token)
+    _, email = fakes(services)
+    [sent] = email.sent
+    assert sent.subject == "Welcome to Santi leg-care tips"
+    assert sent.category == "leg-cramps:welcome"
+    token = sent.unsubscribe_url.rsplit("/u/", 1)[1]
+    assert services.links.verify("unsubscribe", token, services.clock.now()) == {
+        "patient": done.patient_id,
+        "message": ids[0],
+    }
+    assert sent.unsubscribe_url in sent.html and sent.unsubscribe_url in sent.text
+
+
+def test_a_batch_delivered_twice_sends_each_message_once(services: Services) -> None:
+    message_id, claimed = only_sms_welcome(services)
+    services.deliverer.send_batch([message_id], claimed.token)
+    again = services.deliverer.send_batch([message_id], claimed.token)
+    assert again == {Outcome.NOT_CLAIMED: 1}
+    assert len(fakes(services)[0].sent) == 1
+
+
+def test_a_stale_claim_token_sends_nothing(services: Services) -> None:
+    message_id, _ = only_sms_welcome(services)
+    assert services.deliverer.send_one(message_id, "not-the-token") is Outcome.NOT_CLAIMED
+    assert fakes(services)[0].sent == []
+    assert row(services, message_id).status == "claimed"
+
+
+def test_an_enrollment_that_stopped_after_the_claim_is_not_sent(services: Services) -> None:
+    message_id, claimed = only_sms_welcome(services)
+    with services.db.session() as session:  # a change that did not go through cancellation
+        session.execute(update(Enrollment).values(status="stopped"))
+    assert services.deliverer.send_one(message_id, claimed.token) is Outcome.CANCELLED
+    assert row(services, message_id).reason == "enrollment_stopped"
+    assert fakes(services)[0].sent == []
+
+
+def test_a_suppressed_number_is_not_sent(services: Services) -> None:
+    message_id, claimed = only_sms_welcome(services, phone="+447400012345")
+    with services.db.session() as session:
+        session.add(
+            Suppression(
+                channel="sms",
+                address_hash=address_hash("+447400012345"),
+                reason="test",
+                source="test",
+                created_at=services.clock.now(),
+            )
+        )
+    assert services.deliverer.send_one(message_id, claimed.token) is Outcome.CANCELLED
+    assert row(services, message_id).reason == "suppressed"
+    assert fakes(services)[0].sent == []
+
+
+def test_withdrawn_consent_is_honoured_at_send_time(services: Services) -> None:
+    message_id, claimed = only_sms_welcome(services)
+    with services.db.session() as session:
+        patient_id = session.execute(select(Enrollment.patient_id)).scalar_one()
+        session.add(
+            ConsentEvent(
+                patient_id=patient_id,
+                purpose="programme",
+                channel="sms",
+                granted=False,
+                occurred_at=services.clock.now(),
+                source="staff",
+                wording_version="v1",
+                actor="test",
+            )
+        )
+    assert services.deliverer.send_one(message_id, claimed.token) is Outcome.CANCELLED
+    assert row(services, message_id).reason == "no_consent"
+
+
+def test_an_expired_message_is_not_sent(services: Services, clock: MovableClock) -> None:
+    message_id, claimed = only_sms_welcome(services)
+    clock.advance(timedelta(days=3, minutes=1))
+    assert services.deliverer.send_one(message_id, claimed.token) is Outcome.EXPIRED
+    assert fakes(services)[0].sent == []
+
+
+def test_a_closed_window_puts_the_message_back_for_the_next_opening(
+    services: Services, clock: MovableClock
+) -> None:
+    message_id, claimed = only_sms_welcome(services)
+    clock.advance(timedelta(hours=11))  # Monday 20:30 London
+    assert services.deliverer.send_one(message_id, claimed.token) is Outcome.DEFERRED
+    stored = row(services, message_id)
+    assert stored.status == "pending" and stored.attempts == 0 and stored.claim_token is None
+    assert stored.next_attempt_at == datetime(2026, 3, 3, 9, tzinfo=UTC)  # Tuesday 09:00 GMT
+    assert fakes(services)[0].sent == []
+
+
+def test_transient_errors_back_off_in_the_database_then_fail(
+    services: Services, clock: MovableClock
+) -> None:
+    message_id, claimed = only_sms_welcome(services)
+    sms, _ = fakes(services)
+    for attempt in range(1, services.policy.max_attempts + 1):
+        sms.fail_next(RetryableError("20429", "too many requests"))
+        outcome = services.deliverer.send_one(message_id, claimed.token)
+        stored = row(services, message_id)
+        if attempt < services.policy.max_attempts:
+            assert outcome is Outcome.RETRY and stored.status == "pending"
+            assert stored.attempts == attempt and stored.error_code == "20429"
+            wait = stored.next_attempt_at - clock.now()
+            base = services.policy.retry_base_seconds * 2 ** (attempt - 1)
+            assert timedelta(seconds=base * 0.8) <= wait <= timedelta(seconds=base * 1.2 + 1)
+            clock.set(stored.next_attempt_at)
+            claimed = claim(services)
+        else:
+            assert outcome is Outcome.FAILED
+            assert (stored.status, stored.reason) == ("failed", "attempts_exhausted")
+    assert sms.sent == []
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "reason"),
+    [
+        (PermanentError("21617", "body too long"), "failed", "PermanentError"),
+        (InvalidAddressError("21211", "invalid To"), "failed", "InvalidAddressError"),
+        (UnknownOutcomeError("timeout", "read timed out"), "unknown", "provider_outcome_unknown"),
+    ],
+)
+def test_provider_errors_are_classified(
+    services: Services, error: Exception, status: str, reason: str
+) -> None:
+    message_id, claimed = only_sms_welcome(services)
+    fakes(services)[0].fail_next(error)  # type: ignore[arg-type]
+    services.deliverer.send_one(message_id, claimed.token)
+    stored = row(services, message_id)
+    assert (stored.status, stored.reason) == (status, reason)
+    assert stored.error_code == error.code  # type: ignore[attr-defined]
+
+
+def test_a_configuration_error_is_retried_not_blamed_on_the_patient(services: Services) -> None:
+    message_id, claimed = only_sms_welcome(services)
+    fakes(services)[0].fail_next(ConfigurationError("20003", "authentication failed"))
+    assert services.deliverer.send_one(message_id, claimed.token) is Outcome.RETRY
+    assert row(services, message_id).status == "pending"
+
+
+def test_a_template_that_cannot_render_fails_the_row_without_calling_the_provider(
+    services: Services,
+) -> None:
+    message_id, claimed = only_sms_welcome(services)
+    with services.db.session() as session:
+        session.execute(update(SM).where(SM.id == message_id).values(step_key="no-such-step"))
+    assert services.deliverer.send_one(message_id, claimed.token) is Outcome.FAILED
+    assert row(services, message_id).reason == "render_error"
+    assert fakes(services)[0].calls == 0
+
+
+def test_the_reaper_returns_stale_claims_and_marks_stale_sends_unknown(
+    services: Services, clock: MovableClock
+) -> None:
+    for _ in range(2):
+        enrol(services, weeks=20, channels="sms", email="")
+    claimed = claim(services)
+    [(_, (first, second))] = claimed.batches
+    with services.db.session() as session:
+        session.execute(
+            update(SM).where(SM.id == second).values(status="sending", send_started_at=clock.now())
+        )
+    clock.advance(timedelta(seconds=services.policy.claim_timeout_seconds + 1))
+    assert delivery.reap(services.db, clock.now(), services.policy) == (1, 1)
+    assert row(services, first).status == "pending"
+    assert row(services, second).status == "unknown"
+    assert row(services, second).reason == "stale_sending"
+
+
+def test_concurrent_dispatchers_never_claim_the_same_row(services: Services) -> None:
+    now = services.clock.now()
+    for _ in range(40):
+        enrol(services, weeks=12)
+    with services.db.session() as session:  # make every pending row due now
+        total = session.execute(
+            update(SM).where(SM.status == "pending").values(next_attempt_at=now)
+        ).rowcount
+    assert total > 500
+    claims: list[list[int]] = [[] for _ in range(4)]
+    start = threading.Barrier(4)
+
+    def dispatcher(index: int) -> None:
+        start.wait()
+        while True:
+            got = delivery.claim_due(services.db, now, 37, 10)
+            if not got.count:
+                return
+            claims[index].extend(i for _, ids in got.batches for i in ids)
+
+    threads = [threading.Thread(target=dispatcher, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    everything = [i for claim_ in claims for i in claim_]
+    assert len(everything) == len(set(everything)) == total
+    assert sum(1 for c in claims if c) >= 2  # they really did run side by side

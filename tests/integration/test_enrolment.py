@@ -1,0 +1,137 @@
+"""Enrolment writes the patient, consent, enrollment, plan and audit in one transaction."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from campaigns import enrollments
+from campaigns.bootstrap import Services
+from campaigns.domain import ConsentSource
+from campaigns.errors import InputError
+from campaigns.intake import parse_enrolment
+from campaigns.storage.models import AuditEvent, ConsentEvent, Enrollment, Patient, ScheduledMessage
+from tests.integration.helpers import edd_at, enrol, rows
+
+
+def count(services: Services, model: type) -> int:
+    with services.db.session() as session:
+        return int(session.execute(select(func.count()).select_from(model)).scalar_one())
+
+
+def test_enrolment_writes_everything(services: Services) -> None:
+    done = enrol(services, weeks=33, days=2, consent="programme,marketing_sms")
+    with services.db.session() as session:
+        patient = session.get(Patient, done.patient_id)
+        assert patient is not None and patient.phone and patient.phone.startswith("+44")
+        consents = session.execute(
+            select(ConsentEvent.purpose, ConsentEvent.source).where(
+                ConsentEvent.patient_id == done.patient_id
+            )
+        ).all()
+        assert sorted(consents) == [("marketing_sms", "api"), ("programme", "api")]
+        audit = session.execute(select(AuditEvent)).scalars().one()
+        assert audit.action == "enrolled" and audit.detail["planned"] == len(done.planned)
+    stored = rows(services, done.enrollment_id)
+    assert len(stored) == len(done.planned)
+    statuses = {(r.step_key, r.channel): (r.status, r.reason) for r in stored}
+    assert statuses[("clot-warning-signs", "sms")] == ("skipped", "before_enrolment")
+    assert statuses[("clot-and-breathing-signs", "sms")] == ("pending", "catch_up")
+    assert statuses[("physio-offer", "sms")] == ("pending", None)
+    assert statuses[("physio-offer", "email")] == ("skipped", "no_marketing_consent")
+    for row in stored:
+        assert row.due_at.tzinfo is not None and row.schedule_version == 1
+        if row.status == "pending":
+            assert row.next_attempt_at == row.due_at and row.expires_at is not None
+
+
+def test_many_enrolments_in_one_transaction(services: Services) -> None:
+    now = services.clock.now()
+    requests = [
+        parse_enrolment(
+            {
+                "name": f"P{i}",
+                "phone": f"+4474001{i:05d}",
+                "edd": edd_at(now.date(), 8 + i % 30).isoformat(),
+                "edd_source": "lmp",
+                "consent": "programme",
+            },
+            services.intake,
+            now,
+        )
+        for i in range(250)
+    ]
+    done = enrollments.enrol_many(
+        services.db, services.planner, requests, now, source=ConsentSource.CSV, actor="test"
+    )
+    assert len({d.patient_id for d in done}) == 250
+    assert count(services, ScheduledMessage) == sum(len(d.planned) for d in done)
+    assert count(services, AuditEvent) == 250
+
+
+def test_a_known_phone_number_writes_nothing(services: Services) -> None:
+    enrol(services, phone="+447400055555")
+    before = [count(services, m) for m in (Patient, Enrollment, ScheduledMessage, ConsentEvent)]
+    with pytest.raises(InputError, match="phone: this number already belongs to patient"):
+        enrol(services, phone="07400 055555")
+    after = [count(services, m) for m in (Patient, Enrollment, ScheduledMessage, ConsentEvent)]
+    assert after == before
+
+
+def test_a_duplicate_inside_a_batch_names_both_rows_and_writes_nothing(services: Services) -> None:
+    now = services.clock.now()
+    fields = {
+        "name": "A",
+        "edd": edd_at(now.date(), 20).isoformat(),
+        "edd_source": "scan",
+        "consent": "programme",
+    }
+    requests = [
+        parse_enrolment({**fields, "phone": p}, services.intake, now)
+        for p in ("+447400066601", "+447400066602", "+447400066601")
+    ]
+    with pytest.raises(InputError, match="row 3: phone: the same number is in rows 1 and 3"):
+        enrollments.enrol_many(
+            services.db, services.planner, requests, now, source=ConsentSource.CSV, actor="test"
+        )
+    assert count(services, Patient) == 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("phone", "12345", "phone: "),
+        ("phone", "+442079460000", "is not a mobile number"),
+        ("email", "not-an-email", "email: *** is not a valid email address"),
+        ("tz", "Europe/Atlantis", "tz: unknown timezone 'Europe/Atlantis'"),
+        ("edd", "2028-06-01", "edd: 2028-06-01 is more than 44 weeks after today"),
+        ("edd", "2026-01-01", "edd: 2026-01-01 puts today at 48+4"),
+        ("edd", "01/06/2026", "edd: '01/06/2026' is not a date"),
+        ("consent", "marketing_sms", "consent: the patient's explicit consent to the programme"),
+        ("consent", "programme,spam", "consent: 'spam' is not a consent"),
+        ("edd_source", "guess", "edd_source: 'guess' is not one of scan|lmp|patient|clinician"),
+        ("channels", "sms,fax", "channels: 'fax' is not a channel"),
+        ("language", "english!", "language: 'english!' is not a language code"),
+        ("name", "", "name: is required"),
+    ],
+)
+def test_bad_input_names_the_field(
+    services: Services, field: str, value: str, message: str
+) -> None:
+    with pytest.raises(InputError) as caught:
+        enrol(services, **{field: value})
+    assert message in str(caught.value)
+    assert caught.value.field == field
+    assert count(services, Patient) == 0
+
+
+def test_email_channel_needs_an_email(services: Services) -> None:
+    with pytest.raises(InputError, match="email: is required for the email channel"):
+        enrol(services, email="", channels="email")
+
+
+def test_after_a_loss_the_number_is_not_silently_enrolled_again(services: Services) -> None:
+    done = enrol(services, phone="+447400077777")
+    enrollments.record_loss(services.db, done.enrollment_id, services.clock.now(), actor="t")
+    with pytest.raises(InputError, match=f"already belongs to patient {done.patient_id}"):
+        enrol(services, phone="+447400077777")
