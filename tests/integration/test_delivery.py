@@ -39,7 +39,7 @@ def claim(services: Services) -> delivery.Claimed:
 
 
 def only_sms_welcome(services: Services, **fields: str) -> tuple[int, delivery.Claimed]:
-    done = enrol(services, weeks=20, channels="sms", email="", **fields)
+    enrol(services, weeks=20, channels="sms", email="", **fields)
     claimed = claim(services)
     [(channel, ids)] = claimed.batches
     assert channel is Channel.SMS and len(ids) == 1

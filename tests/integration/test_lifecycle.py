@@ -1,4 +1,4 @@
-"""Due-date changes, births, losses, pauses: what is cancelled, what is planned, what never repeats."""
+"""EDD changes, births, losses, pauses: what is cancelled, planned, and never repeated."""
 
 from __future__ import annotations
 
