@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from campaigns.catalog import Catalog
 from campaigns.clock import Clock, SystemClock
-from campaigns.content import Clinic, ContentRenderer
+from campaigns.content import Clinic, ContentRenderer, check_sms_fit
 from campaigns.delivery import Deliverer, DeliveryPolicy
 from campaigns.intake import IntakeRules
 from campaigns.links import LinkSigner
@@ -105,12 +105,14 @@ def build(
 ) -> Services:
     """Everything a process needs; raises (and the process stops) if a definition is wrong."""
     catalog = Catalog.load(settings.templates_dir)
+    renderer = ContentRenderer(settings.templates_dir, clinic_from(settings))
+    check_sms_fit(list(catalog.values()), renderer)
     return Services(
         settings=settings,
         db=Database.from_url(settings.database_url, pool_size=settings.send_concurrency + 4),
         catalog=catalog,
         window=settings.window(),
-        renderer=ContentRenderer(settings.templates_dir, clinic_from(settings)),
+        renderer=renderer,
         links=LinkSigner(settings.secret_key.get_secret_value().encode(), settings.public_url),
         sms=sms or sms_sender(settings),
         email=email or email_sender(settings),

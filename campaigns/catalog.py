@@ -102,11 +102,14 @@ class Campaign(BaseModel):
     @field_validator("steps")
     @classmethod
     def _distinct_keys(cls, steps: tuple[Step, ...]) -> tuple[Step, ...]:
-        seen: set[str] = set()
-        for step in steps:
+        seen: dict[str, int] = {}
+        for index, step in enumerate(steps):
             if step.key in seen:
-                raise ValueError(f"step key {step.key!r} is used twice")
-            seen.add(step.key)
+                raise ValueError(
+                    f"step {step.key!r} (steps[{seen[step.key]}]) and step {step.key!r} "
+                    f"(steps[{index}]) use the same key"
+                )
+            seen[step.key] = index
         return steps
 
     @property
@@ -210,5 +213,7 @@ def _describe(path: Path, raw: dict[str, Any], exc: ValidationError) -> str:
             where = f"step {key!r} (steps[{index}]), " if key else f"steps[{index}], "
             loc = loc[2:]
         field = ".".join(str(part) for part in loc) or "(the step itself)"
-        lines.append(f"{path}: {where}field {field!r}: {error['msg']}")
+        given = error.get("input")
+        shown = f" (got {given!r})" if isinstance(given, str | int | float) else ""
+        lines.append(f"{path}: {where}field {field!r}: {error['msg']}{shown}")
     return "\n".join(lines)

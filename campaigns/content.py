@@ -10,14 +10,14 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
 
-from campaigns.catalog import DEFAULT_LANGUAGE
+from campaigns.catalog import DEFAULT_LANGUAGE, Campaign, CatalogError
+from campaigns.domain import Channel
 
 GSM7_BASIC = frozenset(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
@@ -108,6 +108,8 @@ class ContentRenderer:
             lstrip_blocks=True,
             auto_reload=False,
         )
+        # Per renderer, like the compiled templates: the hash always names the wording sent.
+        self._fingerprints: dict[str, str] = {}
 
     def render_sms(self, campaign: str, step: str, recipient: Recipient) -> RenderedSms:
         language, name = self._resolve(campaign, step, "sms", recipient.language)
@@ -144,6 +146,14 @@ class ContentRenderer:
                 return candidate, name
         raise ContentError(f"no template for {campaign}/{step} ({part}) in {language!r} or English")
 
+    def _fingerprint(self, name: str) -> str:
+        """A short content hash, so the record says which wording a patient received."""
+        found = self._fingerprints.get(name)
+        if found is None:
+            found = hashlib.sha256((self.templates_dir / name).read_bytes()).hexdigest()[:12]
+            self._fingerprints[name] = found
+        return found
+
     def _render(self, name: str, context: dict[str, Any]) -> str:
         try:
             return self._env.get_template(name).render(context)
@@ -151,7 +161,7 @@ class ContentRenderer:
             raise ContentError(f"template {exc.name} not found") from exc
 
     def _ref(self, *names: str) -> str:
-        digest = "".join(_fingerprint(self.templates_dir / name) for name in names)
+        digest = "".join(self._fingerprint(name) for name in names)
         if len(names) > 1:
             digest = hashlib.sha256(digest.encode()).hexdigest()[:12]
         return f"{names[0]}@{digest}"
@@ -161,7 +171,25 @@ def _one_line(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
-@lru_cache(maxsize=1024)
-def _fingerprint(path: Path) -> str:
-    """A short content hash, so the audit trail says which wording a patient received."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+def check_sms_fit(campaigns: list[Campaign], renderer: ContentRenderer) -> None:
+    """Refuse to start if an English SMS, as this clinic's name makes it, needs 2 segments."""
+    problems = []
+    for campaign in campaigns:
+        for step in campaign.steps:
+            if Channel.SMS not in step.channels:
+                continue
+            for discreet in (False, True):
+                sms = renderer.render_sms(
+                    campaign.key, step.key, Recipient("-", DEFAULT_LANGUAGE, discreet)
+                )
+                if sms.encoding.segments != 1 or sms.encoding.encoding != "GSM-7":
+                    problems.append(
+                        f"{campaign.key}/{step.key} ({'discreet' if discreet else 'plain'}): "
+                        f"{sms.encoding.units} {sms.encoding.encoding} characters, "
+                        f"{sms.encoding.segments} segments"
+                    )
+    if problems:
+        raise CatalogError(
+            "these texts no longer fit one 160-character GSM-7 SMS with the clinic name "
+            f"{renderer.clinic.short_name!r}; shorten them or the name: " + "; ".join(problems)
+        )
