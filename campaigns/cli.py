@@ -53,7 +53,7 @@ def services() -> Iterator[Services]:
     except InputError as exc:
         fail(str(exc))
     except (NotFoundError, StateError) as exc:
-        fail(str(exc).strip("'\""), code=1)
+        fail(str(exc), code=1)
     finally:
         built.close()
 

@@ -10,7 +10,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from campaigns.catalog import Campaign
-from campaigns.contacts import normalise_phone
+from campaigns.contacts import mask_phone, normalise_phone
 from campaigns.content import ContentRenderer, Recipient
 from campaigns.domain import Channel, MessageStatus
 from campaigns.errors import NotFoundError
@@ -53,7 +53,8 @@ def find_patient(session: Session, phone_or_id: str) -> Patient:
             select(Patient).where(Patient.phone == normalise_phone(text))
         ).scalar_one_or_none()
     if patient is None:
-        raise NotFoundError(f"no patient {text!r}")
+        shown = text if text.isdigit() and len(text) < 9 else mask_phone(text)
+        raise NotFoundError(f"no patient {shown}")
     return patient
 
 

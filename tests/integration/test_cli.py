@@ -1,0 +1,270 @@
+"""The `campaigns` command as operators run it: one process per command, settings from the env."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import sqlite3
+import subprocess
+import time
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.processes import ROOT, campaigns, compose_command, env_with, stop
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    environment = env_with(
+        CAMPAIGNS_DATABASE_URL=f"sqlite:///{tmp_path / 'cli.db'}",
+        CAMPAIGNS_SEND_WINDOW="Mon-Sun 00:00-24:00",
+        CAMPAIGNS_HOLIDAY_REGION="none",
+    )
+    migrated = campaigns("migrate", env=environment)
+    assert migrated.returncode == 0, migrated.stderr
+    assert "database is up to date" in migrated.stdout
+    return environment
+
+
+def counts(env: dict[str, str]) -> dict[str, int]:
+    path = env["CAMPAIGNS_DATABASE_URL"].removeprefix("sqlite:///")
+    with sqlite3.connect(path) as connection:
+        return {
+            t: connection.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # noqa: S608
+            for t in (
+                "patients",
+                "consent_events",
+                "enrollments",
+                "scheduled_messages",
+                "audit_events",
+            )
+        }
+
+
+def edd(weeks: int) -> str:
+    return (date.today() + timedelta(days=280 - weeks * 7)).isoformat()  # noqa: DTZ011
+
+
+GOOD = [
+    "--name",
+    "Cara Jones",
+    "--phone",
+    "07400 123456",
+    "--email",
+    "cara@example.com",
+    "--edd-source",
+    "scan",
+    "--tz",
+    "Europe/London",
+    "--channels",
+    "sms,email",
+    "--consent",
+    "programme,marketing_sms",
+]
+
+
+def test_enrol_then_timeline_then_dispatch_then_status(env: dict[str, str]) -> None:
+    enrolled = campaigns("enroll", *GOOD, "--edd", edd(33), env=env)
+    assert enrolled.returncode == 0, enrolled.stderr
+    assert enrolled.stdout.startswith("enrolled patient 1 (enrollment 1)")
+    entries = json.loads(campaigns("timeline", "+447400123456", "--json", env=env).stdout)
+    welcome = [e for e in entries if e["step"] == "welcome"]
+    assert {e["status"] for e in welcome} == {"pending"}
+    assert any(e["reason"] == "catch_up" for e in entries)
+    assert any(e["status"] == "skipped" for e in entries)
+    dispatched = campaigns("dispatch", "--once", env=env)
+    assert dispatched.returncode == 0, dispatched.stderr
+    assert dispatched.stdout.strip() == "dispatched 2 due messages"
+    after = json.loads(campaigns("timeline", "1", "--json", env=env).stdout)
+    assert {e["status"] for e in after if e["step"] == "welcome"} == {"sent"}
+    table = campaigns("timeline", "07400123456", env=env).stdout
+    assert "sent" in table and "welcome" in table
+    status = json.loads(campaigns("status", "--json", env=env).stdout)
+    assert status["by_status"]["sent"] == 2 and status["due_now"] == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"--phone": "12345"}, "error: phone: "),
+        ({"--phone": "020 7946 0000"}, "error: phone: 020*******000 is not a mobile number"),
+        ({"--email": "cara@"}, "error: email: "),
+        ({"--tz": "Europe/Londn"}, "error: tz: unknown timezone 'Europe/Londn'"),
+        ({"--edd": "2099-01-01"}, "error: edd: 2099-01-01 is more than 44 weeks after today"),
+        ({"--edd": "2020-01-01"}, "past 42+0 weeks"),
+        ({"--consent": "marketing_sms"}, "error: consent: the patient's explicit consent"),
+        ({"--edd-source": "guess"}, "error: edd_source: 'guess' is not one of"),
+    ],
+)
+def test_bad_input_exits_non_zero_names_the_field_and_writes_nothing(
+    env: dict[str, str], change: dict[str, str], message: str
+) -> None:
+    args = [*GOOD, "--edd", edd(20)]
+    for flag, value in change.items():
+        args[args.index(flag) + 1] = value
+    before = counts(env)
+    result = campaigns("enroll", *args, env=env)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert counts(env) == before
+    assert "cara@example.com" not in result.stderr and "7400 123456" not in result.stderr
+
+
+def test_missing_consent_option_is_refused(env: dict[str, str]) -> None:
+    args = [a for a in [*GOOD, "--edd", edd(20)]]
+    position = args.index("--consent")
+    del args[position : position + 2]
+    result = campaigns("enroll", *args, env=env)
+    assert result.returncode == 2 and "--consent" in result.stderr
+    assert counts(env)["patients"] == 0
+
+
+def test_preview_json_lists_every_send_with_its_text(env: dict[str, str]) -> None:
+    result = campaigns(
+        "preview",
+        "leg-cramps",
+        "--edd",
+        "2027-03-01",
+        "--tz",
+        "America/New_York",
+        "--enrolled",
+        "2026-07-01",
+        "--json",
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    entries = json.loads(result.stdout)
+    assert {"step", "channel", "kind", "status", "due_local", "due_utc", "text"} <= set(entries[0])
+    for entry in entries:
+        local, utc = (
+            datetime.fromisoformat(entry["due_local"]),
+            datetime.fromisoformat(entry["due_utc"]),
+        )
+        assert local == utc and local.utcoffset() in (timedelta(hours=-5), timedelta(hours=-4))
+        assert entry["text"]
+    sms = {e["step"]: e for e in entries if e["channel"] == "sms"}
+    assert sms["welcome"]["text"].startswith("Santi:")
+    assert sms["clot-warning-signs"]["kind"] == "safety"
+    assert sms["physio-offer"]["status"] == "skipped"
+    human = campaigns("preview", "leg-cramps", "--edd", "2027-03-01", env=env)
+    assert "clot-warning-signs" in human.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["preview", "leg-cramps", "--edd", "soon"], "error: edd: 'soon' is not a date"),
+        (["preview", "no-such", "--edd", "2027-03-01"], "error: campaign: unknown campaign"),
+        (["preview", "leg-cramps", "--edd", "2027-03-01", "--tz", "Nowhere"], "error: tz:"),
+        (["timeline", "+447400999999"], "error: no patient +44*******999"),
+    ],
+)
+def test_other_commands_explain_bad_input(
+    env: dict[str, str], args: list[str], message: str
+) -> None:
+    result = campaigns(*args, env=env)
+    assert result.returncode in (1, 2)
+    assert message in result.stderr
+
+
+def test_every_command_reads_the_same_database_setting(env: dict[str, str], tmp_path: Path) -> None:
+    other = {**env, "CAMPAIGNS_DATABASE_URL": f"sqlite:///{tmp_path / 'other.db'}"}
+    assert campaigns("migrate", env=other).returncode == 0
+    assert campaigns("enroll", *GOOD, "--edd", edd(20), env=other).returncode == 0
+    assert counts(other)["patients"] == 1
+    assert counts(env)["patients"] == 0
+
+
+def test_a_broken_campaign_definition_stops_the_service_with_its_location(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    templates = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", templates)
+    definition = templates / "leg-cramps" / "campaign.yaml"
+    definition.write_text(definition.read_text().replace("anchor: birth", "anchor: brith", 1))
+    result = campaigns("status", env={**env, "CAMPAIGNS_TEMPLATES_DIR": str(templates)})
+    assert result.returncode == 2
+    assert str(definition) in result.stderr
+    assert "step 'after-birth-safety' (steps[14]), field 'anchor'" in result.stderr
+    assert "'brith'" in result.stderr
+
+
+def test_demo_runs_the_whole_programme_quickly_without_services(env: dict[str, str]) -> None:
+    started = time.monotonic()
+    result = campaigns(
+        "demo",
+        "--start",
+        "2026-03-02",
+        env={k: v for k, v in env.items() if k != "CAMPAIGNS_DATABASE_URL"},
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 60
+    out = result.stdout
+    for marker in (
+        "SKIPPED (before_enrolment)",
+        "CATCH-UP clot-and-breathing-signs",
+        "CANCELLED (edd_changed)",
+        "CANCELLED (pregnancy_loss)",
+        "BIRTH recorded",
+        "PAUSED: past 42 weeks",
+        "PROGRAMME COMPLETE",
+        "day 7 after birth",
+        "EDT",
+        "BST",
+        "GMT",
+    ):
+        assert marker in out, marker
+    esme = [line for line in out.splitlines() if " Esme " in line]
+    after_loss = esme[[i for i, line in enumerate(esme) if "LOSS" in line][0] + 1 :]
+    assert not [line for line in after_loss if " SMS " in line or " EMAIL " in line]
+    assert "Esme Novak    enrollment ended_loss" in out
+    sms_lines = [line for line in out.splitlines() if " SMS " in line]
+    assert len(sms_lines) > 40
+    assert all('"Santi: ' in line for line in sms_lines)
+
+
+def test_demo_seed_enrols_the_sample_patients_once(env: dict[str, str]) -> None:
+    first = campaigns("demo", "--seed", env=env)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == "demo patients: 5 enrolled"
+    again = campaigns("demo", "--seed", env=env)
+    assert again.stdout.strip() == "demo patients: already enrolled"
+    assert counts(env)["patients"] == 5
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_serve_as_compose_runs_it_answers_health_and_the_staff_ui(env: dict[str, str]) -> None:
+    argv = compose_command("web")
+    port = free_port()
+    argv[argv.index("--port") + 1] = str(port)
+    argv[argv.index("--host") + 1] = "127.0.0.1"
+    server = subprocess.Popen(
+        argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.2)
+        assert ready.status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/staff/").status_code == 200
+    finally:
+        output = stop(server)
+    assert f"Staff UI: http://127.0.0.1:{port}/staff/" in output
