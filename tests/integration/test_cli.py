@@ -11,7 +11,7 @@ import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-import httpx
+import httpx2 as httpx
 import pytest
 
 from tests.integration.processes import ROOT, campaigns, compose_command, env_with, stop
@@ -36,7 +36,7 @@ def counts(env: dict[str, str]) -> dict[str, int]:
     path = env["CAMPAIGNS_DATABASE_URL"].removeprefix("sqlite:///")
     with sqlite3.connect(path) as connection:
         return {
-            t: connection.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # noqa: S608
+            t: connection.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
             for t in (
                 "patients",
                 "consent_events",
@@ -118,7 +118,7 @@ def test_bad_input_exits_non_zero_names_the_field_and_writes_nothing(
 
 
 def test_missing_consent_option_is_refused(env: dict[str, str]) -> None:
-    args = [a for a in [*GOOD, "--edd", edd(20)]]
+    args = [*GOOD, "--edd", edd(20)]
     position = args.index("--consent")
     del args[position : position + 2]
     result = campaigns("enroll", *args, env=env)
@@ -223,7 +223,7 @@ def test_demo_runs_the_whole_programme_quickly_without_services(env: dict[str, s
     ):
         assert marker in out, marker
     esme = [line for line in out.splitlines() if " Esme " in line]
-    after_loss = esme[[i for i, line in enumerate(esme) if "LOSS" in line][0] + 1 :]
+    after_loss = esme[next(i for i, line in enumerate(esme) if "LOSS" in line) + 1 :]
     assert not [line for line in after_loss if " SMS " in line or " EMAIL " in line]
     assert "Esme Novak    enrollment ended_loss" in out
     sms_lines = [line for line in out.splitlines() if " SMS " in line]
