@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import cached_property
 
 from campaigns.catalog import Catalog
 from campaigns.clock import Clock, SystemClock
@@ -33,9 +35,9 @@ class Services:
     policy: DeliveryPolicy
     _deliverer: Deliverer | None = field(default=None, init=False, repr=False)
 
-    @property
+    @cached_property
     def planner(self) -> Planner:
-        return Planner(self.catalog, self.window)
+        return Planner(self.catalog, self.window, timedelta(days=self.settings.plan_horizon_days))
 
     @property
     def intake(self) -> IntakeRules:

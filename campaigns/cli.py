@@ -222,7 +222,7 @@ def timeline(
     """A patient's messages: when each is or was due, and what happened to it."""
     with services() as built, built.db.session() as session:
         found = views.find_patient(session, patient)
-        entries = views.timeline(session, found)
+        entries = views.timeline(session, found, built.planner, built.clock.now())
         if json_out:
             typer.echo(json.dumps([e.as_json() for e in entries], indent=2))
             return

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from campaigns import enrollments, housekeeping
+from campaigns import enrollments, housekeeping, views
 from campaigns.bootstrap import Services, build
 from campaigns.clock import MovableClock
 from campaigns.domain import ConsentSource, EddSource, MessageStatus
@@ -22,6 +22,7 @@ from campaigns.intake import parse_enrolment
 from campaigns.planning import PlannedSend
 from campaigns.pregnancy import gestational_age, pregnancy_start
 from campaigns.runtime import InlineQueue, tick
+from campaigns.scheduling import extend_plans
 from campaigns.settings import Settings
 from campaigns.storage.migrate import upgrade
 from campaigns.storage.models import Enrollment, Patient, ScheduledMessage
@@ -81,7 +82,7 @@ PATIENTS = (
         EddSource.LMP,
         "sms,email",
         "programme",
-        "dated by LMP; the 12-week scan moves her due date 6 days later; born at 40+2",
+        "dated by LMP; her dating scan at 13+3 moves her due date 6 days later; born at 40+2",
         discreet=True,
     ),
     DemoPatient(
@@ -199,6 +200,7 @@ class _Simulation:
                 self.clock.set(upcoming)
             while events and events[0][0] <= self.clock.now():
                 events.pop(0)[1]()
+            extend_plans(self.services.db, self.services.planner, self.clock.now())
             tick(self.services, self.queue)
             self._show_sent()
             self._housekeeping()
@@ -254,7 +256,7 @@ class _Simulation:
         new_chloe = self.edd["Chloe Evans"] + timedelta(days=6)
         chloe_birth = pregnancy_start(new_chloe) + timedelta(weeks=40, days=2)
         events = [
-            (at("Chloe Evans", 12, 2, 11), lambda: self._change_edd("Chloe Evans", new_chloe)),
+            (at("Chloe Evans", 13, 3, 11), lambda: self._change_edd("Chloe Evans", new_chloe)),
             (at("Esme Novak", 19, 2, 15), lambda: self._loss("Esme Novak")),
             (at("Dina Shah", 38, 1, 18), lambda: self._birth("Dina Shah", dina_birth)),
             (at("Amara Okafor", 39, 6, 10), lambda: self._birth("Amara Okafor", amara_birth)),
@@ -389,22 +391,19 @@ class _Simulation:
     def _summary(self) -> None:
         self.echo("")
         self.echo("Summary (messages by status):")
+        now = self.clock.now()
         with self.services.db.session() as session:
             for p in PATIENTS:
-                rows = (
-                    session.execute(
-                        select(ScheduledMessage.status).where(
-                            ScheduledMessage.enrollment_id == self.enrollment[p.name]
-                        )
-                    )
-                    .scalars()
-                    .all()
-                )
-                counts = {s: rows.count(s) for s in sorted(set(rows))}
-                status = session.get(Enrollment, self.enrollment[p.name])
-                assert status is not None
+                enrollment = session.get(Enrollment, self.enrollment[p.name])
+                assert enrollment is not None
+                patient = session.get(Patient, enrollment.patient_id)
+                assert patient is not None
+                statuses = [
+                    e.status for e in views.timeline(session, patient, self.services.planner, now)
+                ]
+                counts = {s: statuses.count(s) for s in sorted(set(statuses))}
                 self.echo(
-                    f"  {p.name:<13} enrollment {status.status:<11} "
+                    f"  {p.name:<13} enrollment {enrollment.status:<11} "
                     + ", ".join(f"{k} {v}" for k, v in counts.items())
                 )
 

@@ -5,11 +5,13 @@ not go, bumps the schedule version and writes the new plan.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from campaigns import audit
@@ -21,11 +23,21 @@ from campaigns.domain import (
     EddSource,
     EnrollmentStatus,
 )
-from campaigns.errors import InputError, NotFoundError, StateError
+from campaigns.errors import InputError, StateError
 from campaigns.intake import EnrolmentRequest
-from campaigns.planning import PlanInput, PlannedSend, plan
+from campaigns.planning import PlanInput, PlannedSend
 from campaigns.pregnancy import EddError, check_edd, pregnancy_start
-from campaigns.scheduling import Planner, cancel_live, lock_patient, write_plans
+from campaigns.scheduling import (
+    Planner,
+    SkipRecords,
+    Stored,
+    cancel_live,
+    lock_enrollment,
+    skip_records,
+    split,
+    write_plans,
+)
+from campaigns.storage.bulk import NULL, copy_field, iso, reserve_ids, text_or_null, write_rows
 from campaigns.storage.db import Database
 from campaigns.storage.models import ConsentEvent, Enrollment, Patient
 from campaigns.window import zone
@@ -39,7 +51,48 @@ EARLIEST_BIRTH_WEEKS = 20
 class Enrolled:
     patient_id: int
     enrollment_id: int
-    planned: list[PlannedSend]
+    planned: list[PlannedSend]  # the whole plan
+    stored: list[PlannedSend]  # the part written as outbox rows now (the horizon)
+
+
+PATIENT_COLUMNS = (
+    "id",
+    "name",
+    "phone",
+    "email",
+    "timezone",
+    "language",
+    "discreet",
+    "clinic_ref",
+    "created_at",
+)
+CONSENT_COLUMNS = (
+    "patient_id",
+    "purpose",
+    "channel",
+    "granted",
+    "occurred_at",
+    "source",
+    "wording_version",
+    "actor",
+)
+ENROLLMENT_COLUMNS = (
+    "id",
+    "patient_id",
+    "campaign",
+    "edd",
+    "edd_source",
+    "edd_set_at",
+    "channels",
+    "status",
+    "enrolled_at",
+    "enrolled_on",
+    "schedule_version",
+    "planned_until",
+    "skipped",
+    "updated_at",
+)
+AUDIT_COLUMNS = ("occurred_at", "actor", "action", "patient_id", "enrollment_id", "detail")
 
 
 def enrol_many(
@@ -51,100 +104,131 @@ def enrol_many(
     source: ConsentSource,
     actor: str,
 ) -> list[Enrolled]:
-    """Enrol every request in one transaction: all are written, or (on any error) none."""
+    """Enrol every request in one transaction: all are written, or (on any error) none.
+
+    The rows are streamed (COPY on PostgreSQL) while they are planned, so planning overlaps
+    the database's work; a number already known fails on its unique index, and only then is
+    the offending row looked up to name it.
+    """
     if not requests:
         return []
-    with db.session() as session:
-        _refuse_known_phones(session, requests)
-        patient_ids = _insert_returning_ids(
-            session,
-            Patient,
-            [
-                {
-                    "name": r.name,
-                    "phone": r.phone,
-                    "email": r.email,
-                    "timezone": r.timezone,
-                    "language": r.language,
-                    "discreet": r.discreet,
-                    "clinic_ref": r.clinic_ref,
-                    "created_at": now,
-                }
-                for r in requests
-            ],
-        )
-        session.execute(
-            insert(ConsentEvent),
-            [
-                {
-                    "patient_id": pid,
-                    "purpose": purpose.value,
-                    "channel": None,
-                    "granted": True,
-                    "occurred_at": now,
-                    "source": source.value,
-                    "wording_version": WORDING_VERSION,
-                    "actor": actor,
-                }
-                for pid, r in zip(patient_ids, requests, strict=True)
-                for purpose in sorted(r.consents)
-            ],
-        )
-        local_days = [now.astimezone(zone(r.timezone)).date() for r in requests]
-        enrollment_ids = _insert_returning_ids(
-            session,
-            Enrollment,
-            [
-                {
-                    "patient_id": pid,
-                    "campaign": r.campaign,
-                    "edd": r.edd,
-                    "edd_source": r.edd_source,
-                    "edd_set_at": now,
-                    "channels": ",".join(sorted(r.channels)),
-                    "status": EnrollmentStatus.ACTIVE.value,
-                    "enrolled_at": now,
-                    "enrolled_on": day,
-                    "schedule_version": 1,
-                    "updated_at": now,
-                }
-                for pid, r, day in zip(patient_ids, requests, local_days, strict=True)
-            ],
-        )
-        results = []
-        for pid, eid, r, day in zip(patient_ids, enrollment_ids, requests, local_days, strict=True):
-            facts = PlanInput(
-                timezone=r.timezone,
-                edd=r.edd,
-                enrolled_on=day,
-                channels=r.channels,
-                marketing_channels=_marketing_channels(r.consents),
+    _refuse_repeated_phones(requests)
+    results: list[Enrolled] = []
+    try:
+        with db.session() as session:
+            patient_ids = reserve_ids(session, Patient, len(requests))
+            enrollment_ids = reserve_ids(session, Enrollment, len(requests))
+            write_rows(
+                session,
+                Patient,
+                PATIENT_COLUMNS,
+                (
+                    (
+                        pid,
+                        r.name,
+                        r.phone,
+                        r.email,
+                        r.timezone,
+                        r.language,
+                        r.discreet,
+                        r.clinic_ref,
+                        now,
+                    )
+                    for pid, r in zip(patient_ids, requests, strict=True)
+                ),
+                line=_patient_line,
             )
-            results.append(
-                Enrolled(pid, eid, plan(facts, planner.catalog[r.campaign], planner.window, now))
+            write_rows(
+                session,
+                ConsentEvent,
+                CONSENT_COLUMNS,
+                (
+                    (pid, purpose.value, None, True, now, source.value, WORDING_VERSION, actor)
+                    for pid, r in zip(patient_ids, requests, strict=True)
+                    for purpose in sorted(r.consents)
+                ),
+                line=_consent_line,
             )
-        write_plans(session, [(e.enrollment_id, 1, e.planned) for e in results], now)
-        audit.record_many(
-            session,
-            [
-                {
-                    "occurred_at": now,
-                    "actor": actor,
-                    "action": "enrolled",
-                    "patient_id": e.patient_id,
-                    "enrollment_id": e.enrollment_id,
-                    "message_id": None,
-                    "detail": {
-                        "campaign": r.campaign,
-                        "edd_source": r.edd_source.value,
-                        "source": source.value,
-                        "planned": len(e.planned),
-                    },
-                }
-                for e, r in zip(results, requests, strict=True)
-            ],
-        )
+            write_rows(
+                session,
+                Enrollment,
+                ENROLLMENT_COLUMNS,
+                _planned_enrollments(planner, requests, patient_ids, enrollment_ids, now, results),
+                line=_enrollment_line,
+            )
+            write_plans(session, [(e.enrollment_id, 1, e.stored) for e in results], now)
+            # One audit event for the whole enrolment: each patient's consent events and
+            # enrollment row already say when, how and by whom they were enrolled.
+            single = len(requests) == 1
+            audit.record(
+                session,
+                now,
+                actor,
+                "enrolled",
+                patient_id=patient_ids[0] if single else None,
+                enrollment_id=enrollment_ids[0] if single else None,
+                count=len(results),
+                source=source.value,
+                campaigns=sorted({r.campaign for r in requests}),
+                patient_ids=_ranges(patient_ids),
+                enrollment_ids=_ranges(enrollment_ids),
+            )
+    except IntegrityError:
+        with db.session() as session:
+            _refuse_known_phones(session, requests)  # raises InputError naming the row
+        raise
     return results
+
+
+def _planned_enrollments(
+    planner: Planner,
+    requests: Sequence[EnrolmentRequest],
+    patient_ids: Sequence[int],
+    enrollment_ids: Sequence[int],
+    now: datetime,
+    results: list[Enrolled],
+) -> Iterator[tuple[Any, ...]]:
+    """Plan each request and yield its enrollment row; `results` collects the plans.
+
+    plan() is pure: patients with the same due date, timezone and choices share one plan, and
+    its split into outbox rows and skip records is made once.
+    """
+    plans: dict[PlanInput, tuple[list[PlannedSend], Stored, SkipRecords]] = {}
+    local_days: dict[str, date] = {}
+    for pid, eid, r in zip(patient_ids, enrollment_ids, requests, strict=True):
+        day = local_days.get(r.timezone)
+        if day is None:
+            day = local_days[r.timezone] = now.astimezone(zone(r.timezone)).date()
+        facts = PlanInput(
+            timezone=r.timezone,
+            edd=r.edd,
+            enrolled_on=day,
+            channels=r.channels,
+            marketing_channels=_marketing_channels(r.consents),
+        )
+        found = plans.get(facts)
+        if found is None:
+            planned = planner.plan(facts, r.campaign, now)
+            stored = split(planned, now, planner.horizon)
+            found = plans[facts] = (planned, stored, skip_records(stored.skips, 1))
+        planned, stored, skips = found
+        results.append(Enrolled(pid, eid, planned, stored.rows))
+        yield (
+            eid,
+            pid,
+            r.campaign,
+            r.edd,
+            r.edd_source.value,
+            now,
+            ",".join(sorted(r.channels)),
+            EnrollmentStatus.ACTIVE.value,
+            now,
+            day,
+            1,
+            stored.planned_until,
+            skips,
+            now,
+        )
 
 
 def change_edd(
@@ -159,7 +243,7 @@ def change_edd(
 ) -> list[PlannedSend]:
     """A new due date (e.g. after the dating scan): re-plan; sent steps are never repeated."""
     with db.session() as session:
-        enrollment, patient = _lock(session, enrollment_id)
+        enrollment, patient = lock_enrollment(session, enrollment_id)
         _require(enrollment, LIVE, "change the due date")
         try:
             check_edd(
@@ -198,7 +282,7 @@ def record_birth(
 ) -> list[PlannedSend]:
     """Pregnancy steps stop; the after-birth steps are planned from the birth date."""
     with db.session() as session:
-        enrollment, patient = _lock(session, enrollment_id)
+        enrollment, patient = lock_enrollment(session, enrollment_id)
         _require(enrollment, LIVE, "record a birth")
         if enrollment.birth_date is not None:
             raise StateError(
@@ -232,7 +316,7 @@ def record_birth(
 def record_loss(db: Database, enrollment_id: int, now: datetime, *, actor: str) -> int:
     """Stop everything for this patient at once; nothing automated is ever sent again."""
     with db.session() as session:
-        enrollment, patient = _lock(session, enrollment_id)
+        enrollment, patient = lock_enrollment(session, enrollment_id)
         live = (
             session.execute(
                 select(Enrollment).where(
@@ -264,7 +348,7 @@ def pause(
     db: Database, enrollment_id: int, now: datetime, *, actor: str, reason: str = "paused_by_staff"
 ) -> int:
     with db.session() as session:
-        enrollment, patient = _lock(session, enrollment_id)
+        enrollment, patient = lock_enrollment(session, enrollment_id)
         _require(enrollment, (EnrollmentStatus.ACTIVE.value,), "pause")
         cancelled = cancel_live(session, [enrollment.id], "paused", now)
         enrollment.status, enrollment.status_reason, enrollment.updated_at = (
@@ -290,7 +374,7 @@ def resume(
 ) -> list[PlannedSend]:
     """Plan again from now: steps missed while paused are skipped, bar the latest warning."""
     with db.session() as session:
-        enrollment, patient = _lock(session, enrollment_id)
+        enrollment, patient = lock_enrollment(session, enrollment_id)
         _require(enrollment, (EnrollmentStatus.PAUSED.value,), "resume")
         today = now.astimezone(zone(patient.timezone)).date()
         if enrollment.birth_date is None:
@@ -316,7 +400,7 @@ def resume(
 
 def stop(db: Database, enrollment_id: int, now: datetime, *, actor: str, reason: str) -> int:
     with db.session() as session:
-        enrollment, patient = _lock(session, enrollment_id)
+        enrollment, patient = lock_enrollment(session, enrollment_id)
         _require(enrollment, LIVE, "stop")
         cancelled = cancel_live(session, [enrollment.id], reason, now)
         _end(enrollment, EnrollmentStatus.STOPPED, reason, now)
@@ -350,22 +434,6 @@ def _reschedule(
     return planner.replan(session, enrollment, patient, now)
 
 
-def _lock(session: Session, enrollment_id: int) -> tuple[Enrollment, Patient]:
-    patient_id = session.execute(
-        select(Enrollment.patient_id).where(Enrollment.id == enrollment_id)
-    ).scalar_one_or_none()
-    if patient_id is None:
-        raise NotFoundError(f"no enrollment {enrollment_id}")
-    patient = lock_patient(session, patient_id)
-    # Read after the lock, so a change committed while we waited is seen.
-    enrollment = session.execute(
-        select(Enrollment)
-        .where(Enrollment.id == enrollment_id)
-        .execution_options(populate_existing=True)
-    ).scalar_one()
-    return enrollment, patient
-
-
 def _require(enrollment: Enrollment, allowed: Sequence[str], action: str) -> None:
     if enrollment.status not in allowed:
         raise StateError(f"cannot {action}: enrollment {enrollment.id} is {enrollment.status}")
@@ -385,30 +453,68 @@ def _marketing_channels(consents: frozenset[ConsentPurpose]) -> frozenset[Channe
     return frozenset(chosen)
 
 
-def _refuse_known_phones(session: Session, requests: Sequence[EnrolmentRequest]) -> None:
-    phones: dict[str, int] = {}
+# COPY formatters for the three tables written per patient. Names and addresses are escaped;
+# the other fields are validated identifiers, numbers, dates and timestamps.
+def _patient_line(row: Sequence[Any]) -> str:
+    pid, name, phone, email, tz, language, discreet, ref, now = row
+    return (
+        f"{pid}\t{text_or_null(name)}\t{text_or_null(phone)}\t{text_or_null(email)}\t{tz}"
+        f"\t{language}\t{'t' if discreet else 'f'}\t{text_or_null(ref)}\t{iso(now)}\n"
+    )
+
+
+def _consent_line(row: Sequence[Any]) -> str:
+    pid, purpose, _, _, now, source, wording, actor = row
+    return (
+        f"{pid}\t{purpose}\t\\N\tt\t{iso(now)}\t{source}\t{text_or_null(wording)}"
+        f"\t{text_or_null(actor)}\n"
+    )
+
+
+def _enrollment_line(row: Sequence[Any]) -> str:
+    eid, pid, campaign, edd, source, now, channels, status, _, day, version, until, skips, _ = row
+    stamp = iso(now)
+    return (
+        f"{eid}\t{pid}\t{campaign}\t{edd.isoformat()}\t{source}\t{stamp}\t{channels}"
+        f"\t{status}\t{stamp}\t{day.isoformat()}\t{version}"
+        f"\t{iso(until) if until else NULL}\t{copy_field(skips)}\t{stamp}\n"
+    )
+
+
+def _ranges(ids: Sequence[int]) -> list[list[int]]:
+    """[1, 2, 3, 7, 8] -> [[1, 3], [7, 8]]: reserved ids are nearly always one run."""
+    runs: list[list[int]] = []
+    for value in sorted(ids):
+        if runs and runs[-1][1] == value - 1:
+            runs[-1][1] = value
+        else:
+            runs.append([value, value])
+    return runs
+
+
+def _refuse_repeated_phones(requests: Sequence[EnrolmentRequest]) -> None:
+    seen: dict[str, int] = {}
     for index, request in enumerate(requests):
         if request.phone is None:
             continue
-        if request.phone in phones:
+        if request.phone in seen:
             raise InputError(
                 "phone",
-                f"the same number is in rows {phones[request.phone] + 1} and {index + 1}",
+                f"the same number is in rows {seen[request.phone] + 1} and {index + 1}",
                 row=index + 1 if len(requests) > 1 else None,
             )
-        phones[request.phone] = index
-    for start in range(0, len(phones), 1000):
-        chunk = list(phones)[start : start + 1000]
+        seen[request.phone] = index
+
+
+def _refuse_known_phones(session: Session, requests: Sequence[EnrolmentRequest]) -> None:
+    phones = {r.phone: i for i, r in enumerate(requests) if r.phone is not None}
+    numbers = list(phones)
+    for start in range(0, len(numbers), 1000):
         known = session.execute(
-            select(Patient.phone, Patient.id).where(Patient.phone.in_(chunk))
+            select(Patient.phone, Patient.id).where(
+                Patient.phone.in_(numbers[start : start + 1000])
+            )
         ).first()
         if known is not None and known[0] is not None:
             row = phones[known[0]] + 1 if len(requests) > 1 else None
             raise InputError("phone", f"this number already belongs to patient {known[1]}", row=row)
-
-
-def _insert_returning_ids(
-    session: Session, model: type[Patient] | type[Enrollment], rows: list[dict[str, object]]
-) -> list[int]:
-    result = session.execute(insert(model).returning(model.id, sort_by_parameter_order=True), rows)
-    return [row[0] for row in result]

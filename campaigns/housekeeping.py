@@ -55,6 +55,7 @@ def complete_finished(db: Database, catalog: Catalog, now: datetime) -> list[int
                 select(Enrollment).where(
                     Enrollment.status == EnrollmentStatus.ACTIVE.value,
                     Enrollment.birth_date.is_not(None),
+                    Enrollment.planned_until.is_(None),  # nothing left to write
                     ~exists().where(
                         ScheduledMessage.enrollment_id == Enrollment.id,
                         ScheduledMessage.status.in_(_OPEN),

@@ -13,6 +13,7 @@ import time
 from campaigns import delivery, housekeeping
 from campaigns.bootstrap import Services
 from campaigns.domain import Channel
+from campaigns.scheduling import extend_plans
 
 log = logging.getLogger(__name__)
 REAP_EVERY_SECONDS = 60.0
@@ -37,6 +38,7 @@ def tick(services: Services, queue: delivery.SendQueue) -> int:
 def upkeep(services: Services) -> None:
     now = services.clock.now()
     delivery.reap(services.db, now, services.policy)
+    extend_plans(services.db, services.planner, now)
     housekeeping.pause_overdue(services.db, now)
     housekeeping.complete_finished(services.db, services.catalog, now)
 

@@ -8,11 +8,11 @@ to its record. So a cancellation either waits for an in-flight send to finish or
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import date, datetime
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, insert, select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from campaigns.catalog import Catalog
@@ -23,9 +23,13 @@ from campaigns.domain import (
     NOT_SENT_FINAL,
     Channel,
     ConsentPurpose,
+    EnrollmentStatus,
     MessageStatus,
 )
+from campaigns.errors import NotFoundError
 from campaigns.planning import PlanInput, PlannedSend, plan
+from campaigns.storage.bulk import NULL, copy_lines, is_postgres, iso, write_rows
+from campaigns.storage.db import Database
 from campaigns.storage.models import (
     ConsentEvent,
     Enrollment,
@@ -35,7 +39,7 @@ from campaigns.storage.models import (
 )
 from campaigns.window import SendWindow, zone
 
-COPY_COLUMNS = (
+PLAN_COLUMNS = (
     "enrollment_id",
     "step_key",
     "channel",
@@ -98,14 +102,57 @@ def cancel_live(session: Session, enrollment_ids: Iterable[int], reason: str, no
 
 
 @dataclass(frozen=True)
+class Stored:
+    """What one plan puts in the database now."""
+
+    rows: list[PlannedSend]  # pending sends due inside the horizon: outbox rows
+    skips: list[PlannedSend]  # recorded on the enrollment, not as rows
+    planned_until: datetime | None  # sends due from here on are not rows yet; None: all are
+
+
+def split(planned: Sequence[PlannedSend], now: datetime, horizon: timedelta) -> Stored:
+    """Outbox rows only for the next `horizon`; the rest stays in the (pure, repeatable) plan.
+
+    Writing every future send at enrolment cost 27 rows a patient; a rolling horizon writes
+    the few that can be due soon and extends itself (extend_plans) long before they run out.
+    """
+    end = now + horizon
+    rows = [p for p in planned if p.status is MessageStatus.PENDING and p.due_at < end]
+    later = any(p.status is MessageStatus.PENDING and p.due_at >= end for p in planned)
+    skips = [p for p in planned if p.status is MessageStatus.SKIPPED]
+    return Stored(rows, skips, end if later else None)
+
+
+#: Skips as stored on the enrollment: (version, step, channel, reason, due as ISO 8601).
+SkipRecords = tuple[tuple[int, str, str, str | None, str], ...]
+
+
+def skip_records(skips: Sequence[PlannedSend], version: int) -> SkipRecords:
+    return tuple((version, p.step.key, p.channel.value, p.reason, iso(p.due_at)) for p in skips)
+
+
+@dataclass(frozen=True)
 class Planner:
     catalog: Catalog
     window: SendWindow
+    horizon: timedelta = timedelta(days=14)
+    #: plan() is pure, so identical questions get the same answer: a bulk import (one `now`)
+    #: plans each distinct due date, timezone and set of choices once.
+    _memo: dict[tuple[PlanInput, str, datetime], list[PlannedSend]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
-    def replan(
-        self, session: Session, enrollment: Enrollment, patient: Patient, now: datetime
-    ) -> list[PlannedSend]:
-        """Plan the enrollment's current schedule version and write it (caller holds the lock)."""
+    def plan(self, facts: PlanInput, campaign: str, now: datetime) -> list[PlannedSend]:
+        key = (facts, campaign, now)
+        found = self._memo.get(key)
+        if found is None:
+            if len(self._memo) >= 20_000:
+                self._memo.clear()
+            found = self._memo[key] = plan(facts, self.catalog[campaign], self.window, now)
+        return found
+
+    def facts(self, session: Session, enrollment: Enrollment, patient: Patient) -> PlanInput:
+        """Everything planning needs, read from the database (sent steps, skips, consent)."""
         rows = session.execute(
             select(
                 ScheduledMessage.step_key,
@@ -119,12 +166,11 @@ class Planner:
         ).all()
         tz = zone(patient.timezone)
         done: set[tuple[str, Channel]] = set()
-        recorded: set[tuple[str, Channel]] = set()
+        recorded = {(skip[1], Channel(skip[2])) for skip in enrollment.skipped}
         busy: set[date] = set()
         for step, channel, status, due_at, enrollment_id in rows:
             if status in NOT_SENT_FINAL:
-                # A cancelled step that is now past gets a skip of its own in the new version.
-                if enrollment_id == enrollment.id and status != MessageStatus.CANCELLED:
+                if enrollment_id == enrollment.id and status == MessageStatus.EXPIRED:
                     recorded.add((step, Channel(channel)))
                 continue
             busy.add(due_at.astimezone(tz).date())
@@ -134,7 +180,7 @@ class Planner:
         channels = (
             frozenset(Channel(c) for c in enrollment.channels.split(",")) & consent.programme
         ) - suppressed_channels(session, patient)
-        facts = PlanInput(
+        return PlanInput(
             timezone=patient.timezone,
             edd=enrollment.edd,
             enrolled_on=enrollment.enrolled_on,
@@ -145,52 +191,133 @@ class Planner:
             recorded=frozenset(recorded),
             busy_days=frozenset(busy),
         )
-        planned = plan(facts, self.catalog[enrollment.campaign], self.window, now)
-        write_plans(session, [(enrollment.id, enrollment.schedule_version, planned)], now)
+
+    def plan_for(
+        self, session: Session, enrollment: Enrollment, patient: Patient, now: datetime
+    ) -> list[PlannedSend]:
+        """The enrollment's remaining plan as of now (pure given the database state)."""
+        return self.plan(self.facts(session, enrollment, patient), enrollment.campaign, now)
+
+    def replan(
+        self, session: Session, enrollment: Enrollment, patient: Patient, now: datetime
+    ) -> list[PlannedSend]:
+        """Plan the current schedule version and store it (the caller holds the lock).
+
+        Also how a plan's horizon is extended: sends already written count as done, so only
+        what is new is added.
+        """
+        planned = self.plan_for(session, enrollment, patient, now)
+        stored = split(planned, now, self.horizon)
+        write_plans(session, [(enrollment.id, enrollment.schedule_version, stored.rows)], now)
+        if stored.skips:
+            # A new list, so the ORM sees the change to the JSON column.
+            enrollment.skipped = [
+                *enrollment.skipped,
+                *(list(r) for r in skip_records(stored.skips, enrollment.schedule_version)),
+            ]
+        enrollment.planned_until = stored.planned_until
         return planned
 
 
-def plan_rows(
-    enrollment_id: int, version: int, planned: Sequence[PlannedSend], now: datetime
-) -> list[tuple[Any, ...]]:
-    return [
-        (
-            enrollment_id,
-            p.step.key,
-            p.channel.value,
-            p.step.kind.value,
-            version,
-            p.status.value,
-            p.reason,
-            p.due_at,
-            p.due_at,
-            p.expires_at,
-            0,
-            now,
+def lock_enrollment(session: Session, enrollment_id: int) -> tuple[Enrollment, Patient]:
+    """The patient's lock, then the enrollment as it is now (changes we waited on included)."""
+    patient_id = session.execute(
+        select(Enrollment.patient_id).where(Enrollment.id == enrollment_id)
+    ).scalar_one_or_none()
+    if patient_id is None:
+        raise NotFoundError(f"no enrollment {enrollment_id}")
+    patient = lock_patient(session, patient_id)
+    enrollment = session.execute(
+        select(Enrollment)
+        .where(Enrollment.id == enrollment_id)
+        .execution_options(populate_existing=True)
+    ).scalar_one()
+    return enrollment, patient
+
+
+def extend_plans(db: Database, planner: Planner, now: datetime, limit: int = 1000) -> int:
+    """Write the sends that are coming within the horizon for plans that need it (beat job)."""
+    threshold = now + planner.horizon / 2
+    with db.session() as session:
+        due = (
+            session.execute(
+                select(Enrollment.id)
+                .where(
+                    Enrollment.status == EnrollmentStatus.ACTIVE.value,
+                    Enrollment.planned_until < threshold,
+                )
+                .order_by(Enrollment.planned_until)
+                .limit(limit)
+            )
+            .scalars()
+            .all()
         )
-        for p in planned
-    ]
+    extended = 0
+    for enrollment_id in due:
+        with db.session() as session:
+            enrollment, patient = lock_enrollment(session, enrollment_id)
+            if (
+                enrollment.status != EnrollmentStatus.ACTIVE.value
+                or enrollment.planned_until is None
+                or enrollment.planned_until >= threshold
+            ):
+                continue  # changed while we waited for the lock
+            planner.replan(session, enrollment, patient, now)
+            extended += 1
+    return extended
 
 
 def write_plans(
     session: Session, plans: Sequence[tuple[int, int, Sequence[PlannedSend]]], now: datetime
 ) -> int:
-    """Insert planned rows in bulk: COPY on PostgreSQL, executemany elsewhere."""
-    rows = [row for eid, version, planned in plans for row in plan_rows(eid, version, planned, now)]
-    if not rows:
-        return 0
-    connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        driver = connection.connection.driver_connection
-        assert driver is not None
-        with (
-            driver.cursor() as cursor,
-            cursor.copy(f"COPY scheduled_messages ({', '.join(COPY_COLUMNS)}) FROM STDIN") as copy,
-        ):
-            for row in rows:
-                copy.write_row(row)
-    else:
-        session.execute(
-            insert(ScheduledMessage), [dict(zip(COPY_COLUMNS, r, strict=True)) for r in rows]
-        )
-    return len(rows)
+    """Insert planned rows in bulk (COPY on PostgreSQL); returns how many.
+
+    Patients enrolled together often share a plan (same due date, timezone and choices); the
+    row text of each distinct plan is formatted once and reused with each enrollment's id.
+    """
+    table = ScheduledMessage
+    if not is_postgres(session):
+        rows = [
+            (eid, *_values(p, version, now)) for eid, version, planned in plans for p in planned
+        ]
+        write_rows(session, table, PLAN_COLUMNS, rows)
+        return len(rows)
+    formatted: dict[tuple[int, int], list[str]] = {}
+    stamp = iso(now)
+    lines: list[str] = []
+    for eid, version, planned in plans:
+        key = (id(planned), version)
+        tails = formatted.get(key)
+        if tails is None:
+            tails = formatted[key] = [_tail(p, version, stamp) for p in planned]
+        prefix = str(eid)
+        lines.extend([prefix + tail for tail in tails])
+    copy_lines(session, table, PLAN_COLUMNS, lines)
+    return len(lines)
+
+
+def _tail(p: PlannedSend, version: int, stamp: str) -> str:
+    """Everything after the enrollment id, in COPY text format. Keys and reasons are plain
+    identifiers (the catalog checks step keys), so nothing here needs escaping."""
+    due = iso(p.due_at)
+    expires = iso(p.expires_at) if p.expires_at is not None else NULL
+    return (
+        f"\t{p.step.key}\t{p.channel.value}\t{p.step.kind.value}\t{version}"
+        f"\t{p.status.value}\t{p.reason or NULL}\t{due}\t{due}\t{expires}\t0\t{stamp}\n"
+    )
+
+
+def _values(p: PlannedSend, version: int, now: datetime) -> tuple[Any, ...]:
+    return (
+        p.step.key,
+        p.channel.value,
+        p.step.kind.value,
+        version,
+        p.status.value,
+        p.reason,
+        p.due_at,
+        p.due_at,
+        p.expires_at,
+        0,
+        now,
+    )

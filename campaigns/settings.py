@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     send_window: str = "Mon-Sat 09:00-20:00"
     trimester_convention: TrimesterConvention = TrimesterConvention.NHS
 
+    #: Sends due within this many days are written to the outbox; the rest as they approach.
+    plan_horizon_days: int = Field(default=14, ge=2, le=400)
     dispatch_interval_seconds: float = Field(default=2.0, gt=0)
     dispatch_batch_size: int = Field(default=5000, ge=1)
     send_batch_size: int = Field(default=100, ge=1)

@@ -15,6 +15,7 @@ from campaigns.content import ContentRenderer, Recipient
 from campaigns.domain import Channel, MessageStatus
 from campaigns.errors import NotFoundError
 from campaigns.planning import PlanInput, PlannedSend, plan
+from campaigns.scheduling import Planner
 from campaigns.storage.models import Enrollment, Patient, ScheduledMessage
 from campaigns.window import SendWindow, zone
 
@@ -23,12 +24,12 @@ SM = ScheduledMessage
 
 @dataclass(frozen=True)
 class TimelineEntry:
-    id: int
+    id: int | None  # None: a skip record, or a send not yet written to the outbox
     enrollment_id: int
     step: str
     channel: str
     kind: str
-    status: str
+    status: str  # a message status, or "planned" for a send beyond the written horizon
     reason: str | None
     version: int
     due_local: str
@@ -58,19 +59,25 @@ def find_patient(session: Session, phone_or_id: str) -> Patient:
     return patient
 
 
-def timeline(session: Session, patient: Patient) -> list[TimelineEntry]:
+def timeline(
+    session: Session, patient: Patient, planner: Planner, now: datetime
+) -> list[TimelineEntry]:
+    """Everything about a patient's messages: outbox rows, recorded skips, and the rest of
+    each active plan (computed now, exactly as it will be written when its time comes)."""
     tz = zone(patient.timezone)
-    rows = (
+    enrollments = (
         session.execute(
-            select(SM)
-            .join(Enrollment, Enrollment.id == SM.enrollment_id)
-            .where(Enrollment.patient_id == patient.id)
-            .order_by(SM.due_at, SM.id)
+            select(Enrollment).where(Enrollment.patient_id == patient.id).order_by(Enrollment.id)
         )
         .scalars()
         .all()
     )
-    return [
+    rows = (
+        session.execute(select(SM).where(SM.enrollment_id.in_([e.id for e in enrollments])))
+        .scalars()
+        .all()
+    )
+    entries = [
         TimelineEntry(
             id=r.id,
             enrollment_id=r.enrollment_id,
@@ -90,6 +97,69 @@ def timeline(session: Session, patient: Patient) -> list[TimelineEntry]:
         )
         for r in rows
     ]
+    for enrollment in enrollments:
+        campaign = planner.catalog[enrollment.campaign]
+        for version, step, channel, reason, due in enrollment.skipped:
+            entries.append(
+                _planned_entry(
+                    enrollment,
+                    step,
+                    channel,
+                    campaign.step(step).kind.value,
+                    "skipped",
+                    reason,
+                    version,
+                    datetime.fromisoformat(due),
+                    tz,
+                )
+            )
+        if enrollment.status == "active" and enrollment.planned_until is not None:
+            for p in planner.plan_for(session, enrollment, patient, now):
+                if p.status is MessageStatus.PENDING and p.due_at >= enrollment.planned_until:
+                    entries.append(
+                        _planned_entry(
+                            enrollment,
+                            p.step.key,
+                            p.channel.value,
+                            p.step.kind.value,
+                            "planned",
+                            p.reason,
+                            enrollment.schedule_version,
+                            p.due_at,
+                            tz,
+                        )
+                    )
+    return sorted(entries, key=lambda e: (e.due_utc, e.step, e.channel, e.id or 0))
+
+
+def _planned_entry(
+    enrollment: Enrollment,
+    step: str,
+    channel: str,
+    kind: str,
+    status: str,
+    reason: str | None,
+    version: int,
+    due: datetime,
+    tz: Any,
+) -> TimelineEntry:
+    return TimelineEntry(
+        id=None,
+        enrollment_id=enrollment.id,
+        step=step,
+        channel=channel,
+        kind=kind,
+        status=status,
+        reason=reason,
+        version=version,
+        due_local=_local(due, tz),
+        due_utc=due.isoformat(),
+        sent_local=None,
+        attempts=0,
+        provider_id=None,
+        subject=None,
+        body=None,
+    )
 
 
 @dataclass(frozen=True)

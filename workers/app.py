@@ -24,6 +24,11 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "options": {"expires": settings.dispatch_interval_seconds * 5},
         },
         "reap": {"task": "campaigns.reap", "schedule": 60.0, "options": {"expires": 120}},
+        "extend-plans": {
+            "task": "campaigns.extend_plans",
+            "schedule": 3600.0,
+            "options": {"expires": 3000},
+        },
         "housekeeping": {
             "task": "campaigns.housekeeping",
             "schedule": 600.0,

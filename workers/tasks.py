@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from campaigns import delivery, housekeeping
+from campaigns import delivery, housekeeping, scheduling
 from campaigns.bootstrap import Services, build
 from campaigns.domain import Channel
 from campaigns.settings import get_settings
@@ -46,6 +46,12 @@ def send_batch(message_ids: list[int], claim_token: str) -> dict[str, int]:
 def reap() -> tuple[int, int]:
     s = services()
     return delivery.reap(s.db, s.clock.now(), s.policy)
+
+
+@celery_app.task(name="campaigns.extend_plans")  # type: ignore[untyped-decorator]
+def extend_plans() -> int:
+    s = services()
+    return scheduling.extend_plans(s.db, s.planner, s.clock.now())
 
 
 @celery_app.task(name="campaigns.housekeeping")  # type: ignore[untyped-decorator]

@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from campaigns.storage.types import UTCDateTime
+from campaigns.storage.types import JsonText, UTCDateTime
 
 Id = BigInteger().with_variant(Integer(), "sqlite")
 NAMING = {
@@ -98,6 +98,13 @@ class Enrollment(Base):
             sqlite_where=text("status IN ('active', 'paused')"),
         ),
         Index("ix_enrollments_patient_id", "patient_id"),
+        # Serves extend_plans: active plans whose written horizon is running out.
+        Index(
+            "ix_enrollments_planned_until",
+            "planned_until",
+            postgresql_where=text("status = 'active'"),
+            sqlite_where=text("status = 'active'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -114,6 +121,11 @@ class Enrollment(Base):
     birth_date: Mapped[date | None] = mapped_column(Date)
     ended_at: Mapped[datetime | None]
     schedule_version: Mapped[int] = mapped_column(Integer, default=1)
+    #: Sends due before this are outbox rows; later ones are written as it approaches.
+    planned_until: Mapped[datetime | None]
+    #: Steps that will not be sent because their day had passed (or no marketing consent):
+    #: [[version, step, channel, reason, due ISO 8601], ...], kept here, not as outbox rows.
+    skipped: Mapped[list[list[Any]]] = mapped_column(JsonText, default=list)
     updated_at: Mapped[datetime]
 
 
@@ -137,13 +149,8 @@ class ScheduledMessage(Base):
             postgresql_where=_LIVE,
             sqlite_where=_LIVE,
         ),
-        UniqueConstraint(
-            "enrollment_id",
-            "schedule_version",
-            "step_key",
-            "channel",
-            name="uq_scheduled_messages_version_step",
-        ),
+        # Timelines and re-planning read every row of an enrollment, whatever its status.
+        Index("ix_scheduled_messages_enrollment_id", "enrollment_id"),
         Index(
             "ix_scheduled_messages_in_flight",
             "status",
@@ -160,7 +167,9 @@ class ScheduledMessage(Base):
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
-    enrollment_id: Mapped[int] = mapped_column(ForeignKey("enrollments.id"))
+    # No FOREIGN KEY: its per-row check was half the cost of bulk enrolment, and enrollments
+    # are never deleted (erasure anonymises); rows are only written beside their enrollment.
+    enrollment_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
     step_key: Mapped[str] = mapped_column(String(64))
     channel: Mapped[str] = mapped_column(String(16))
     kind: Mapped[str] = mapped_column(String(16))

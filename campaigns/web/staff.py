@@ -105,7 +105,7 @@ def patient_page(request: Request, services: ServicesDep, patient_id: int) -> HT
             .scalars()
             .all()
         )
-        entries = views.timeline(session, patient)
+        entries = views.timeline(session, patient, services.planner, now)
         consent: ConsentState = consent_state(session, patient.id)
         suppressed = suppressed_channels(session, patient)
     local_today = now.astimezone(zone(patient.timezone)).date()

@@ -255,7 +255,11 @@ def test_the_reaper_returns_stale_claims_and_marks_stale_sends_unknown(
     assert row(services, second).reason == "stale_sending"
 
 
-def test_concurrent_dispatchers_never_claim_the_same_row(services: Services) -> None:
+def test_concurrent_dispatchers_never_claim_the_same_row(
+    make_services: object, database_url: str
+) -> None:
+    assert callable(make_services)
+    services: Services = make_services(database_url, plan_horizon_days=400)  # every send a row
     now = services.clock.now()
     for _ in range(40):
         enrol(services, weeks=12)

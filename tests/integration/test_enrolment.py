@@ -31,42 +31,48 @@ def test_enrolment_writes_everything(services: Services) -> None:
         ).all()
         assert sorted(consents) == [("marketing_sms", "api"), ("programme", "api")]
         audit = session.execute(select(AuditEvent)).scalars().one()
-        assert audit.action == "enrolled" and audit.detail["planned"] == len(done.planned)
-    stored = rows(services, done.enrollment_id)
-    assert len(stored) == len(done.planned)
-    statuses = {(r.step_key, r.channel): (r.status, r.reason) for r in stored}
-    assert statuses[("clot-warning-signs", "sms")] == ("skipped", "before_enrolment")
-    assert statuses[("clot-and-breathing-signs", "sms")] == ("pending", "catch_up")
-    assert statuses[("physio-offer", "sms")] == ("pending", None)
-    assert statuses[("physio-offer", "email")] == ("skipped", "no_marketing_consent")
-    for row in stored:
-        assert row.due_at.tzinfo is not None and row.schedule_version == 1
-        if row.status == "pending":
-            assert row.next_attempt_at == row.due_at and row.expires_at is not None
-
-
-def test_many_enrolments_in_one_transaction(services: Services) -> None:
-    now = services.clock.now()
-    requests = [
-        parse_enrolment(
-            {
-                "name": f"P{i}",
-                "phone": f"+4474001{i:05d}",
-                "edd": edd_at(now.date(), 8 + i % 30).isoformat(),
-                "edd_source": "lmp",
-                "consent": "programme",
-            },
-            services.intake,
-            now,
+        assert (audit.action, audit.patient_id, audit.detail["count"]) == (
+            "enrolled",
+            done.patient_id,
+            1,
         )
-        for i in range(250)
-    ]
-    done = enrollments.enrol_many(
-        services.db, services.planner, requests, now, source=ConsentSource.CSV, actor="test"
-    )
-    assert len({d.patient_id for d in done}) == 250
-    assert count(services, ScheduledMessage) == sum(len(d.planned) for d in done)
-    assert count(services, AuditEvent) == 250
+        record = session.get(Enrollment, done.enrollment_id)
+        assert record is not None
+    # Past steps are recorded as skips on the enrollment, with their reason.
+    skips = {(step, channel): reason for _, step, channel, reason, _ in record.skipped}
+    assert skips[("clot-warning-signs", "sms")] == "before_enrolment"
+    assert skips[("physio-offer", "email")] == "no_marketing_consent"
+    # Sends due within the horizon are outbox rows; the rest wait for extend_plans.
+    stored = {
+        (r.step_key, r.channel): (r.status, r.reason) for r in rows(services, done.enrollment_id)
+    }
+    assert stored[("clot-and-breathing-signs", "sms")] == ("pending", "catch_up")
+    assert stored[("physio-offer", "sms")] == ("pending", None)  # 35+0 is 12 days away
+    assert ("after-birth-clot-risk", "sms") not in stored  # 37+0: beyond the horizon
+    assert record.planned_until == services.clock.now() + services.planner.horizon
+    assert len(stored) == len(done.stored)
+    for row in rows(services, done.enrollment_id):
+        assert row.due_at.tzinfo is not None and row.schedule_version == 1
+        assert row.next_attempt_at == row.due_at and row.expires_at is not None
+        assert row.due_at < record.planned_until
+
+
+def test_the_timeline_shows_rows_skips_and_the_rest_of_the_plan(services: Services) -> None:
+    from campaigns import views
+
+    done = enrol(services, weeks=33, days=2)
+    with services.db.session() as session:
+        patient = session.get(Patient, done.patient_id)
+        assert patient is not None
+        entries = views.timeline(session, patient, services.planner, services.clock.now())
+    by_key = {(e.step, e.channel): e for e in entries}
+    assert len(by_key) == len(done.planned)
+    assert by_key[("cramps-what-to-expect", "sms")].status == "skipped"
+    assert by_key[("clot-and-breathing-signs", "sms")].status == "pending"
+    later = by_key[("after-birth-clot-risk", "sms")]
+    assert (later.status, later.id) == ("planned", None)
+    planned = {(p.step.key, p.channel.value): p.due_at.isoformat() for p in done.planned}
+    assert {k: e.due_utc for k, e in by_key.items()} == planned
 
 
 def test_a_known_phone_number_writes_nothing(services: Services) -> None:

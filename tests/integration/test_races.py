@@ -131,7 +131,7 @@ def test_random_losses_racing_many_sends_never_let_a_message_through(
     make_services: object, postgres_url: str, clock: MovableClock
 ) -> None:
     assert callable(make_services)
-    services: Services = make_services(postgres_url, send_concurrency=12)
+    services: Services = make_services(postgres_url, send_concurrency=12, plan_horizon_days=400)
     watching = WatchingSms(postgres_url)
     services.sms = watching
     patients = [enrol(services, weeks=12, channels="sms", email="") for _ in range(40)]

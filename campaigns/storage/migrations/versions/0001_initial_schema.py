@@ -94,12 +94,15 @@ def upgrade() -> None:
     sa.Column('birth_date', sa.Date(), nullable=True),
     sa.Column('ended_at', campaigns.storage.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('schedule_version', sa.Integer(), nullable=False),
+    sa.Column('planned_until', campaigns.storage.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('skipped', campaigns.storage.types.JsonText(), nullable=False),
     sa.Column('updated_at', campaigns.storage.types.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['patient_id'], ['patients.id'], name=op.f('fk_enrollments_patient_id_patients')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_enrollments'))
     )
     with op.batch_alter_table('enrollments', schema=None) as batch_op:
         batch_op.create_index('ix_enrollments_patient_id', ['patient_id'], unique=False)
+        batch_op.create_index('ix_enrollments_planned_until', ['planned_until'], unique=False, postgresql_where=sa.text("status = 'active'"), sqlite_where=sa.text("status = 'active'"))
         batch_op.create_index('uq_enrollments_live', ['patient_id', 'campaign'], unique=True, postgresql_where=sa.text("status IN ('active', 'paused')"), sqlite_where=sa.text("status IN ('active', 'paused')"))
 
     op.create_table('scheduled_messages',
@@ -127,11 +130,10 @@ def upgrade() -> None:
     sa.Column('template_ref', sa.String(length=200), nullable=True),
     sa.Column('subject', sa.String(length=300), nullable=True),
     sa.Column('body', sa.Text(), nullable=True),
-    sa.ForeignKeyConstraint(['enrollment_id'], ['enrollments.id'], name=op.f('fk_scheduled_messages_enrollment_id_enrollments')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_scheduled_messages')),
-    sa.UniqueConstraint('enrollment_id', 'schedule_version', 'step_key', 'channel', name='uq_scheduled_messages_version_step')
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_scheduled_messages'))
     )
     with op.batch_alter_table('scheduled_messages', schema=None) as batch_op:
+        batch_op.create_index('ix_scheduled_messages_enrollment_id', ['enrollment_id'], unique=False)
         batch_op.create_index('ix_scheduled_messages_due', ['next_attempt_at'], unique=False, postgresql_where=sa.text("status = 'pending'"), sqlite_where=sa.text("status = 'pending'"))
         batch_op.create_index('ix_scheduled_messages_in_flight', ['status', 'claimed_at'], unique=False, postgresql_where=sa.text("status IN ('claimed', 'sending')"), sqlite_where=sa.text("status IN ('claimed', 'sending')"))
         batch_op.create_index('ix_scheduled_messages_provider_id', ['provider_id'], unique=False, postgresql_where=sa.text('provider_id IS NOT NULL'), sqlite_where=sa.text('provider_id IS NOT NULL'))
@@ -147,11 +149,13 @@ def downgrade() -> None:
         batch_op.drop_index('uq_scheduled_messages_step', postgresql_where=sa.text("status NOT IN ('cancelled', 'skipped', 'expired')"), sqlite_where=sa.text("status NOT IN ('cancelled', 'skipped', 'expired')"))
         batch_op.drop_index('ix_scheduled_messages_provider_id', postgresql_where=sa.text('provider_id IS NOT NULL'), sqlite_where=sa.text('provider_id IS NOT NULL'))
         batch_op.drop_index('ix_scheduled_messages_in_flight', postgresql_where=sa.text("status IN ('claimed', 'sending')"), sqlite_where=sa.text("status IN ('claimed', 'sending')"))
+        batch_op.drop_index('ix_scheduled_messages_enrollment_id')
         batch_op.drop_index('ix_scheduled_messages_due', postgresql_where=sa.text("status = 'pending'"), sqlite_where=sa.text("status = 'pending'"))
 
     op.drop_table('scheduled_messages')
     with op.batch_alter_table('enrollments', schema=None) as batch_op:
         batch_op.drop_index('uq_enrollments_live', postgresql_where=sa.text("status IN ('active', 'paused')"), sqlite_where=sa.text("status IN ('active', 'paused')"))
+        batch_op.drop_index('ix_enrollments_planned_until', postgresql_where=sa.text("status = 'active'"), sqlite_where=sa.text("status = 'active'"))
         batch_op.drop_index('ix_enrollments_patient_id')
 
     op.drop_table('enrollments')
