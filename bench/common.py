@@ -19,8 +19,9 @@ from sqlalchemy.engine import make_url
 
 from campaigns.storage.migrate import upgrade
 
-ADMIN_URL = os.environ.get("CAMPAIGNS_BENCH_POSTGRES_URL",
-                           "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+ADMIN_URL = os.environ.get(
+    "CAMPAIGNS_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -55,9 +56,12 @@ def median_ms(samples: list[float]) -> float:
 
 def save(name: str, result: dict[str, Any]) -> Path:
     RESULTS.mkdir(exist_ok=True)
-    result = {"benchmark": name, "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-              "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-              **result}
+    result = {
+        "benchmark": name,
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        **result,
+    }
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     return path

@@ -36,12 +36,20 @@ def requests(count: int, today: datetime, seed: int = 1) -> list[EnrolmentReques
         consents = {ConsentPurpose.PROGRAMME}
         if i % 3 == 0:
             consents.add(ConsentPurpose.MARKETING_SMS)
-        made.append(EnrolmentRequest(
-            campaign="leg-cramps", name=f"Patient {i}", phone=f"+4474{i:08d}",
-            email=f"patient{i}@example.com",
-            edd=(today + timedelta(days=280 - ga_days)).date(), edd_source=EddSource.SCAN,
-            timezone=rng.choice(TIMEZONES), language="en", channels=frozenset(Channel),
-            consents=frozenset(consents)))
+        made.append(
+            EnrolmentRequest(
+                campaign="leg-cramps",
+                name=f"Patient {i}",
+                phone=f"+4474{i:08d}",
+                email=f"patient{i}@example.com",
+                edd=(today + timedelta(days=280 - ga_days)).date(),
+                edd_source=EddSource.SCAN,
+                timezone=rng.choice(TIMEZONES),
+                language="en",
+                channels=frozenset(Channel),
+                consents=frozenset(consents),
+            )
+        )
     return made
 
 
@@ -58,8 +66,14 @@ def main() -> None:
         per_batch = []
         for start in range(0, len(batch), args.batch):
             t0 = time.perf_counter()
-            enrollments.enrol_many(services.db, services.planner, batch[start:start + args.batch],
-                                   now, source=ConsentSource.CSV, actor="bench")
+            enrollments.enrol_many(
+                services.db,
+                services.planner,
+                batch[start : start + args.batch],
+                now,
+                source=ConsentSource.CSV,
+                actor="bench",
+            )
             per_batch.append(time.perf_counter() - t0)
         elapsed = time.perf_counter() - started
         with services.db.session() as session:
@@ -67,10 +81,13 @@ def main() -> None:
         services.close()
     per_batch.sort()
     result = {
-        "patients": args.patients, "batch": args.batch, "seconds": round(elapsed, 2),
+        "patients": args.patients,
+        "batch": args.batch,
+        "seconds": round(elapsed, 2),
         "enrollments_per_second": round(args.patients / elapsed),
         "median_batch_seconds": round(per_batch[len(per_batch) // 2], 3),
-        "scheduled_rows": rows, "rows_per_second": round(rows / elapsed),
+        "scheduled_rows": rows,
+        "rows_per_second": round(rows / elapsed),
     }
     print(result)
     save("enrol", result)
