@@ -119,11 +119,13 @@ def claim_due(db: Database, now: datetime, limit: int, send_batch_size: int) -> 
             )
             .returning(SM.id, SM.channel)
         ).all()
-    by_channel: dict[Channel, list[int]] = {}
-    for message_id, channel in sorted(rows):
-        by_channel.setdefault(Channel(channel), []).append(message_id)
+    by_channel: dict[str, list[int]] = {}
+    for message_id, channel in rows:
+        by_channel.setdefault(channel, []).append(message_id)
+    for ids in by_channel.values():
+        ids.sort()  # plain ints: sorting Row objects costs more than the claim itself
     batches = [
-        (channel, ids[i : i + send_batch_size])
+        (Channel(channel), ids[i : i + send_batch_size])
         for channel, ids in by_channel.items()
         for i in range(0, len(ids), send_batch_size)
     ]
