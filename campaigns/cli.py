@@ -276,6 +276,36 @@ def status(json_out: JsonFlag = False) -> None:
     typer.echo(f"due now: {found.due_now}, oldest waiting {found.oldest_due_seconds:.0f}s")
 
 
+@app.command()
+def requeue(
+    message_ids: Annotated[
+        list[int] | None, typer.Argument(help="Message ids to send again.")
+    ] = None,
+    all_failed: Annotated[
+        bool, typer.Option("--all-failed", help="Every failed or unknown one.")
+    ] = False,
+) -> None:
+    """Put failed (dead-letter) or unknown messages back in the queue."""
+    from campaigns import delivery
+
+    with services() as built:
+        ids = list(message_ids or [])
+        if all_failed:
+            ids += delivery.dead_letters(built.db)
+        if not ids:
+            fail("give message ids, or --all-failed")
+        done = delivery.requeue(built.db, ids, built.clock.now(), actor="cli")
+        skipped = sorted(set(ids) - set(done))
+        typer.echo(
+            f"requeued {len(done)} messages"
+            + (
+                f"; not failed or unknown, left alone: {', '.join(map(str, skipped))}"
+                if skipped
+                else ""
+            )
+        )
+
+
 def _lifecycle(action: Callable[[Services, datetime], Any], message: str) -> None:
     with services() as built:
         result = action(built, built.clock.now())

@@ -28,6 +28,7 @@ from typing import Any, Protocol, cast
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
+from campaigns import audit
 from campaigns.catalog import Catalog
 from campaigns.clock import Clock
 from campaigns.content import ContentRenderer, Recipient
@@ -382,3 +383,54 @@ def _finish(
 
 def _rowcount(result: Any) -> int:
     return int(cast(CursorResult[Any], result).rowcount)
+
+
+REQUEUABLE = (MessageStatus.FAILED.value, MessageStatus.UNKNOWN.value)
+
+
+def requeue(db: Database, message_ids: Sequence[int], now: datetime, *, actor: str) -> list[int]:
+    """Put failed or unknown messages back in the queue (an operator's decision, audited).
+
+    An `unknown` message may have reached the patient: requeue it only once the provider's
+    records show it did not. Every send still re-checks enrollment, consent and window.
+    """
+    with db.session() as session:
+        found = session.execute(
+            select(SM.id, SM.status, Enrollment.patient_id)
+            .join(Enrollment, Enrollment.id == SM.enrollment_id)
+            .where(SM.id.in_(list(message_ids)), SM.status.in_(REQUEUABLE))
+        ).all()
+        ids = [row.id for row in found]
+        if ids:
+            session.execute(
+                update(SM)
+                .where(SM.id.in_(ids), SM.status.in_(REQUEUABLE))
+                .values(
+                    status=MessageStatus.PENDING.value,
+                    next_attempt_at=now,
+                    attempts=0,
+                    claim_token=None,
+                    reason="requeued",
+                    updated_at=now,
+                )
+            )
+        for row in found:
+            audit.record(
+                session,
+                now,
+                actor,
+                "requeued",
+                patient_id=row.patient_id,
+                message_id=row.id,
+                previous_status=row.status,
+            )
+    return sorted(ids)
+
+
+def dead_letters(db: Database, limit: int = 1000) -> list[int]:
+    with db.session() as session:
+        return list(
+            session.execute(
+                select(SM.id).where(SM.status.in_(REQUEUABLE)).order_by(SM.id).limit(limit)
+            ).scalars()
+        )
