@@ -6,7 +6,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, time
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
@@ -14,9 +14,9 @@ import typer
 from campaigns import enrollments, views
 from campaigns.bootstrap import Services, build
 from campaigns.catalog import CatalogError
-from campaigns.domain import ConsentSource, EddSource
+from campaigns.domain import ConsentSource
 from campaigns.errors import InputError, NotFoundError, StateError
-from campaigns.intake import parse_enrolment
+from campaigns.intake import parse_date, parse_edd_source, parse_enrolment
 from campaigns.settings import get_settings
 from campaigns.window import WindowError, zone
 
@@ -56,13 +56,6 @@ def services() -> Iterator[Services]:
         fail(str(exc), code=1)
     finally:
         built.close()
-
-
-def _date(value: str, field: str) -> date:
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise InputError(field, f"{value!r} is not a date like 2027-05-14") from None
 
 
 @app.command()
@@ -176,31 +169,18 @@ def preview(
 ) -> None:
     """Show the plan a hypothetical patient would get, with every message's text."""
     with services() as built:
-        timezone = tz or built.settings.default_timezone
-        try:
-            zone(timezone)
-        except WindowError as exc:
-            raise InputError("tz", str(exc)) from None
-        now = built.clock.now()
-        if enrolled:
-            # Enrolled at 09:00 local that day, as if by staff at the start of a clinic.
-            now = datetime.combine(_date(enrolled, "enrolled"), time(9), zone(timezone)).astimezone(
-                UTC
-            )
-        try:
-            selected = built.catalog[campaign]
-        except KeyError as exc:
-            raise InputError("campaign", str(exc).strip("'\"")) from None
-        entries = views.preview(
-            selected,
+        entries = views.preview_request(
+            built.catalog,
             built.window,
             built.renderer,
-            edd=_date(edd, "edd"),
-            timezone=timezone,
-            now=now,
-            birth_date=_date(birth, "birth") if birth else None,
+            campaign=campaign,
+            edd=edd,
+            timezone=tz or built.settings.default_timezone,
+            enrolled=enrolled,
+            birth=birth,
             marketing=marketing,
             discreet=discreet,
+            now=built.clock.now(),
         )
         if json_out:
             typer.echo(json.dumps([e.as_json() for e in entries], indent=2))
@@ -321,14 +301,9 @@ def change_edd(
     """Record a new due date (e.g. after the dating scan) and re-plan."""
 
     def run(b: Services, now: datetime) -> Any:
-        try:
-            source = EddSource(edd_source)
-        except ValueError:
-            raise InputError(
-                "edd_source", f"{edd_source!r} is not scan|lmp|patient|clinician"
-            ) from None
+        source = parse_edd_source(edd_source)
         return enrollments.change_edd(
-            b.db, b.planner, enrollment, _date(edd, "edd"), source, now, actor="cli"
+            b.db, b.planner, enrollment, parse_date(edd, "edd"), source, now, actor="cli"
         )
 
     _lifecycle(run, "due date changed; {result} sends in the new plan")
@@ -339,7 +314,7 @@ def birth(enrollment: int, date_: Annotated[str, typer.Option("--date")]) -> Non
     """Record the birth: pregnancy steps stop, after-birth steps are planned."""
     _lifecycle(
         lambda b, now: enrollments.record_birth(
-            b.db, b.planner, enrollment, _date(date_, "birth_date"), now, actor="cli"
+            b.db, b.planner, enrollment, parse_date(date_, "birth_date"), now, actor="cli"
         ),
         "birth recorded; {result} sends in the new plan",
     )
@@ -392,7 +367,7 @@ def demo(
                 f"demo patients: {added} enrolled" if added else "demo patients: already enrolled"
             )
         return
-    start_day = _date(start, "start") if start else None
+    start_day = parse_date(start, "start") if start else None
     try:
         demo_module.simulate(get_settings(), start_day, echo=typer.echo)
     except InputError as exc:

@@ -148,3 +148,15 @@ def _edd_source(raw: str) -> EddSource:
     except ValueError:
         allowed = "|".join(e.value for e in EddSource)
         raise InputError("edd_source", f"{raw!r} is not one of {allowed}") from None
+
+
+def parse_date(value: str, field: str) -> date:
+    """A YYYY-MM-DD date from staff input, or an InputError naming the field."""
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        raise InputError(field, f"{value!r} is not a date like 2027-05-14") from None
+
+
+def parse_edd_source(value: str) -> EddSource:
+    return _edd_source(value.strip())

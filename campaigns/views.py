@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from campaigns.catalog import Campaign
+from campaigns.catalog import Campaign, Catalog
 from campaigns.contacts import mask_phone, normalise_phone
 from campaigns.content import ContentRenderer, Recipient
 from campaigns.domain import Channel, MessageStatus
-from campaigns.errors import NotFoundError
+from campaigns.errors import InputError, NotFoundError
+from campaigns.intake import parse_date
 from campaigns.planning import PlanInput, PlannedSend, plan
 from campaigns.scheduling import Planner
 from campaigns.storage.models import Enrollment, Patient, ScheduledMessage
-from campaigns.window import SendWindow, zone
+from campaigns.window import SendWindow, WindowError, zone
 
 SM = ScheduledMessage
 
@@ -202,6 +203,43 @@ def preview(
     )
     planned = plan(facts, campaign, window, now)
     return [_preview_entry(p, campaign, renderer, tz, discreet) for p in planned]
+
+
+def preview_request(
+    catalog: Catalog,
+    window: SendWindow,
+    renderer: ContentRenderer,
+    *,
+    campaign: str,
+    edd: str,
+    timezone: str,
+    enrolled: str,
+    birth: str,
+    marketing: bool,
+    discreet: bool,
+    now: datetime,
+) -> list[PreviewEntry]:
+    """Preview from what staff typed (CLI or form); InputError names any bad field."""
+    try:
+        zone(timezone)
+    except WindowError as exc:
+        raise InputError("tz", str(exc)) from None
+    if campaign not in catalog:
+        raise InputError("campaign", f"unknown campaign {campaign!r}")
+    if enrolled:
+        # As if enrolled at 09:00 local that day, at the start of a clinic.
+        now = datetime.combine(parse_date(enrolled, "enrolled"), time(9), zone(timezone))
+    return preview(
+        catalog[campaign],
+        window,
+        renderer,
+        edd=parse_date(edd, "edd"),
+        timezone=timezone,
+        now=now.astimezone(UTC),
+        birth_date=parse_date(birth, "birth") if birth else None,
+        marketing=marketing,
+        discreet=discreet,
+    )
 
 
 def _preview_entry(

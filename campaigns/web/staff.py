@@ -6,7 +6,7 @@ application layer, and an error names the field that is wrong.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -21,12 +21,12 @@ from campaigns.consent import ConsentState
 from campaigns.content import Recipient
 from campaigns.domain import Channel, ConsentSource, EddSource, MessageStatus
 from campaigns.errors import InputError, NotFoundError, StateError
-from campaigns.intake import parse_enrolment
+from campaigns.intake import parse_date, parse_edd_source, parse_enrolment
 from campaigns.pregnancy import gestational_age, trimester_label
 from campaigns.scheduling import consent_state, suppressed_channels
 from campaigns.storage.models import Enrollment, Patient, ScheduledMessage
 from campaigns.web.deps import ServicesDep
-from campaigns.window import WindowError, zone
+from campaigns.window import zone
 
 router = APIRouter(prefix="/staff", include_in_schema=False)
 pages = Jinja2Templates(directory=Path(__file__).resolve().parent / "templates")
@@ -170,12 +170,12 @@ def _apply(
     confirm: str,
 ) -> str:
     if action == "edd":
-        source = _edd_source(edd_source)
+        source = parse_edd_source(edd_source)
         planned = enrollments.change_edd(
             services.db,
             services.planner,
             enrollment_id,
-            _date(edd, "edd"),
+            parse_date(edd, "edd"),
             source,
             now,
             actor=STAFF,
@@ -186,7 +186,7 @@ def _apply(
             services.db,
             services.planner,
             enrollment_id,
-            _date(birth_date, "birth_date"),
+            parse_date(birth_date, "birth_date"),
             now,
             actor=STAFF,
         )
@@ -291,25 +291,18 @@ def preview(
     timezone = tz or services.settings.default_timezone
     if edd:
         try:
-            try:
-                zone(timezone)
-            except WindowError as exc:
-                raise InputError("tz", str(exc)) from None
-            now = services.clock.now()
-            if enrolled:
-                now = datetime.combine(
-                    _date(enrolled, "enrolled"), time(9), zone(timezone)
-                ).astimezone(UTC)
-            campaign = services.catalog["leg-cramps"]
-            entries = views.preview(
-                campaign,
+            entries = views.preview_request(
+                services.catalog,
                 services.window,
                 services.renderer,
-                edd=_date(edd, "edd"),
+                campaign="leg-cramps",
+                edd=edd,
                 timezone=timezone,
-                now=now,
+                enrolled=enrolled,
+                birth="",
                 marketing=bool(marketing),
                 discreet=bool(discreet),
+                now=services.clock.now(),
             )
         except InputError as exc:
             error = exc
@@ -339,20 +332,6 @@ def _stage(enrollment: Enrollment | None, today: date) -> str:
 
 def _pending(planned: list[Any]) -> int:
     return sum(1 for p in planned if p.status == MessageStatus.PENDING)
-
-
-def _date(value: str, field: str) -> date:
-    try:
-        return date.fromisoformat(value.strip())
-    except ValueError:
-        raise InputError(field, f"{value!r} is not a date like 2027-05-14") from None
-
-
-def _edd_source(value: str) -> EddSource:
-    try:
-        return EddSource(value)
-    except ValueError:
-        raise InputError("edd_source", f"{value!r} is not scan|lmp|patient|clinician") from None
 
 
 def _local(instant: datetime | None, timezone: str) -> str:
