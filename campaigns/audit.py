@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from campaigns.storage.models import AuditEvent
@@ -34,9 +32,3 @@ def record(
             detail=detail,
         )
     )
-
-
-def record_many(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Bulk form of `record` for imports; each row has the same keys as AuditEvent."""
-    if rows:
-        session.execute(insert(AuditEvent), list(rows))

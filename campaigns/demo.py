@@ -20,7 +20,7 @@ from campaigns.clock import MovableClock
 from campaigns.domain import ConsentSource, EddSource, MessageStatus
 from campaigns.intake import parse_enrolment
 from campaigns.planning import PlannedSend
-from campaigns.pregnancy import gestational_age, pregnancy_start
+from campaigns.pregnancy import date_at_gestation, gestational_age
 from campaigns.runtime import InlineQueue, tick
 from campaigns.scheduling import extend_plans
 from campaigns.settings import Settings
@@ -247,14 +247,14 @@ class _Simulation:
 
     def _events(self) -> list[tuple[datetime, Callable[[], None]]]:
         def at(name: str, weeks: int, days: int, hour: int) -> datetime:
-            day = pregnancy_start(self.edd[name]) + timedelta(weeks=weeks, days=days)
+            day = date_at_gestation(self.edd[name], weeks, days)
             tz = zone(next(p.timezone for p in PATIENTS if p.name == name))
             return datetime.combine(day, time(hour, 30), tz).astimezone(UTC)
 
-        amara_birth = pregnancy_start(self.edd["Amara Okafor"]) + timedelta(weeks=39, days=4)
-        dina_birth = pregnancy_start(self.edd["Dina Shah"]) + timedelta(weeks=38, days=1)
+        amara_birth = date_at_gestation(self.edd["Amara Okafor"], 39, 4)
+        dina_birth = date_at_gestation(self.edd["Dina Shah"], 38, 1)
         new_chloe = self.edd["Chloe Evans"] + timedelta(days=6)
-        chloe_birth = pregnancy_start(new_chloe) + timedelta(weeks=40, days=2)
+        chloe_birth = date_at_gestation(new_chloe, 40, 2)
         events = [
             (at("Chloe Evans", 13, 3, 11), lambda: self._change_edd("Chloe Evans", new_chloe)),
             (at("Esme Novak", 19, 2, 15), lambda: self._loss("Esme Novak")),

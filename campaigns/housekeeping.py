@@ -15,7 +15,7 @@ from campaigns import audit
 from campaigns.catalog import Catalog
 from campaigns.domain import Anchor, EnrollmentStatus, MessageStatus
 from campaigns.enrollments import pause
-from campaigns.pregnancy import MAX_GESTATION_DAYS, TERM_DAYS
+from campaigns.pregnancy import MAX_GESTATION_DAYS, TERM_DAYS, is_overdue_unconfirmed
 from campaigns.storage.db import Database
 from campaigns.storage.models import Enrollment, Patient, ScheduledMessage
 from campaigns.window import zone
@@ -40,8 +40,7 @@ def pause_overdue(db: Database, now: datetime) -> list[int]:
         ).all()
     paused = []
     for enrollment_id, edd, timezone in candidates:
-        local_today = now.astimezone(zone(timezone)).date()
-        if (local_today - edd).days > MAX_GESTATION_DAYS - TERM_DAYS:
+        if is_overdue_unconfirmed(edd, now.astimezone(zone(timezone)).date()):
             pause(db, enrollment_id, now, actor=SYSTEM, reason="past_42_weeks_status_unknown")
             paused.append(enrollment_id)
     return paused

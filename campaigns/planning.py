@@ -7,7 +7,9 @@ The rules (DESIGN.md, timing rules):
 - at most one scheduled message per patient per local day: the SMS and the email of one step
   count as one message, and a step that collides moves to the next free send day;
 - a step whose day has passed is recorded `skipped`, except the latest missed `catch_up` step of
-  each topic while its phase (pregnancy, or the weeks after birth) lasts: that one goes soon;
+  each topic while its phase (pregnancy, or the weeks after birth) lasts: that one goes soon,
+  unless the patient already had a warning of that topic or the step was already recorded as
+  skipped;
 - marketing steps are planned only on channels with marketing consent;
 - a step already sent (or in flight) on a channel is never planned again on that channel.
 """
@@ -87,6 +89,12 @@ def plan(
     skipped: list[PlannedSend] = []
     candidates: list[_Candidate] = []
     missed: dict[str, tuple[date, Step, tuple[Channel, ...]]] = {}  # latest per catch-up topic
+    # A topic whose warning the patient already had needs no catch-up, whichever step it was.
+    covered = {
+        s.catch_up_topic
+        for s in campaign.steps
+        if s.catch_up and any((s.key, c) in facts.done for c in s.channels)
+    }
 
     def skip(step: Step, channels: Iterable[Channel], day: date, reason: SkipReason) -> None:
         at = local_to_utc(day, campaign.send_minute, tz)
@@ -106,7 +114,7 @@ def plan(
         if not channels:
             continue
         if ideal_day < today:
-            if step.catch_up and phase_open[step.anchor]:
+            if step.catch_up and phase_open[step.anchor] and step.catch_up_topic not in covered:
                 earlier = missed.get(step.catch_up_topic)
                 if earlier is None or earlier[0] < ideal_day:
                     if earlier is not None:
@@ -137,9 +145,12 @@ def plan(
             )
 
     for ideal_day, step, channels in missed.values():
-        # Most recent warning first: it is the one that fits where the pregnancy is now.
-        rank = (1, -ideal_day.toordinal())
-        candidates.append(_Candidate(step, channels, today, window.start_minute, rank, CATCH_UP))
+        # A step already recorded as skipped stays skipped: that decision was made and shown.
+        fresh = tuple(c for c in channels if (step.key, c) not in facts.recorded)
+        if fresh:
+            # Most recent warning first: it is the one that fits where the pregnancy is now.
+            rank = (1, -ideal_day.toordinal())
+            candidates.append(_Candidate(step, fresh, today, window.start_minute, rank, CATCH_UP))
 
     planned = _place(candidates, facts.busy_days, window, tz, now)
     return sorted(planned + skipped, key=lambda p: (p.due_at, p.step.key, p.channel))

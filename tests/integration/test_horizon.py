@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from datetime import timedelta
 
+import pytest
+
 from campaigns import enrollments
 from campaigns.bootstrap import Services
 from campaigns.clock import MovableClock
@@ -54,10 +56,11 @@ def test_paused_or_ended_plans_are_not_extended(services: Services, clock: Movab
         assert not [r for r in rows(services, done.enrollment_id) if r.status == "pending"]
 
 
+@pytest.mark.parametrize("weeks", [8, 33])  # early, and late with catch-ups
 def test_every_step_goes_exactly_once_across_the_whole_programme(
-    services: Services, clock: MovableClock
+    services: Services, clock: MovableClock, weeks: int
 ) -> None:
-    done = enrol(services, weeks=8, consent="programme,marketing_sms,marketing_email")
+    done = enrol(services, weeks=weeks, consent="programme,marketing_sms,marketing_email")
     queue = InlineQueue(services)
     for _ in range(4 * 7 * 33):  # every 6 hours until 41 weeks
         extend_plans(services.db, services.planner, clock.now())

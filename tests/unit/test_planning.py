@@ -318,3 +318,55 @@ def test_every_plan_respects_the_rules(
     if birth is not None:
         assert all(p.step.anchor.value != "edd" for p in planned)
     assert sum(1 for p in live if p.reason == CATCH_UP and p.channel is Channel.SMS) <= 3
+
+
+def test_a_topic_already_warned_about_is_not_caught_up_again() -> None:
+    # Enrolled at 33+2, the 32-week clot warning was caught up and sent; planning again a
+    # week later (the horizon extends) must not dig out the 20-week one.
+    enrolled = TODAY - timedelta(days=7)
+    edd = edd_for(enrolled, 33, 2)
+    done = frozenset(
+        {
+            ("welcome", Channel.SMS),
+            ("clot-and-breathing-signs", Channel.SMS),
+            ("pre-eclampsia-signs", Channel.SMS),
+        }
+    )
+    recorded = frozenset({("clot-warning-signs", Channel.SMS)})
+    planned = plan(
+        facts(edd, enrolled, channels=frozenset({Channel.SMS}), done=done, recorded=recorded),
+        CAMPAIGN,
+        WINDOW,
+        at(TODAY),
+    )
+    assert not [p for p in planned if p.reason == CATCH_UP]
+    assert "clot-warning-signs" not in {p.step.key for p in pending(planned)}
+
+
+def test_a_step_recorded_as_skipped_is_never_revived_as_a_catch_up() -> None:
+    enrolled = TODAY - timedelta(days=7)
+    recorded = frozenset({("clot-and-breathing-signs", Channel.SMS)})
+    planned = plan(
+        facts(
+            edd_for(enrolled, 33, 2), enrolled, channels=frozenset({Channel.SMS}), recorded=recorded
+        ),
+        CAMPAIGN,
+        WINDOW,
+        at(TODAY),
+    )
+    assert "clot-and-breathing-signs" not in {p.step.key for p in pending(planned)}
+    assert "clot-warning-signs" not in {p.step.key for p in pending(planned)}
+
+
+def test_a_warning_missed_while_paused_is_still_caught_up() -> None:
+    enrolled = TODAY - timedelta(weeks=5)
+    done = frozenset({("welcome", Channel.SMS)})  # the 20-week step was cancelled, not skipped
+    sms = by_step(
+        plan(
+            facts(edd_for(enrolled, 18), enrolled, channels=frozenset({Channel.SMS}), done=done),
+            CAMPAIGN,
+            WINDOW,
+            at(TODAY),
+        )
+    )
+    assert sms["clot-warning-signs"].reason == CATCH_UP
