@@ -22,6 +22,11 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock
 
 install: $(VENV)/.synced
 
+# Prism (npm) validates provider traffic against the official OpenAPI specs in the tests.
+node_modules/.installed: package.json package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
+
 run: install
 	$(VENV)/bin/campaigns migrate
 	$(VENV)/bin/campaigns demo --seed
@@ -30,7 +35,7 @@ run: install
 services:
 	scripts/ensure-services
 
-test: install services
+test: install node_modules/.installed services
 	$(VENV)/bin/pytest
 
 lint: install
