@@ -10,11 +10,16 @@ from campaigns.catalog import Catalog
 from campaigns.clock import Clock, SystemClock
 from campaigns.content import Clinic, ContentRenderer, check_sms_fit
 from campaigns.delivery import Deliverer, DeliveryPolicy
+from campaigns.domain import Channel
 from campaigns.intake import IntakeRules
 from campaigns.links import LinkSigner
 from campaigns.providers.base import EmailSender, SmsSender
 from campaigns.providers.fake import FakeEmailSender, FakeSmsSender
 from campaigns.providers.outbox import OutboxEmailSender, OutboxSmsSender
+from campaigns.providers.sendgrid import SendGridEmailSender
+from campaigns.providers.smtp import SmtpEmailSender
+from campaigns.providers.twilio import TwilioSmsSender
+from campaigns.ratelimit import RateLimiter, limiter
 from campaigns.scheduling import Planner
 from campaigns.settings import Settings
 from campaigns.storage.db import Database
@@ -56,6 +61,8 @@ class Services:
                 self.email,
                 self.clock,
                 self.policy,
+                planner=self.planner,
+                limiters=rate_limiters(self.settings, self.sms, self.email),
             )
         return self._deliverer
 
@@ -91,11 +98,60 @@ def policy_from(settings: Settings) -> DeliveryPolicy:
 
 
 def sms_sender(settings: Settings) -> SmsSender:
+    if settings.sms_provider == "twilio":
+        assert settings.twilio_account_sid
+        assert settings.twilio_auth_token
+        return TwilioSmsSender(
+            settings.twilio_account_sid,
+            settings.twilio_auth_token.get_secret_value(),
+            status_callback=settings.public_url.rstrip("/") + "/webhooks/twilio/status",
+            from_=settings.twilio_from,
+            messaging_service_sid=settings.twilio_messaging_service_sid,
+            api_base_url=settings.twilio_api_base_url,
+            timeout=settings.provider_timeout_seconds,
+        )
     return FakeSmsSender() if settings.sms_provider == "fake" else OutboxSmsSender()
 
 
 def email_sender(settings: Settings) -> EmailSender:
+    if settings.email_provider == "sendgrid":
+        assert settings.sendgrid_api_key
+        assert settings.sendgrid_from
+        return SendGridEmailSender(
+            settings.sendgrid_api_key.get_secret_value(),
+            from_email=settings.sendgrid_from,
+            from_name=settings.clinic_name,
+            host=settings.sendgrid_api_host,
+            timeout=settings.provider_timeout_seconds,
+        )
+    if settings.email_provider == "smtp":
+        assert settings.smtp_from
+        return SmtpEmailSender(
+            settings.smtp_host,
+            settings.smtp_port,
+            from_email=settings.smtp_from,
+            from_name=settings.clinic_name,
+            username=settings.smtp_username,
+            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+            starttls=settings.smtp_starttls,
+            timeout=settings.provider_timeout_seconds,
+        )
     return FakeEmailSender() if settings.email_provider == "fake" else OutboxEmailSender()
+
+
+def rate_limiters(
+    settings: Settings, sms: SmsSender, email: EmailSender
+) -> dict[Channel, RateLimiter]:
+    """One limit per provider account, shared by every worker through Redis."""
+    account = settings.twilio_account_sid or "default"
+    return {
+        Channel.SMS: limiter(
+            settings.sms_rate, f"ratelimit:{sms.name}:{account}", settings.rate_limit_redis
+        ),
+        Channel.EMAIL: limiter(
+            settings.email_rate, f"ratelimit:{email.name}", settings.rate_limit_redis
+        ),
+    }
 
 
 def build(

@@ -18,7 +18,7 @@ import logging
 import random
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,15 +28,17 @@ from typing import Any, Protocol, cast
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
-from campaigns import audit
+from campaigns import audit, halts, reachability
 from campaigns.catalog import Catalog
 from campaigns.clock import Clock
 from campaigns.content import ContentRenderer, Recipient
-from campaigns.domain import Channel, EnrollmentStatus, MessageStatus, StepKind
+from campaigns.domain import Channel, ConsentSource, EnrollmentStatus, MessageStatus, StepKind
 from campaigns.links import LinkSigner
 from campaigns.providers.base import (
     ConfigurationError,
     EmailSender,
+    InvalidAddressError,
+    OptedOutError,
     OutgoingEmail,
     OutgoingSms,
     PermanentError,
@@ -45,13 +47,16 @@ from campaigns.providers.base import (
     SmsSender,
     UnknownOutcomeError,
 )
-from campaigns.scheduling import consent_state, suppressed_channels
+from campaigns.ratelimit import RateLimiter
+from campaigns.scheduling import Planner, consent_state, lock_patient, suppressed_channels
 from campaigns.storage.db import Database
 from campaigns.storage.models import Enrollment, Patient, ScheduledMessage
 from campaigns.window import SendWindow, zone
 
 log = logging.getLogger(__name__)
 SM = ScheduledMessage
+HALT_RETRY = timedelta(minutes=5)
+Followup = Callable[[], None] | None
 
 
 class SendQueue(Protocol):
@@ -69,6 +74,7 @@ class Outcome(StrEnum):
     FAILED = "failed"
     UNKNOWN = "unknown"
     NOT_CLAIMED = "not_claimed"  # cancelled, re-claimed or already handled: nothing to do
+    HALTED = "halted"  # the provider account is misconfigured: the channel stops
 
 
 @dataclass(frozen=True)
@@ -93,12 +99,22 @@ class Claimed:
         return sum(len(ids) for _, ids in self.batches)
 
 
-def claim_due(db: Database, now: datetime, limit: int, send_batch_size: int) -> Claimed:
+def claim_due(
+    db: Database,
+    now: datetime,
+    limit: int,
+    send_batch_size: int,
+    skip_channels: Collection[str] = (),
+) -> Claimed:
     """Claim up to `limit` due rows in one statement and commit; publish only after this."""
     token = str(uuid.uuid4())
     due = (
         select(SM.id)
-        .where(SM.status == MessageStatus.PENDING.value, SM.next_attempt_at <= now)
+        .where(
+            SM.status == MessageStatus.PENDING.value,
+            SM.next_attempt_at <= now,
+            *([SM.channel.not_in(list(skip_channels))] if skip_channels else []),
+        )
         .order_by(SM.next_attempt_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -138,8 +154,15 @@ def dispatch_due(
 ) -> int:
     """One beat tick: claim what is due, in rounds, and hand each batch to the queue."""
     total = 0
+    stopped = halts.halted(db)  # a halted channel's messages wait in the database
     for _ in range(max_rounds):
-        claimed = claim_due(db, clock.now(), policy.dispatch_batch_size, policy.send_batch_size)
+        claimed = claim_due(
+            db,
+            clock.now(),
+            policy.dispatch_batch_size,
+            policy.send_batch_size,
+            skip_channels=stopped,
+        )
         for channel, ids in claimed.batches:
             queue.publish(channel, ids, claimed.token)
         total += claimed.count
@@ -189,7 +212,11 @@ class Deliverer:
         email: EmailSender,
         clock: Clock,
         policy: DeliveryPolicy,
+        planner: Planner,
+        limiters: Mapping[Channel, RateLimiter] | None = None,
     ) -> None:
+        self.planner = planner
+        self.limiters = dict(limiters or {})
         self.db, self.catalog, self.renderer, self.window = db, catalog, renderer, window
         self.links, self.sms, self.email, self.clock, self.policy = links, sms, email, clock, policy
         self._pool = ThreadPoolExecutor(policy.send_concurrency, thread_name_prefix="send")
@@ -212,7 +239,7 @@ class Deliverer:
     def _send_one(self, message_id: int, claim_token: str) -> Outcome:
         now = self.clock.now()
         with self.db.session() as session:
-            attempts = session.execute(
+            claimed = session.execute(
                 update(SM)
                 .where(
                     SM.id == message_id,
@@ -225,14 +252,23 @@ class Deliverer:
                     send_started_at=now,
                     updated_at=now,
                 )
-                .returning(SM.attempts)
-            ).scalar_one_or_none()
-        if attempts is None:
+                .returning(SM.attempts, SM.channel)
+            ).first()
+        if claimed is None:
             return Outcome.NOT_CLAIMED
+        attempts, channel = claimed
+        limit = self.limiters.get(Channel(channel))
+        if limit is not None:
+            limit.acquire()  # outside any transaction: waiting holds no lock or connection
         with self.db.session() as session:
-            return self._check_and_send(session, message_id, attempts)
+            outcome, followup = self._check_and_send(session, message_id, attempts)
+        if followup is not None:
+            followup()  # its own transaction, after the send is recorded
+        return outcome
 
-    def _check_and_send(self, session: Session, message_id: int, attempts: int) -> Outcome:
+    def _check_and_send(
+        self, session: Session, message_id: int, attempts: int
+    ) -> tuple[Outcome, Followup]:
         enrollment_id = session.execute(
             select(SM.enrollment_id).where(SM.id == message_id)
         ).scalar_one()
@@ -255,12 +291,12 @@ class Deliverer:
         channel, kind = Channel(message.channel), StepKind(message.kind)
         stop = self._recheck(session, message, enrollment, patient, channel, kind, now)
         if stop is not None:
-            return stop
+            return stop, None
         try:
             outgoing = self._render(message, enrollment, patient, channel)
         except Exception:
             log.exception("message %d could not be rendered", message.id)
-            return _finish(message, MessageStatus.FAILED, "render_error", now)
+            return _finish(message, MessageStatus.FAILED, "render_error", now), None
         try:
             if isinstance(outgoing, OutgoingSms):
                 receipt = self.sms.send_sms(outgoing)
@@ -276,7 +312,7 @@ class Deliverer:
         message.sent_at = message.updated_at = self.clock.now()
         message.error_code = message.reason = None
         log.info("message %d sent by %s as %s", message.id, receipt.provider, receipt.provider_id)
-        return Outcome.SENT
+        return Outcome.SENT, None
 
     def _recheck(
         self,
@@ -292,6 +328,8 @@ class Deliverer:
             return _finish(message, MessageStatus.CANCELLED, f"enrollment_{enrollment.status}", now)
         if (patient.phone if channel is Channel.SMS else patient.email) is None:
             return _finish(message, MessageStatus.FAILED, "no_address", now)
+        if patient.phone_invalid_at if channel is Channel.SMS else patient.email_invalid_at:
+            return _finish(message, MessageStatus.CANCELLED, "invalid_address", now)
         if channel in suppressed_channels(session, patient):
             return _finish(message, MessageStatus.CANCELLED, "suppressed", now)
         if not consent_state(session, patient.id).allows(kind, channel):
@@ -346,31 +384,81 @@ class Deliverer:
         error: ProviderError,
         attempts: int,
         now: datetime,
-    ) -> Outcome:
-        message.error_code = error.code
-        message.provider = (self.sms if message.channel == Channel.SMS.value else self.email).name
+    ) -> tuple[Outcome, Followup]:
+        channel = Channel(message.channel)
+        provider = (self.sms if channel is Channel.SMS else self.email).name
+        message.error_code, message.provider = error.code, provider
         if isinstance(error, UnknownOutcomeError):
             log.warning("message %d: outcome unknown (%s)", message.id, error.code)
-            return _finish(message, MessageStatus.UNKNOWN, "provider_outcome_unknown", now)
+            return _finish(message, MessageStatus.UNKNOWN, "provider_outcome_unknown", now), None
+        if isinstance(error, OptedOutError):
+            log.warning(
+                "message %d: recipient opted out at %s (%s)", message.id, provider, error.code
+            )
+            return _finish(message, MessageStatus.FAILED, "opted_out", now), self._followup(
+                patient.id,
+                lambda s, p: reachability.opt_out(
+                    s,
+                    p,
+                    channel,
+                    now,
+                    source=ConsentSource.PROVIDER,
+                    reason=f"{provider}:{error.code}",
+                    actor=f"provider:{provider}",
+                ),
+            )
+        if isinstance(error, InvalidAddressError):
+            log.warning("message %d: address invalid at %s (%s)", message.id, provider, error.code)
+            return _finish(message, MessageStatus.FAILED, "invalid_address", now), self._followup(
+                patient.id,
+                lambda s, p: reachability.mark_invalid(
+                    s,
+                    self.planner,
+                    p,
+                    channel,
+                    now,
+                    reason=f"{provider}:{error.code}",
+                    actor=f"provider:{provider}",
+                ),
+            )
         if isinstance(error, PermanentError):
             log.warning("message %d failed permanently (%s)", message.id, error.code)
-            return _finish(message, MessageStatus.FAILED, type(error).__name__, now)
+            return _finish(message, MessageStatus.FAILED, type(error).__name__, now), None
+        if isinstance(error, ConfigurationError):
+            # Not the patient's fault: the message waits, unspent, until the channel resumes.
+            message.attempts -= 1
+            self._retry_at(message, patient, now + HALT_RETRY, now)
+            return Outcome.HALTED, lambda: halts.halt(
+                self.db, channel, provider, error.code, error.detail, now
+            )
         if attempts >= self.policy.max_attempts:
             log.error("message %d: attempts exhausted (%s)", message.id, error.code)
-            return _finish(message, MessageStatus.FAILED, "attempts_exhausted", now)
-        if isinstance(error, ConfigurationError):
-            log.error("message %d: provider configuration problem (%s)", message.id, error.code)
+            return _finish(message, MessageStatus.FAILED, "attempts_exhausted", now), None
         delay = min(
             self.policy.retry_base_seconds * 2 ** (attempts - 1), self.policy.retry_max_seconds
         ) * random.uniform(0.8, 1.2)
         if isinstance(error, RetryableError) and error.retry_after:
             delay = max(delay, error.retry_after)
+        self._retry_at(message, patient, now + timedelta(seconds=delay), now)
+        return Outcome.RETRY, None
+
+    def _retry_at(
+        self, message: ScheduledMessage, patient: Patient, when: datetime, now: datetime
+    ) -> None:
         message.status, message.claim_token = MessageStatus.PENDING.value, None
-        message.next_attempt_at = self.window.next_open(
-            now + timedelta(seconds=delay), zone(patient.timezone)
-        )
+        message.next_attempt_at = self.window.next_open(when, zone(patient.timezone))
         message.updated_at = now
-        return Outcome.RETRY
+
+    def _followup(
+        self, patient_id: int, action: Callable[[Session, Patient], object]
+    ) -> Callable[[], None]:
+        """Run `action` in a new transaction that holds the patient's lock (FOR UPDATE)."""
+
+        def run() -> None:
+            with self.db.session() as session:
+                action(session, lock_patient(session, patient_id))
+
+        return run
 
 
 def _finish(

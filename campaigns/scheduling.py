@@ -101,6 +101,46 @@ def cancel_live(session: Session, enrollment_ids: Iterable[int], reason: str, no
     return int(cast(CursorResult[Any], result).rowcount)
 
 
+def cancel_channel(
+    session: Session, patient_id: int, channel: Channel, reason: str, now: datetime
+) -> int:
+    """Cancel a patient's not-yet-sent messages on one channel, across their enrollments."""
+    enrollments = select(Enrollment.id).where(Enrollment.patient_id == patient_id)
+    result = session.execute(
+        update(ScheduledMessage)
+        .where(
+            ScheduledMessage.enrollment_id.in_(enrollments.scalar_subquery()),
+            ScheduledMessage.channel == channel.value,
+            ScheduledMessage.status.in_([s.value for s in CANCELLABLE]),
+        )
+        .values(
+            status=MessageStatus.CANCELLED.value, reason=reason, claim_token=None, updated_at=now
+        )
+    )
+    return int(cast(CursorResult[Any], result).rowcount)
+
+
+def usable_channels(
+    enrolled: frozenset[Channel],
+    patient: Patient,
+    consent: ConsentState,
+    suppressed: frozenset[Channel],
+) -> frozenset[Channel]:
+    """The channels a plan may use now. A dead phone number falls back to email."""
+    invalid = {
+        c
+        for c, at in (
+            (Channel.SMS, patient.phone_invalid_at),
+            (Channel.EMAIL, patient.email_invalid_at),
+        )
+        if at is not None
+    }
+    wanted = set(enrolled)
+    if Channel.SMS in invalid and patient.email is not None:
+        wanted.add(Channel.EMAIL)
+    return frozenset(wanted & consent.programme) - suppressed - invalid
+
+
 @dataclass(frozen=True)
 class Stored:
     """What one plan puts in the database now."""
@@ -177,9 +217,12 @@ class Planner:
             if enrollment_id == enrollment.id:
                 done.add((step, Channel(channel)))
         consent = consent_state(session, patient.id)
-        channels = (
-            frozenset(Channel(c) for c in enrollment.channels.split(",")) & consent.programme
-        ) - suppressed_channels(session, patient)
+        channels = usable_channels(
+            frozenset(Channel(c) for c in enrollment.channels.split(",")),
+            patient,
+            consent,
+            suppressed_channels(session, patient),
+        )
         return PlanInput(
             timezone=patient.timezone,
             edd=enrollment.edd,

@@ -24,7 +24,14 @@ EMBEDDED_BROKER = "embedded"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CAMPAIGNS_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a bad setting must never print the secrets next to it.
+    model_config = SettingsConfigDict(
+        env_prefix="CAMPAIGNS_",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+        hide_input_in_errors=True,
+    )
 
     environment: Literal["development", "test", "production"] = "development"
     database_url: str = "sqlite:///campaigns.db"
@@ -33,8 +40,38 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8000"
     secret_key: SecretStr = SecretStr(DEVELOPMENT_SECRET)
     booking_url: str = "https://santi.example/book"
-    sms_provider: Literal["outbox", "fake"] = "outbox"
-    email_provider: Literal["outbox", "fake"] = "outbox"
+    sms_provider: Literal["outbox", "fake", "twilio"] = "outbox"
+    email_provider: Literal["outbox", "fake", "sendgrid", "smtp"] = "outbox"
+    #: Messages per second for each provider account, shared by every worker (0: no limit).
+    sms_rate: float = Field(default=0, ge=0)
+    email_rate: float = Field(default=0, ge=0)
+    #: Where workers share rate limits; defaults to the broker when that is Redis.
+    redis_url: str | None = None
+    provider_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    # Provider accounts keep their providers' own variable names (no CAMPAIGNS_ prefix).
+    twilio_account_sid: str | None = Field(default=None, validation_alias="TWILIO_ACCOUNT_SID")
+    twilio_auth_token: SecretStr | None = Field(default=None, validation_alias="TWILIO_AUTH_TOKEN")
+    twilio_from: str | None = Field(default=None, validation_alias="TWILIO_FROM")
+    twilio_messaging_service_sid: str | None = Field(
+        default=None, validation_alias="TWILIO_MESSAGING_SERVICE_SID"
+    )
+    #: Unset in production; points the SDK at a local server in tests and the sandbox.
+    twilio_api_base_url: str | None = Field(default=None, validation_alias="TWILIO_API_BASE_URL")
+    sendgrid_api_key: SecretStr | None = Field(default=None, validation_alias="SENDGRID_API_KEY")
+    sendgrid_api_host: str = Field(
+        default="https://api.sendgrid.com", validation_alias="SENDGRID_API_HOST"
+    )
+    sendgrid_event_public_key: str | None = Field(
+        default=None, validation_alias="SENDGRID_EVENT_PUBLIC_KEY"
+    )
+    sendgrid_from: str | None = Field(default=None, validation_alias="SENDGRID_FROM")
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+    smtp_from: str | None = None
     templates_dir: Path = PROJECT_ROOT / "templates"
 
     clinic_name: str = "Santi Clinic"
@@ -75,6 +112,7 @@ class Settings(BaseSettings):
             SendWindow.parse(self.send_window, self.holiday_region)
         except WindowError as exc:
             raise ValueError(str(exc)) from None
+        self._check_providers()
         if self.environment == "production" and (
             self.secret_key.get_secret_value() == DEVELOPMENT_SECRET
             or len(self.secret_key.get_secret_value()) < 32
@@ -83,6 +121,29 @@ class Settings(BaseSettings):
                 "CAMPAIGNS_SECRET_KEY must be set to 32+ random characters in production"
             )
         return self
+
+    def _check_providers(self) -> None:
+        missing = []
+        if self.sms_provider == "twilio":
+            if not self.twilio_account_sid or not self.twilio_auth_token:
+                missing.append("TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
+            if not (self.twilio_from or self.twilio_messaging_service_sid):
+                missing.append("TWILIO_FROM or TWILIO_MESSAGING_SERVICE_SID")
+        if self.email_provider == "sendgrid":
+            if not self.sendgrid_api_key:
+                missing.append("SENDGRID_API_KEY")
+            if not self.sendgrid_from:
+                missing.append("SENDGRID_FROM")
+        if self.email_provider == "smtp" and not self.smtp_from:
+            missing.append("CAMPAIGNS_SMTP_FROM")
+        if missing:
+            raise ValueError("the chosen providers need " + ", ".join(missing))
+
+    @property
+    def rate_limit_redis(self) -> str | None:
+        if self.redis_url:
+            return self.redis_url
+        return self.broker_url if self.broker_url.startswith(("redis://", "rediss://")) else None
 
     @property
     def embedded(self) -> bool:

@@ -66,6 +66,11 @@ class Patient(Base):
     discreet: Mapped[bool] = mapped_column(Boolean, default=False)
     clinic_ref: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime]
+    # Set when a provider says the address cannot receive (e.g. Twilio 21211, a hard bounce).
+    phone_invalid_at: Mapped[datetime | None]
+    phone_invalid_reason: Mapped[str | None] = mapped_column(String(64))
+    email_invalid_at: Mapped[datetime | None]
+    email_invalid_reason: Mapped[str | None] = mapped_column(String(64))
 
 
 class ConsentEvent(Base):
@@ -225,3 +230,30 @@ class AuditEvent(Base):
     )
     message_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class ProviderEvent(Base):
+    """Every status callback and event webhook item, once: the key deduplicates replays."""
+
+    __tablename__ = "provider_events"
+    __table_args__ = (UniqueConstraint("provider", "event_key"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    event_key: Mapped[str] = mapped_column(String(200))
+    message_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
+    kind: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime]
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class ChannelHalt(Base):
+    """A channel stopped because the provider account is misconfigured; an operator resumes it."""
+
+    __tablename__ = "channel_halts"
+
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    code: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(300))
+    halted_at: Mapped[datetime]

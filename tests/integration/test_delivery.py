@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select, update
 
-from campaigns import delivery
+from campaigns import delivery, halts
 from campaigns.bootstrap import Services
 from campaigns.clock import MovableClock
 from campaigns.contacts import address_hash
@@ -17,12 +17,19 @@ from campaigns.domain import Channel
 from campaigns.providers.base import (
     ConfigurationError,
     InvalidAddressError,
+    OptedOutError,
     PermanentError,
     RetryableError,
     UnknownOutcomeError,
 )
 from campaigns.providers.fake import FakeEmailSender, FakeSmsSender
-from campaigns.storage.models import ConsentEvent, Enrollment, ScheduledMessage, Suppression
+from campaigns.storage.models import (
+    ConsentEvent,
+    Enrollment,
+    Patient,
+    ScheduledMessage,
+    Suppression,
+)
 from tests.integration.helpers import enrol, rows
 
 SM = ScheduledMessage
@@ -204,7 +211,8 @@ def test_transient_errors_back_off_in_the_database_then_fail(
     ("error", "status", "reason"),
     [
         (PermanentError("21617", "body too long"), "failed", "PermanentError"),
-        (InvalidAddressError("21211", "invalid To"), "failed", "InvalidAddressError"),
+        (InvalidAddressError("21211", "invalid To"), "failed", "invalid_address"),
+        (OptedOutError("21610", "unsubscribed recipient"), "failed", "opted_out"),
         (UnknownOutcomeError("timeout", "read timed out"), "unknown", "provider_outcome_unknown"),
     ],
 )
@@ -219,91 +227,65 @@ def test_provider_errors_are_classified(
     assert stored.error_code == error.code  # type: ignore[attr-defined]
 
 
-def test_a_configuration_error_is_retried_not_blamed_on_the_patient(services: Services) -> None:
-    message_id, claimed = only_sms_welcome(services)
-    fakes(services)[0].fail_next(ConfigurationError("20003", "authentication failed"))
-    assert services.deliverer.send_one(message_id, claimed.token) is Outcome.RETRY
-    assert row(services, message_id).status == "pending"
-
-
-def test_a_template_that_cannot_render_fails_the_row_without_calling_the_provider(
-    services: Services,
-) -> None:
-    message_id, claimed = only_sms_welcome(services)
-    with services.db.session() as session:
-        session.execute(update(SM).where(SM.id == message_id).values(step_key="no-such-step"))
-    assert services.deliverer.send_one(message_id, claimed.token) is Outcome.FAILED
-    assert row(services, message_id).reason == "render_error"
-    assert fakes(services)[0].calls == 0
-
-
-def test_the_reaper_returns_stale_claims_and_marks_stale_sends_unknown(
+def test_a_configuration_error_halts_the_channel_not_the_patient(
     services: Services, clock: MovableClock
 ) -> None:
-    for _ in range(2):
-        enrol(services, weeks=20, channels="sms", email="")
-    claimed = claim(services)
-    [(_, (first, second))] = claimed.batches
-    with services.db.session() as session:
-        session.execute(
-            update(SM).where(SM.id == second).values(status="sending", send_started_at=clock.now())
-        )
-    clock.advance(timedelta(seconds=services.policy.claim_timeout_seconds + 1))
-    assert delivery.reap(services.db, clock.now(), services.policy) == (1, 1)
-    assert row(services, first).status == "pending"
-    assert row(services, second).status == "unknown"
-    assert row(services, second).reason == "stale_sending"
-
-
-def test_concurrent_dispatchers_never_claim_the_same_row(
-    make_services: object, database_url: str
-) -> None:
-    assert callable(make_services)
-    services: Services = make_services(database_url, plan_horizon_days=400)  # every send a row
-    now = services.clock.now()
-    for _ in range(40):
-        enrol(services, weeks=12)
-    with services.db.session() as session:  # make every pending row due now
-        total = session.execute(
-            update(SM).where(SM.status == "pending").values(next_attempt_at=now)
-        ).rowcount
-    assert total > 500
-    claims: list[list[int]] = [[] for _ in range(4)]
-    start = threading.Barrier(4)
-
-    def dispatcher(index: int) -> None:
-        start.wait()
-        while True:
-            got = delivery.claim_due(services.db, now, 37, 10)
-            if not got.count:
-                return
-            claims[index].extend(i for _, ids in got.batches for i in ids)
-
-    threads = [threading.Thread(target=dispatcher, args=(i,)) for i in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    everything = [i for claim_ in claims for i in claim_]
-    assert len(everything) == len(set(everything)) == total
-    assert sum(1 for c in claims if c) >= 2  # they really did run side by side
-
-
-def test_requeue_puts_dead_letters_back_and_audits_it(services: Services) -> None:
     message_id, claimed = only_sms_welcome(services)
-    fakes(services)[0].fail_next(PermanentError("21617", "body too long"))
-    services.deliverer.send_one(message_id, claimed.token)
-    assert delivery.dead_letters(services.db) == [message_id]
-    assert delivery.requeue(services.db, [message_id, 99999], services.clock.now(), actor="op") == [
-        message_id
-    ]
+    fakes(services)[0].fail_next(ConfigurationError("20003", "authentication failed"))
+    assert services.deliverer.send_one(message_id, claimed.token) is Outcome.HALTED
     stored = row(services, message_id)
-    assert (stored.status, stored.attempts, stored.reason) == ("pending", 0, "requeued")
-    again = claim(services)
-    assert services.deliverer.send_batch(again.batches[0][1], again.token) == {Outcome.SENT: 1}
-    with services.db.session() as session:
-        from campaigns.storage.models import AuditEvent
+    assert (stored.status, stored.attempts) == ("pending", 0)  # waiting, attempt not spent
+    assert set(halts.halted(services.db)) == {"sms"}
+    enrol(services, weeks=20, channels="email")  # email still flows
+    clock.advance(timedelta(minutes=10))
+    queue = RecordingQueue()
+    delivery.dispatch_due(services.db, queue, clock, services.policy)
+    assert {c for c, _ in queue.batches} == {Channel.EMAIL}
+    assert halts.resume(services.db, Channel.SMS, clock.now(), actor="op")
+    delivery.dispatch_due(services.db, queue, clock, services.policy)
+    assert Channel.SMS in {c for c, _ in queue.batches}
 
-        actions = session.execute(select(AuditEvent.action)).scalars().all()
-    assert "requeued" in actions
-    assert delivery.requeue(services.db, [message_id], services.clock.now(), actor="op") == []
+
+class RecordingQueue:
+    def __init__(self) -> None:
+        self.batches: list[tuple[Channel, list[int]]] = []
+
+    def publish(self, channel: Channel, message_ids: list[int], claim_token: str) -> None:
+        self.batches.append((channel, message_ids))
+
+
+def test_an_opt_out_at_the_provider_suppresses_sms_and_records_consent(services: Services) -> None:
+    done = enrol(services, weeks=20, phone="+447400012399", channels="sms,email")
+    claimed = claim(services)
+    sms_id = next(i for c, ids in claimed.batches if c is Channel.SMS for i in ids)
+    fakes(services)[0].fail_next(OptedOutError("21610", "unsubscribed recipient"))
+    assert services.deliverer.send_one(sms_id, claimed.token) is Outcome.FAILED
+    with services.db.session() as session:
+        suppressed = session.execute(select(Suppression.channel, Suppression.source)).all()
+        withdrawn = session.execute(
+            select(ConsentEvent).where(ConsentEvent.granted.is_(False))
+        ).scalar_one()
+    assert suppressed == [("sms", "provider")]
+    assert (withdrawn.channel, withdrawn.source, withdrawn.actor) == (
+        "sms",
+        "provider",
+        "provider:fake",
+    )
+    states = {(r.channel, r.status) for r in rows(services, done.enrollment_id)}
+    assert ("sms", "pending") not in states and ("email", "pending") in states
+
+
+def test_an_invalid_number_moves_the_remaining_messages_to_email(services: Services) -> None:
+    done = enrol(services, weeks=20, channels="sms", email="pat@example.com")
+    claimed = claim(services)
+    [(_, [message_id])] = claimed.batches
+    fakes(services)[0].fail_next(InvalidAddressError("21211", "invalid To"))
+    assert services.deliverer.send_one(message_id, claimed.token) is Outcome.FAILED
+    with services.db.session() as session:
+        patient = session.get(Patient, done.patient_id)
+        assert patient is not None
+        assert patient.phone_invalid_reason == "fake:21211"
+    after = rows(services, done.enrollment_id)
+    assert not [r for r in after if r.channel == "sms" and r.status == "pending"]
+    fallback = [r for r in after if r.channel == "email" and r.status == "pending"]
+    assert fallback and {r.schedule_version for r in fallback} == {2}

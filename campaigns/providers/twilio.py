@@ -1,0 +1,201 @@
+"""SMS through Twilio's official SDK (`twilio`), with every error code classified in one table.
+
+The SDK gets an explicit timeout and never retries a create itself: retrying is the outbox's
+job, and a blind SDK retry after a 5xx could text a patient twice. `TWILIO_API_BASE_URL`
+(unset in production) points every Twilio host at a local server, as Twilio recommends.
+"""
+
+from __future__ import annotations
+
+import threading
+import urllib.parse
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+import requests
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+from urllib3.exceptions import NameResolutionError, NewConnectionError
+
+from campaigns.providers.base import (
+    ConfigurationError,
+    InvalidAddressError,
+    OptedOutError,
+    OutgoingSms,
+    PermanentError,
+    ProviderError,
+    RetryableError,
+    SendReceipt,
+    UnknownOutcomeError,
+)
+
+
+class Action(Enum):
+    RETRY = "retry"  # nothing was sent: back off and try again
+    GIVE_UP = "give_up"  # this message will never go as it is
+    OPT_OUT = "opt_out"  # the patient opted out at Twilio or the carrier: suppress SMS
+    INVALID_NUMBER = "invalid_number"  # mark the number invalid; fall back to email
+    HALT = "halt"  # our account or sender is misconfigured: stop the channel, alert
+    UNKNOWN = "unknown"  # it may have been sent: never resend blindly
+
+
+#: PROVIDERS.md 1.5, one row per code, for errors on create and in status callbacks alike.
+TWILIO_ERRORS: dict[int, Action] = {
+    20429: Action.RETRY,  # too many requests: "never processed and always safe to retry"
+    30001: Action.RETRY,  # queue overflow
+    30003: Action.RETRY,  # unreachable handset (retried a limited number of times)
+    30008: Action.RETRY,  # unknown delivery error
+    30500: Action.RETRY,  # Twilio internal error
+    21610: Action.OPT_OUT,  # the recipient replied STOP to this sender
+    30004: Action.OPT_OUT,  # blocked by the recipient or the carrier
+    21211: Action.INVALID_NUMBER,  # not a valid phone number
+    21614: Action.INVALID_NUMBER,  # not a mobile number
+    21635: Action.INVALID_NUMBER,  # a landline
+    30005: Action.INVALID_NUMBER,  # unknown or inactive handset
+    30006: Action.INVALID_NUMBER,  # landline or unreachable carrier
+    20003: Action.HALT,  # authentication failed
+    20404: Action.HALT,  # wrong account or messaging service
+    21408: Action.HALT,  # geo permissions not enabled for the destination
+    21606: Action.HALT,  # From is not an SMS-capable number of the account
+    21608: Action.HALT,  # trial account / unverified
+    21612: Action.HALT,  # To/From cannot be routed (sender configuration)
+    30002: Action.HALT,  # account suspended
+    30032: Action.HALT,  # toll-free number not verified
+    30034: Action.HALT,  # A2P 10DLC unregistered
+    21617: Action.GIVE_UP,  # body over 1,600 characters
+    30007: Action.GIVE_UP,  # filtered as spam: never resend the same content
+}
+
+
+def classify(code: int | None, http_status: int | None) -> Action:
+    """The action for a Twilio error code (or, without one, its HTTP status)."""
+    if code is not None and code in TWILIO_ERRORS:
+        return TWILIO_ERRORS[code]
+    status = http_status if http_status is not None else code
+    if status is not None and status >= 500:
+        return Action.UNKNOWN  # the request reached Twilio: the message may exist
+    if status in (401, 403):
+        return Action.HALT
+    if status == 429:
+        return Action.RETRY
+    return Action.GIVE_UP
+
+
+_ERRORS: dict[Action, type[ProviderError]] = {
+    Action.RETRY: RetryableError,
+    Action.GIVE_UP: PermanentError,
+    Action.OPT_OUT: OptedOutError,
+    Action.INVALID_NUMBER: InvalidAddressError,
+    Action.HALT: ConfigurationError,
+    Action.UNKNOWN: UnknownOutcomeError,
+}
+
+
+def error_for(action: Action, code: str, detail: str) -> ProviderError:
+    return _ERRORS[action](code, detail)
+
+
+def never_sent(exc: BaseException) -> bool:
+    """True when the connection failed before any byte of the request left (refused, DNS)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, NewConnectionError | NameResolutionError | ConnectionRefusedError):
+            return True
+        reason = getattr(seen, "reason", None)
+        seen = (
+            reason
+            if isinstance(reason, BaseException)
+            else (
+                seen.args[0]
+                if seen.args and isinstance(seen.args[0], BaseException)
+                else seen.__cause__ or seen.__context__
+            )
+        )
+    return False
+
+
+class LocalTwilioHttpClient(TwilioHttpClient):
+    """Sends every *.twilio.com request to `base_url` instead (tests, sandbox, benchmarks)."""
+
+    def __init__(self, base_url: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.base_url = base_url.rstrip("/")
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        parts = urllib.parse.urlsplit(url)
+        if parts.hostname and parts.hostname.endswith("twilio.com"):
+            url = self.base_url + parts.path + (f"?{parts.query}" if parts.query else "")
+        return super().request(method, url, *args, **kwargs)
+
+
+class TwilioSmsSender:
+    name = "twilio"
+
+    def __init__(
+        self,
+        account_sid: str,
+        auth_token: str,
+        *,
+        status_callback: str,
+        from_: str | None = None,
+        messaging_service_sid: str | None = None,
+        api_base_url: str | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self.account_sid, self._auth_token = account_sid, auth_token
+        self.status_callback = status_callback
+        self.from_, self.messaging_service_sid = from_, messaging_service_sid
+        self.api_base_url, self.timeout = api_base_url, timeout
+        self._local = threading.local()  # one client (one HTTP session) per sending thread
+
+    def client(self) -> Client:
+        client: Client | None = getattr(self._local, "client", None)
+        if client is None:
+            http = (
+                LocalTwilioHttpClient(self.api_base_url, timeout=self.timeout)
+                if self.api_base_url
+                else TwilioHttpClient(timeout=self.timeout)
+            )
+            # A non-empty environment keeps TWILIO_EDGE/REGION in os.environ from rewriting hosts.
+            client = Client(
+                self.account_sid,
+                self._auth_token,
+                http_client=http,
+                environment={"TWILIO_CLIENT": "campaigns"},
+            )
+            self._local.client = client
+        return client
+
+    def send_sms(self, message: OutgoingSms) -> SendReceipt:
+        options: dict[str, Any] = {
+            "to": message.to,
+            "body": message.body,
+            "status_callback": self.status_callback,
+        }
+        if self.messaging_service_sid:
+            options["messaging_service_sid"] = self.messaging_service_sid
+        if self.from_:
+            options["from_"] = self.from_
+        if message.expires_at is not None:
+            left = int((message.expires_at - datetime.now(UTC)).total_seconds())
+            options["validity_period"] = max(1, min(36000, left))
+        try:
+            created = self.client().messages.create(**options)
+        except TwilioRestException as exc:
+            raise error_for(
+                classify(exc.code, exc.status), str(exc.code or exc.status), f"HTTP {exc.status}"
+            ) from None
+        except requests.exceptions.ConnectTimeout:
+            raise RetryableError("connect_timeout", "could not reach Twilio") from None
+        except requests.exceptions.Timeout:
+            # The request was sent and no answer came: Twilio may have accepted it.
+            raise UnknownOutcomeError("timeout", "no answer from Twilio in time") from None
+        except requests.exceptions.ConnectionError as exc:
+            if never_sent(exc):
+                raise RetryableError("connection_refused", "could not connect to Twilio") from None
+            raise UnknownOutcomeError(
+                "connection_lost", "the connection broke mid-request"
+            ) from None
+        return SendReceipt(self.name, str(created.sid))

@@ -1,0 +1,124 @@
+"""Who can be reached on which channel, as providers tell us: opt-outs and dead addresses.
+
+Each function runs inside a transaction that holds the patient's lock (FOR UPDATE), cancels
+the sends that can no longer go, and leaves a record: a suppression plus a consent event for
+an opt-out; the address marked invalid for a dead number or a hard bounce. A dead phone number
+moves the patient's remaining messages to email when they have a usable address.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from campaigns import audit
+from campaigns.consent import WORDING_VERSION
+from campaigns.contacts import address_hash
+from campaigns.domain import Channel, ConsentPurpose, ConsentSource, EnrollmentStatus
+from campaigns.scheduling import Planner, cancel_channel, cancel_live
+from campaigns.storage.db import insert_if_absent
+from campaigns.storage.models import ConsentEvent, Enrollment, Patient, Suppression
+
+
+def address_of(patient: Patient, channel: Channel) -> str | None:
+    return patient.phone if channel is Channel.SMS else patient.email
+
+
+def opt_out(
+    session: Session,
+    patient: Patient,
+    channel: Channel,
+    now: datetime,
+    *,
+    source: ConsentSource,
+    reason: str,
+    actor: str,
+) -> int:
+    """Never message this address on this channel again (until a new opt-in)."""
+    address = address_of(patient, channel)
+    if address is not None:
+        insert_if_absent(
+            session,
+            Suppression,
+            channel=channel.value,
+            address_hash=address_hash(address),
+            reason=reason,
+            source=source.value,
+            created_at=now,
+        )
+    session.add(
+        ConsentEvent(
+            patient_id=patient.id,
+            purpose=ConsentPurpose.PROGRAMME.value,
+            channel=channel.value,
+            granted=False,
+            occurred_at=now,
+            source=source.value,
+            wording_version=WORDING_VERSION,
+            actor=actor,
+        )
+    )
+    cancelled = cancel_channel(session, patient.id, channel, "opted_out", now)
+    audit.record(
+        session,
+        now,
+        actor,
+        "opted_out",
+        patient_id=patient.id,
+        channel=channel.value,
+        reason=reason,
+        cancelled=cancelled,
+    )
+    return cancelled
+
+
+def mark_invalid(
+    session: Session,
+    planner: Planner,
+    patient: Patient,
+    channel: Channel,
+    now: datetime,
+    *,
+    reason: str,
+    actor: str,
+) -> int:
+    """The address cannot receive: stop using it, and re-plan (SMS falls back to email)."""
+    if channel is Channel.SMS:
+        if patient.phone_invalid_at is not None:
+            return 0
+        patient.phone_invalid_at, patient.phone_invalid_reason = now, reason
+    else:
+        if patient.email_invalid_at is not None:
+            return 0
+        patient.email_invalid_at, patient.email_invalid_reason = now, reason
+    cancelled = cancel_channel(session, patient.id, channel, "invalid_address", now)
+    live = (
+        session.execute(
+            select(Enrollment).where(
+                Enrollment.patient_id == patient.id,
+                Enrollment.status == EnrollmentStatus.ACTIVE.value,
+            )
+        )
+        .scalars()
+        .all()
+    )
+    for enrollment in live:
+        # A new schedule version with the channels that still work (email instead of SMS).
+        cancel_live(session, [enrollment.id], "address_changed", now)
+        enrollment.schedule_version += 1
+        enrollment.updated_at = now
+        session.flush()
+        planner.replan(session, enrollment, patient, now)
+    audit.record(
+        session,
+        now,
+        actor,
+        "address_invalid",
+        patient_id=patient.id,
+        channel=channel.value,
+        reason=reason,
+        cancelled=cancelled,
+    )
+    return cancelled
