@@ -289,3 +289,75 @@ def test_an_invalid_number_moves_the_remaining_messages_to_email(services: Servi
     assert not [r for r in after if r.channel == "sms" and r.status == "pending"]
     fallback = [r for r in after if r.channel == "email" and r.status == "pending"]
     assert fallback and {r.schedule_version for r in fallback} == {2}
+
+
+def test_the_reaper_returns_stale_claims_and_marks_stale_sends_unknown(
+    services: Services, clock: MovableClock
+) -> None:
+    for _ in range(2):
+        enrol(services, weeks=20, channels="sms", email="")
+    claimed = claim(services)
+    [(_, (first, second))] = claimed.batches
+    with services.db.session() as session:
+        session.execute(
+            update(SM).where(SM.id == second).values(status="sending", send_started_at=clock.now())
+        )
+    clock.advance(timedelta(seconds=services.policy.claim_timeout_seconds + 1))
+    assert delivery.reap(services.db, clock.now(), services.policy) == (1, 1)
+    assert row(services, first).status == "pending"
+    assert row(services, second).status == "unknown"
+    assert row(services, second).reason == "stale_sending"
+
+
+def test_concurrent_dispatchers_never_claim_the_same_row(
+    make_services: object, database_url: str
+) -> None:
+    assert callable(make_services)
+    services: Services = make_services(database_url, plan_horizon_days=400)  # every send a row
+    now = services.clock.now()
+    for _ in range(40):
+        enrol(services, weeks=12)
+    with services.db.session() as session:  # make every pending row due now
+        total = session.execute(
+            update(SM).where(SM.status == "pending").values(next_attempt_at=now)
+        ).rowcount
+    assert total > 500
+    claims: list[list[int]] = [[] for _ in range(4)]
+    start = threading.Barrier(4)
+
+    def dispatcher(index: int) -> None:
+        start.wait()
+        while True:
+            got = delivery.claim_due(services.db, now, 37, 10)
+            if not got.count:
+                return
+            claims[index].extend(i for _, ids in got.batches for i in ids)
+
+    threads = [threading.Thread(target=dispatcher, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    everything = [i for claim_ in claims for i in claim_]
+    assert len(everything) == len(set(everything)) == total
+    assert sum(1 for c in claims if c) >= 2  # they really did run side by side
+
+
+def test_requeue_puts_dead_letters_back_and_audits_it(services: Services) -> None:
+    message_id, claimed = only_sms_welcome(services)
+    fakes(services)[0].fail_next(PermanentError("21617", "body too long"))
+    services.deliverer.send_one(message_id, claimed.token)
+    assert delivery.dead_letters(services.db) == [message_id]
+    assert delivery.requeue(services.db, [message_id, 99999], services.clock.now(), actor="op") == [
+        message_id
+    ]
+    stored = row(services, message_id)
+    assert (stored.status, stored.attempts, stored.reason) == ("pending", 0, "requeued")
+    again = claim(services)
+    assert services.deliverer.send_batch(again.batches[0][1], again.token) == {Outcome.SENT: 1}
+    with services.db.session() as session:
+        from campaigns.storage.models import AuditEvent
+
+        actions = session.execute(select(AuditEvent.action)).scalars().all()
+    assert "requeued" in actions
+    assert delivery.requeue(services.db, [message_id], services.clock.now(), actor="op") == []
