@@ -291,6 +291,17 @@ def test_an_invalid_number_moves_the_remaining_messages_to_email(services: Servi
     assert fallback and {r.schedule_version for r in fallback} == {2}
 
 
+def test_a_template_that_cannot_render_fails_the_row_without_calling_the_provider(
+    services: Services,
+) -> None:
+    message_id, claimed = only_sms_welcome(services)
+    with services.db.session() as session:
+        session.execute(update(SM).where(SM.id == message_id).values(step_key="no-such-step"))
+    assert services.deliverer.send_one(message_id, claimed.token) is Outcome.FAILED
+    assert row(services, message_id).reason == "render_error"
+    assert fakes(services)[0].calls == 0
+
+
 def test_the_reaper_returns_stale_claims_and_marks_stale_sends_unknown(
     services: Services, clock: MovableClock
 ) -> None:
