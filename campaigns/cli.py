@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -284,6 +285,106 @@ def requeue(
                 else ""
             )
         )
+
+
+@app.command()
+def sandbox(
+    twilio_port: Annotated[int, typer.Option(help="Port for the Twilio stand-in.")] = 4010,
+    sendgrid_port: Annotated[int, typer.Option(help="Port for the SendGrid stand-in.")] = 4011,
+    latency_ms: Annotated[int, typer.Option(help="Delay added to every API call.")] = 0,
+    events_url: Annotated[str, typer.Option(help="Where SendGrid events go.")] = "",
+) -> None:
+    """Run local Twilio- and SendGrid-compatible servers (no accounts needed)."""
+    import time as time_module
+
+    from campaigns.sandbox.sendgrid_server import TEST_API_KEY, TEST_PUBLIC_KEY, SendGridSandbox
+    from campaigns.sandbox.twilio_server import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TwilioSandbox
+
+    settings = get_settings()
+    latency = latency_ms / 1000
+    twilio = TwilioSandbox(twilio_port, latency=latency)
+    sendgrid = SendGridSandbox(
+        sendgrid_port,
+        latency=latency,
+        events_url=events_url or settings.public_url.rstrip("/") + "/webhooks/sendgrid/events",
+    )
+    twilio.start()
+    sendgrid.start()
+    typer.echo(
+        f"Twilio sandbox on {twilio.url}, SendGrid sandbox on {sendgrid.url}. "
+        "Point the service at them with:"
+    )
+    typer.echo(
+        f"  CAMPAIGNS_SMS_PROVIDER=twilio TWILIO_ACCOUNT_SID={TEST_ACCOUNT_SID} "
+        f"TWILIO_AUTH_TOKEN={TEST_AUTH_TOKEN} TWILIO_FROM=+15005550006 "
+        f"TWILIO_API_BASE_URL={twilio.url}"
+    )
+    typer.echo(
+        f"  CAMPAIGNS_EMAIL_PROVIDER=sendgrid SENDGRID_API_KEY={TEST_API_KEY} "
+        f"SENDGRID_API_HOST={sendgrid.url} SENDGRID_FROM=hello@santi.example "
+        f"SENDGRID_EVENT_PUBLIC_KEY={TEST_PUBLIC_KEY}"
+    )
+    try:
+        while True:
+            time_module.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        twilio.stop()
+        sendgrid.stop()
+
+
+@app.command("send-test")
+def send_test(
+    sms: Annotated[str, typer.Option("--sms", help="Mobile number to text.")] = "",
+    email: Annotated[str, typer.Option("--email", help="Address to email.")] = "",
+) -> None:
+    """Send one test message through the configured provider and say what happened."""
+    from campaigns.contacts import normalise_email, normalise_phone
+    from campaigns.providers.base import OutgoingEmail, OutgoingSms, ProviderError
+
+    if bool(sms) == bool(email):
+        fail("give exactly one of --sms or --email")
+    with services() as built:
+        clinic = built.settings.clinic_short_name
+        text = f"{clinic}: a test message from our patient messaging service. No reply needed."
+        try:
+            if sms:
+                receipt = built.sms.send_sms(
+                    OutgoingSms(0, normalise_phone(sms, built.settings.phone_region), text)
+                )
+            else:
+                receipt = built.email.send_email(
+                    OutgoingEmail(
+                        0,
+                        normalise_email(email),
+                        f"{clinic} test message",
+                        f"<p>{text}</p>",
+                        text,
+                        "test",
+                        built.settings.public_url,
+                    )
+                )
+        except ProviderError as error:
+            typer.echo(f"{type(error).__name__}: {error.code} {error.detail}".rstrip())
+            raise typer.Exit(1) from None
+        typer.echo(f"sent by {receipt.provider}: {receipt.provider_id}")
+
+
+@app.command("resume-channel")
+def resume_channel(channel: Annotated[str, typer.Argument(help="sms or email")]) -> None:
+    """Let a halted channel send again, once its provider problem is fixed."""
+    from campaigns import halts
+    from campaigns.domain import Channel
+
+    try:
+        chosen = Channel(channel)
+    except ValueError:
+        fail(f"channel: {channel!r} is not sms or email")
+        return
+    with services() as built:
+        resumed = halts.resume(built.db, chosen, built.clock.now(), actor="cli")
+        typer.echo(f"{chosen.value}: resumed" if resumed else f"{chosen.value} was not halted")
 
 
 def _lifecycle(action: Callable[[Services, datetime], Any], message: str) -> None:

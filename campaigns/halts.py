@@ -8,6 +8,7 @@ import logging
 from datetime import datetime
 
 from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from campaigns import audit
 from campaigns.domain import Channel
@@ -21,15 +22,22 @@ def halt(
     db: Database, channel: Channel, provider: str, code: str, reason: str, now: datetime
 ) -> None:
     with db.session() as session:
-        insert_if_absent(
-            session,
-            ChannelHalt,
-            channel=channel.value,
-            provider=provider,
-            code=code,
-            reason=reason[:300],
-            halted_at=now,
-        )
+        record(session, channel, provider, code, reason, now)
+
+
+def record(
+    session: Session, channel: Channel, provider: str, code: str, reason: str, now: datetime
+) -> None:
+    """Halt the channel (once) inside the caller's transaction, and raise the alarm."""
+    if insert_if_absent(
+        session,
+        ChannelHalt,
+        channel=channel.value,
+        provider=provider,
+        code=code,
+        reason=reason[:300],
+        halted_at=now,
+    ):
         audit.record(
             session,
             now,

@@ -172,7 +172,9 @@ class TwilioSmsSender:
         options: dict[str, Any] = {
             "to": message.to,
             "body": message.body,
-            "status_callback": self.status_callback,
+            # Our id rides in the (signed) callback URL, so even a send whose answer was lost
+            # (an unknown outcome) is matched when Twilio reports on it.
+            "status_callback": f"{self.status_callback}?m={message.message_id}",
         }
         if self.messaging_service_sid:
             options["messaging_service_sid"] = self.messaging_service_sid

@@ -1,0 +1,124 @@
+"""Provider webhooks: Twilio status callbacks and SendGrid events. Each checks its signature
+against the raw request, refuses anything malformed or oversized with a 4xx that changes
+nothing, and hands the parsed items to campaigns.inbound."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import urllib.parse
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request, Response
+from sendgrid.helpers.eventwebhook import EventWebhook
+from twilio.request_validator import RequestValidator
+
+from campaigns import inbound
+from campaigns.web.deps import ServicesDep
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/webhooks", include_in_schema=False)
+TWILIO_MAX_BYTES = 64 * 1024
+SENDGRID_MAX_BYTES = 5 * 1024 * 1024
+REPLAY_WINDOW_SECONDS = 600
+
+
+class FormParams(dict[str, list[str]]):
+    """Every field as Twilio sent it, repeats included: the signature covers them all."""
+
+    def getlist(self, name: str) -> list[str]:
+        return self.get(name, [])
+
+
+async def _body(request: Request, limit: int) -> bytes | None:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        return None
+    body = await request.body()
+    return None if len(body) > limit else body
+
+
+def _context(services: ServicesDep) -> inbound.Context:
+    return inbound.Context(
+        services.db, services.planner, services.window, services.settings.max_attempts
+    )
+
+
+@router.post("/twilio/status")
+async def twilio_status(
+    request: Request,
+    services: ServicesDep,
+    signature: Annotated[str, Header(alias="X-Twilio-Signature")] = "",
+) -> Response:
+    settings = services.settings
+    body = await _body(request, TWILIO_MAX_BYTES)
+    if body is None:
+        return Response(status_code=413)
+    token = settings.twilio_auth_token
+    params = FormParams(
+        urllib.parse.parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    )
+    # Validate against the URL Twilio called: our public URL, this path, the exact query.
+    url = settings.public_url.rstrip("/") + request.url.path
+    if request.url.query:
+        url += "?" + request.url.query
+    if (
+        token is None
+        or not signature
+        or not RequestValidator(token.get_secret_value()).validate(url, params, signature)
+    ):
+        log.warning("twilio status callback refused: bad or missing signature")
+        return Response(status_code=403)
+    form = {name: values[0] for name, values in params.items() if values}
+    message = request.query_params.get("m", "")
+    try:
+        result = inbound.twilio_status(
+            _context(services),
+            form,
+            int(message) if message.isdigit() else None,
+            services.clock.now(),
+        )
+    except ValueError:
+        return Response(status_code=400)
+    log.info(
+        "twilio status %s for message %s: %s", form.get("MessageStatus"), message or "?", result
+    )
+    return Response(status_code=204)
+
+
+@router.post("/sendgrid/events")
+async def sendgrid_events(
+    request: Request,
+    services: ServicesDep,
+    signature: Annotated[str, Header(alias="X-Twilio-Email-Event-Webhook-Signature")] = "",
+    timestamp: Annotated[str, Header(alias="X-Twilio-Email-Event-Webhook-Timestamp")] = "",
+) -> Response:
+    body = await _body(request, SENDGRID_MAX_BYTES)
+    if body is None:
+        return Response(status_code=413)
+    key = services.settings.sendgrid_event_public_key
+    if not key or not signature or not timestamp or not _signed(key, body, signature, timestamp):
+        log.warning("sendgrid events refused: bad or missing signature")
+        return Response(status_code=403)
+    if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > REPLAY_WINDOW_SECONDS:
+        log.warning("sendgrid events refused: timestamp outside the replay window")
+        return Response(status_code=403)
+    try:
+        events = json.loads(body)
+    except ValueError:
+        return Response(status_code=400)
+    if not isinstance(events, list):
+        return Response(status_code=400)
+    counts = inbound.sendgrid_events(_context(services), events, services.clock.now())
+    log.info("sendgrid events: %s", counts)
+    return Response(status_code=204)
+
+
+def _signed(public_key: str, body: bytes, signature: str, timestamp: str) -> bool:
+    try:
+        return bool(
+            EventWebhook(public_key).verify_signature(body.decode("utf-8"), signature, timestamp)
+        )
+    except (ValueError, UnicodeDecodeError):  # malformed key, signature or body
+        return False
