@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -350,9 +351,13 @@ def send_test(
         text = f"{clinic}: a test message from our patient messaging service. No reply needed."
         try:
             if sms:
-                receipt = built.sms.send_sms(
-                    OutgoingSms(0, normalise_phone(sms, built.settings.phone_region), text)
+                # E.164 as given (providers' test numbers are not mobiles), else normalised.
+                number = (
+                    sms
+                    if re.fullmatch(r"\+\d{8,15}", sms)
+                    else normalise_phone(sms, built.settings.phone_region)
                 )
+                receipt = built.sms.send_sms(OutgoingSms(0, number, text))
             else:
                 receipt = built.email.send_email(
                     OutgoingEmail(
