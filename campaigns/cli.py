@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
