@@ -31,6 +31,17 @@ class FormParams(dict[str, list[str]]):
         return self.get(name, [])
 
 
+def form_params(body: bytes) -> FormParams:
+    return FormParams(
+        urllib.parse.parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    )
+
+
+def twilio_signed(url: str, params: FormParams, signature: str, token: str) -> bool:
+    """X-Twilio-Signature check by the SDK's own validator (HMAC-SHA1 of URL + fields)."""
+    return bool(signature) and bool(RequestValidator(token).validate(url, params, signature))
+
+
 async def _body(request: Request, limit: int) -> bytes | None:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
@@ -56,18 +67,12 @@ async def twilio_status(
     if body is None:
         return Response(status_code=413)
     token = settings.twilio_auth_token
-    params = FormParams(
-        urllib.parse.parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
-    )
+    params = form_params(body)
     # Validate against the URL Twilio called: our public URL, this path, the exact query.
     url = settings.public_url.rstrip("/") + request.url.path
     if request.url.query:
         url += "?" + request.url.query
-    if (
-        token is None
-        or not signature
-        or not RequestValidator(token.get_secret_value()).validate(url, params, signature)
-    ):
+    if token is None or not twilio_signed(url, params, signature, token.get_secret_value()):
         log.warning("twilio status callback refused: bad or missing signature")
         return Response(status_code=403)
     form = {name: values[0] for name, values in params.items() if values}
@@ -98,7 +103,12 @@ async def sendgrid_events(
     if body is None:
         return Response(status_code=413)
     key = services.settings.sendgrid_event_public_key
-    if not key or not signature or not timestamp or not _signed(key, body, signature, timestamp):
+    if (
+        not key
+        or not signature
+        or not timestamp
+        or not sendgrid_signed(key, body, signature, timestamp)
+    ):
         log.warning("sendgrid events refused: bad or missing signature")
         return Response(status_code=403)
     if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > REPLAY_WINDOW_SECONDS:
@@ -115,7 +125,7 @@ async def sendgrid_events(
     return Response(status_code=204)
 
 
-def _signed(public_key: str, body: bytes, signature: str, timestamp: str) -> bool:
+def sendgrid_signed(public_key: str, body: bytes, signature: str, timestamp: str) -> bool:
     try:
         return bool(
             EventWebhook(public_key).verify_signature(body.decode("utf-8"), signature, timestamp)
