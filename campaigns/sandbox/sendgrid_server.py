@@ -62,14 +62,14 @@ class SendGridHandler(Handler):
         if self.headers.get("Authorization", "") != f"Bearer {self.server.api_key}":
             self.reply_json(
                 401,
-                {"errors": [{"message": "authorization required", "field": None, "help": None}]},
+                {"errors": [{"message": "authorization required"}]},
             )
             return
         try:
             mail = json.loads(body)
             to = mail["personalizations"][0]["to"][0]["email"]
         except (ValueError, KeyError, IndexError, TypeError):
-            self.reply_json(400, {"errors": [{"message": "Bad Request", "field": None}]})
+            self.reply_json(400, {"errors": [{"message": "Bad Request"}]})
             return
         if self.server.latency:
             time.sleep(self.server.latency)
@@ -82,7 +82,6 @@ class SendGridHandler(Handler):
                         {
                             "message": "Does not contain a valid address.",
                             "field": "personalizations.0.to.0.email",
-                            "help": None,
                         }
                     ]
                 },

@@ -116,7 +116,7 @@ class TwilioHandler(Handler):
             },
         )
         callback = form.get("StatusCallback")
-        if callback:
+        if callback and self.server.send_callbacks:
             self.server.schedule_callbacks(callback, sid, form)
 
     def _authorised(self, account_sid: str) -> bool:
@@ -150,8 +150,10 @@ class TwilioSandbox(SandboxServer):
         auth_token: str = TEST_AUTH_TOKEN,
         latency: float = 0.0,
         callback_delay: float = 0.2,
+        callbacks: bool = True,
     ) -> None:
         super().__init__(port, TwilioHandler, latency=latency)
+        self.send_callbacks = callbacks
         self.account_sid, self.auth_token = account_sid, auth_token
         self.callback_delay = callback_delay
         self.validator = RequestValidator(auth_token)

@@ -14,7 +14,7 @@ from campaigns.sandbox.twilio_server import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, T
 
 @pytest.fixture
 def twilio_sandbox() -> Iterator[TwilioSandbox]:
-    server = TwilioSandbox(0)
+    server = TwilioSandbox(0, callbacks=False)
     server.start()
     yield server
     server.stop()

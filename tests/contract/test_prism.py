@@ -1,0 +1,178 @@
+"""The requests our senders make, and the sandboxes' answers, checked against the official
+OpenAPI specs by Prism in validating-proxy mode (`prism proxy --errors`)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from campaigns.providers.base import OutgoingEmail, OutgoingSms, PermanentError
+from campaigns.sandbox.sendgrid_server import TEST_API_KEY, SendGridSandbox
+from campaigns.sandbox.twilio_server import TEST_ACCOUNT_SID, TwilioSandbox
+from tests.providers.conftest import sendgrid_sender, twilio_sender
+
+ROOT = Path(__file__).resolve().parents[2]
+SPECS = Path(__file__).resolve().parent / "specs"
+PRISM = ROOT / "node_modules" / ".bin" / "prism"
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def prism_proxy(spec: str, upstream: str) -> Iterator[str]:
+    if not PRISM.exists():
+        pytest.fail(f"Prism is not installed at {PRISM}: run `make test` (it runs npm ci)")
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            str(PRISM),
+            "proxy",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "--errors",
+            str(SPECS / spec),
+            upstream,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                output = process.stdout.read() if process.stdout else ""
+                pytest.fail(f"Prism did not start: {output[-2000:]}")
+            time.sleep(0.2)
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=10)
+    if process.stdout:
+        process.stdout.close()
+
+
+@pytest.fixture
+def twilio_through_prism() -> Iterator[tuple[str, TwilioSandbox]]:
+    sandbox = TwilioSandbox(0, callbacks=False)
+    sandbox.start()
+    yield from (
+        (url, sandbox) for url in prism_proxy("twilio_api_v2010_messages_subset.json", sandbox.url)
+    )
+    sandbox.stop()
+
+
+@pytest.fixture
+def sendgrid_through_prism() -> Iterator[tuple[str, SendGridSandbox]]:
+    sandbox = SendGridSandbox(0)
+    sandbox.start()
+    yield from ((url, sandbox) for url in prism_proxy("tsg_mail_v3.json", sandbox.url))
+    sandbox.stop()
+
+
+def test_twilio_requests_and_responses_match_the_spec(
+    twilio_through_prism: tuple[str, TwilioSandbox],
+) -> None:
+    url, sandbox = twilio_through_prism
+    for sender in (
+        twilio_sender(url),
+        twilio_sender(url, from_="", messaging_service_sid="MG" + "c" * 32),
+    ):
+        receipt = sender.send_sms(
+            OutgoingSms(
+                5,
+                "+447400000001",
+                "Santi: a test. Reply STOP to end",
+                datetime.now(UTC) + timedelta(hours=1),
+            )
+        )
+        assert receipt.provider_id.startswith("SM")
+    assert len(sandbox.recorder.snapshot()) == 2
+
+
+def test_prism_really_rejects_a_request_the_spec_forbids(
+    twilio_through_prism: tuple[str, TwilioSandbox],
+) -> None:
+    url, sandbox = twilio_through_prism
+    request = urllib.request.Request(
+        f"{url}/2010-04-01/Accounts/{TEST_ACCOUNT_SID}/Messages.json",
+        data=b"To=%2B447400000001&From=%2B15005550006&Body=x&ValidityPeriod=abc",
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Authorization": "Basic " + base64.b64encode(f"{TEST_ACCOUNT_SID}:x".encode()).decode(),
+        },
+        method="POST",
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    refused.value.close()
+    assert refused.value.code == 422
+    assert sandbox.recorder.snapshot() == []
+
+
+def test_sendgrid_requests_and_responses_match_the_spec(
+    sendgrid_through_prism: tuple[str, SendGridSandbox],
+) -> None:
+    url, sandbox = sendgrid_through_prism
+    receipt = sendgrid_sender(url).send_email(
+        OutgoingEmail(
+            6,
+            "pat@example.com",
+            "Your Santi leg-care tip",
+            "<p>Hi</p>",
+            "Hi",
+            "leg-cramps:welcome",
+            "https://clinic.example/u/TOKEN",
+        )
+    )
+    assert receipt.provider_id == sandbox.recorder.snapshot()[0]["message_id"]
+
+
+def test_prism_really_rejects_a_mail_the_spec_forbids(
+    sendgrid_through_prism: tuple[str, SendGridSandbox],
+) -> None:
+    url, sandbox = sendgrid_through_prism
+    request = urllib.request.Request(
+        f"{url}/v3/mail/send",
+        data=json.dumps({"subject": "no from, no recipients"}).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {TEST_API_KEY}"},
+        method="POST",
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    refused.value.close()
+    assert refused.value.code in (400, 422)
+    assert sandbox.recorder.snapshot() == []
+    assert shutil.which("node")
+
+
+def test_a_refusal_relayed_by_prism_is_still_classified(
+    sendgrid_through_prism: tuple[str, SendGridSandbox],
+) -> None:
+    url, _ = sendgrid_through_prism
+    with pytest.raises(PermanentError):
+        sendgrid_sender(url).send_email(
+            OutgoingEmail(
+                6, "invalid-address@example.com", "S", "<p>x</p>", "x", "c", "https://x/u/t"
+            )
+        )
