@@ -252,14 +252,11 @@ class Deliverer:
                     send_started_at=now,
                     updated_at=now,
                 )
-                .returning(SM.attempts, SM.channel)
+                .returning(SM.attempts)
             ).first()
         if claimed is None:
             return Outcome.NOT_CLAIMED
-        attempts, channel = claimed
-        limit = self.limiters.get(Channel(channel))
-        if limit is not None:
-            limit.acquire()  # outside any transaction: waiting holds no lock or connection
+        attempts = claimed[0]
         with self.db.session() as session:
             outcome, followup = self._check_and_send(session, message_id, attempts)
         if followup is not None:
@@ -297,6 +294,11 @@ class Deliverer:
         except Exception:
             log.exception("message %d could not be rendered", message.id)
             return _finish(message, MessageStatus.FAILED, "render_error", now), None
+        limit = self.limiters.get(channel)
+        if limit is not None:
+            # The provider counts requests as they arrive, so the slot is taken at the last
+            # moment; the wait (at most threads/rate) only delays a concurrent cancellation.
+            limit.acquire()
         try:
             if isinstance(outgoing, OutgoingSms):
                 receipt = self.sms.send_sms(outgoing)

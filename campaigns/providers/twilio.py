@@ -7,6 +7,7 @@ job, and a blind SDK retry after a 5xx could text a patient twice. `TWILIO_API_B
 
 from __future__ import annotations
 
+import logging
 import threading
 import urllib.parse
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ import requests
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
+from twilio.rest.api.v2010.account.message import MessageList  # noqa: F401
 from urllib3.exceptions import NameResolutionError, NewConnectionError
 
 from campaigns.providers.base import (
@@ -30,6 +32,11 @@ from campaigns.providers.base import (
     SendReceipt,
     UnknownOutcomeError,
 )
+
+# MessageList is imported above, at start-up, not lazily on each thread's first send: that
+# import took hundreds of milliseconds between a rate-limit slot and its request.
+# The SDK logs every request and its headers at INFO: too much for production logs.
+logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
 
 
 class Action(Enum):

@@ -107,7 +107,9 @@ class SendGridHandler(Handler):
         if local == "slow":
             time.sleep(30)
         message_id = secrets.token_urlsafe(16)
-        self.server.recorder.add({"message_id": message_id, "to": to, "mail": mail})
+        self.server.recorder.add(
+            {"message_id": message_id, "to": to, "mail": mail, "received_at": time.time()}
+        )
         self.reply(202, headers={"X-Message-Id": message_id})
         self.server.schedule_events(message_id, to, mail)
 

@@ -68,6 +68,7 @@ class TwilioHandler(Handler):
         if not self._authorised(match.group(1)):
             self.reply_json(401, _error(401, 20003, "Authentication Error - invalid username"))
             return
+        received_at = time.time()
         form = {
             k: v[0] for k, v in urllib.parse.parse_qs(body.decode(), keep_blank_values=True).items()
         }
@@ -94,6 +95,7 @@ class TwilioHandler(Handler):
                 "from": form.get("From"),
                 "body": form.get("Body", ""),
                 "form": form,
+                "received_at": received_at,
             }
         )
         self.reply_json(

@@ -51,11 +51,24 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def spawn(argv: list[str], env: Mapping[str, str], log: Path) -> subprocess.Popen[str]:
+    """Start a long-running command; its output goes to a file (a pipe nobody reads would
+    fill up and block the process's logging)."""
+    with log.open("w") as sink:
+        process = subprocess.Popen(
+            argv, env=dict(env), cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT, text=True
+        )
+    process.log_path = log  # type: ignore[attr-defined]
+    return process
+
+
 def stop(process: subprocess.Popen[str]) -> str:
+    """Stop a process started with spawn() and return what it wrote."""
     process.terminate()
     try:
-        output, _ = process.communicate(timeout=20)
+        process.wait(timeout=20)
     except subprocess.TimeoutExpired:
         process.kill()
-        output, _ = process.communicate()
-    return output or ""
+        process.wait()
+    log: Path = process.log_path  # type: ignore[attr-defined]
+    return log.read_text(errors="replace")

@@ -20,6 +20,7 @@ from tests.integration.processes import (
     campaigns,
     compose_command,
     env_with,
+    spawn,
     stop,
     wait_until,
 )
@@ -54,9 +55,7 @@ def start(service: str, env: dict[str, str], tmp_path: Path) -> subprocess.Popen
     argv = compose_command(service)
     if service == "beat":
         argv[argv.index("--schedule") + 1] = str(tmp_path / "beat-schedule")
-    return subprocess.Popen(
-        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    return spawn(argv, env, tmp_path / f"{service}.log")
 
 
 def timeline(phone: str, env: dict[str, str]) -> list[dict[str, object]]:

@@ -6,7 +6,6 @@ import json
 import shutil
 import socket
 import sqlite3
-import subprocess
 import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
-from tests.integration.processes import ROOT, campaigns, compose_command, env_with, stop
+from tests.integration.processes import ROOT, campaigns, compose_command, env_with, spawn, stop
 
 pytestmark = pytest.mark.slow
 
@@ -246,14 +245,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_serve_as_compose_runs_it_answers_health_and_the_staff_ui(env: dict[str, str]) -> None:
+def test_serve_as_compose_runs_it_answers_health_and_the_staff_ui(
+    env: dict[str, str], tmp_path: Path
+) -> None:
     argv = compose_command("web")
     port = free_port()
     argv[argv.index("--port") + 1] = str(port)
     argv[argv.index("--host") + 1] = "127.0.0.1"
-    server = subprocess.Popen(
-        argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    server = spawn(argv, env, tmp_path / "serve.log")
     try:
         deadline = time.monotonic() + 30
         while True:
