@@ -9,7 +9,7 @@ from functools import cached_property
 from campaigns.catalog import Catalog
 from campaigns.clock import Clock, SystemClock
 from campaigns.content import Clinic, ContentRenderer, check_sms_fit
-from campaigns.delivery import Deliverer, DeliveryPolicy
+from campaigns.delivery import DeliveryPolicy
 from campaigns.domain import Channel
 from campaigns.intake import IntakeRules
 from campaigns.links import LinkSigner
@@ -21,6 +21,7 @@ from campaigns.providers.smtp import SmtpEmailSender
 from campaigns.providers.twilio import TwilioSmsSender
 from campaigns.ratelimit import RateLimiter, limiter
 from campaigns.scheduling import Planner
+from campaigns.sending import Deliverer
 from campaigns.settings import Settings
 from campaigns.storage.db import Database
 from campaigns.window import SendWindow
@@ -53,7 +54,6 @@ class Services:
         if self._deliverer is None:
             self._deliverer = Deliverer(
                 self.db,
-                self.catalog,
                 self.renderer,
                 self.window,
                 self.links,

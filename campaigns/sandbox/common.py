@@ -72,6 +72,9 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> int:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the SDKs' sessions expect
+    # Headers and body leave in separate writes: without TCP_NODELAY each answer waited for
+    # the client's delayed ACK (40 ms a request).
+    disable_nagle_algorithm = True
     server: SandboxServer
 
     def log_message(self, format: str, *args: Any) -> None:

@@ -12,7 +12,6 @@ from campaigns import delivery, halts
 from campaigns.bootstrap import Services
 from campaigns.clock import MovableClock
 from campaigns.contacts import address_hash
-from campaigns.delivery import Outcome
 from campaigns.domain import Channel
 from campaigns.providers.base import (
     ConfigurationError,
@@ -23,6 +22,7 @@ from campaigns.providers.base import (
     UnknownOutcomeError,
 )
 from campaigns.providers.fake import FakeEmailSender, FakeSmsSender
+from campaigns.sending import Outcome
 from campaigns.storage.models import (
     ConsentEvent,
     Enrollment,

@@ -18,8 +18,9 @@ from sqlalchemy import create_engine, text, update
 from campaigns import enrollments
 from campaigns.bootstrap import Services
 from campaigns.clock import MovableClock
-from campaigns.delivery import Outcome, claim_due
+from campaigns.delivery import claim_due
 from campaigns.providers.base import OutgoingSms, SendReceipt
+from campaigns.sending import Outcome
 from campaigns.storage.models import ScheduledMessage
 from tests.integration.helpers import enrol, rows
 
