@@ -167,7 +167,8 @@ def build(
     check_sms_fit(list(catalog.values()), renderer)
     return Services(
         settings=settings,
-        db=Database.from_url(settings.database_url, pool_size=settings.send_concurrency + 4),
+        # Provider calls run in threads without a connection; the database work is per batch.
+        db=Database.from_url(settings.database_url, pool_size=5),
         catalog=catalog,
         window=settings.window(),
         renderer=renderer,

@@ -44,7 +44,7 @@ class SendQueue(Protocol):
 class DeliveryPolicy:
     dispatch_batch_size: int = 5000
     send_batch_size: int = 100
-    send_concurrency: int = 16
+    send_concurrency: int = 100
     max_attempts: int = 5
     retry_base_seconds: int = 60
     retry_max_seconds: int = 3600

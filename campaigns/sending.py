@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, select, text, update
 from sqlalchemy.orm import Session
 
 from campaigns import halts, reachability
@@ -497,7 +497,7 @@ class Deliverer:
 
     @staticmethod
     def _record(session: Session, jobs: list[Job], now: datetime) -> None:
-        """Every outcome in one executemany: each row gets all the columns it may change."""
+        """Every outcome at once; each row gets all the columns an outcome may change."""
         keep = {
             "status": MessageStatus.SENDING.value,
             "reason": None,
@@ -510,24 +510,49 @@ class Deliverer:
             "subject": None,
             "template_ref": None,
         }
-        params = []
-        for job in jobs:
-            values = {
+        rows = [
+            {
                 **keep,
                 "attempts": job.attempts,
                 "next_attempt_at": job.next_attempt_at,
                 **job.changes,
             }
-            params.append(
-                {"message": job.id, "stamp": now, **{f"new_{k}": values[k] for k in _RECORDED}}
+            for job in jobs
+        ]
+        if not rows:
+            return
+        connection = session.connection()
+        if connection.dialect.name == "postgresql":
+            # One statement over arrays: far less work than a hundred bound UPDATEs.
+            connection.execute(
+                text(_RECORD_SQL),
+                {
+                    "ids": [job.id for job in jobs],
+                    "now": now,
+                    **{name: [row[name] for row in rows] for name in _RECORDED},
+                },
             )
-        if params:
-            table = cast(Table, SM.__table__)
-            session.connection().execute(
-                update(table)
-                .where(table.c.id == bindparam("message"))
-                .values(
-                    updated_at=bindparam("stamp"), **{k: bindparam(f"new_{k}") for k in _RECORDED}
-                ),
-                params,
-            )
+            return
+        table = cast(Table, SM.__table__)
+        connection.execute(
+            update(table)
+            .where(table.c.id == bindparam("message"))
+            .values(updated_at=bindparam("stamp"), **{k: bindparam(f"new_{k}") for k in _RECORDED}),
+            [
+                {"message": job.id, "stamp": now, **{f"new_{k}": row[k] for k in _RECORDED}}
+                for job, row in zip(jobs, rows, strict=True)
+            ],
+        )
+
+
+_ARRAY_TYPES = {"attempts": "int[]", "next_attempt_at": "timestamptz[]", "sent_at": "timestamptz[]"}
+# Built from the fixed column names above, never from input.
+_RECORD_SQL = (
+    "UPDATE scheduled_messages AS sm SET updated_at = :now, "  # noqa: S608
+    + ", ".join(f"{name} = v.{name}" for name in _RECORDED)
+    + " FROM unnest(CAST(:ids AS bigint[]), "
+    + ", ".join(f"CAST(:{name} AS {_ARRAY_TYPES.get(name, 'text[]')})" for name in _RECORDED)
+    + ") AS v(id, "
+    + ", ".join(_RECORDED)
+    + ") WHERE sm.id = v.id"
+)

@@ -129,6 +129,9 @@ class LocalTwilioHttpClient(TwilioHttpClient):
     def __init__(self, base_url: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.base_url = base_url.rstrip("/")
+        # A local plain-HTTP server needs no proxy or CA bundle from the environment, and
+        # requests would otherwise rescan os.environ and stat the bundle on every call.
+        self.session.trust_env = False
 
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
         parts = urllib.parse.urlsplit(url)

@@ -27,6 +27,15 @@ class Recorder:
         with self._lock:
             self.messages.append(message)
 
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            times = [m.get("received_at", 0.0) for m in self.messages]
+        return {
+            "count": len(times),
+            "first": min(times, default=None),
+            "last": max(times, default=None),
+        }
+
     def snapshot(self) -> list[dict[str, Any]]:
         with self._lock:
             return list(self.messages)
@@ -104,9 +113,14 @@ class Handler(BaseHTTPRequestHandler):
         self.reply(status, json.dumps(data).encode(), headers=headers)
 
     def sandbox_get(self) -> bool:
-        """GET /_sandbox/messages lists what was recorded; DELETE clears it."""
-        if self.path.rstrip("/") == "/_sandbox/messages":
+        """GET /_sandbox/messages lists what was recorded (DELETE clears it);
+        GET /_sandbox/stats says how many, and when the first and last arrived."""
+        path = self.path.rstrip("/")
+        if path == "/_sandbox/messages":
             self.reply_json(200, self.server.recorder.snapshot())
+            return True
+        if path == "/_sandbox/stats":
+            self.reply_json(200, self.server.recorder.stats())
             return True
         return False
 
