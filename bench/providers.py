@@ -1,12 +1,15 @@
 """Send throughput against the local Twilio server: the SDK's ceiling, and the whole service.
 
-    .venv/bin/python -m bench.providers [--messages 20000] [--memory-run 100000]
+    .venv/bin/python -m bench.providers [--messages 20000] [--repeat 3] [--memory-run 100000]
 
-- ceiling: a bare loop of `client.messages.create` in one process per core;
+- ceiling: a bare loop of `client.messages.create` in one process per core, measured with the
+  SDK's default transport (requests) and with ours (`PooledTwilioHttpClient`, which the
+  service uses), so the service can be compared with both;
 - service: due rows -> dispatch (beat) -> Celery (Redis) -> render -> SDK -> local server ->
-  recorded, with docker-compose.yml's worker command (2 processes, threads inside);
-both without latency and with 150 ms added to every call. Then a long run for memory: the
-worker processes' resident memory early in the run and at its end.
+  recorded, with docker-compose.yml's worker shape (one process per core, threads inside);
+both without latency and with 150 ms added to every call, interleaved and repeated (medians
+reported). Then a long run for memory: the worker processes' resident memory early in the run
+and at its end.
 """
 
 from __future__ import annotations
@@ -20,18 +23,22 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import redis
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
 
 from bench.common import fresh_postgres, save
 from campaigns import enrollments
 from campaigns.bootstrap import build
 from campaigns.domain import Channel, ConsentPurpose, ConsentSource, EddSource
 from campaigns.intake import EnrolmentRequest
+from campaigns.providers.twilio_http import PooledTwilioHttpClient
 from campaigns.sandbox.twilio_server import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TwilioSandbox
 from campaigns.settings import Settings
 
@@ -68,17 +75,28 @@ def clear(url: str) -> None:
     urllib.request.urlopen(request, timeout=5).close()
 
 
-def _loop(url: str, seconds: float, queue: Any) -> None:
-    from twilio.rest import Client
+class _RequestsTransport(TwilioHttpClient):
+    """The SDK's default transport (requests), pointed at the local server."""
 
-    from campaigns.providers.twilio import LocalTwilioHttpClient
+    def __init__(self, base_url: str) -> None:
+        super().__init__(timeout=10)
+        self.base_url = base_url
+        # The fastest this transport goes against a local server: without this, requests
+        # rescans proxy variables and the CA bundle on every call.
+        self.session.trust_env = False
 
-    client = Client(
-        TEST_ACCOUNT_SID,
-        TEST_AUTH_TOKEN,
-        environment={"CEILING": "1"},
-        http_client=LocalTwilioHttpClient(url, timeout=10),
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        path = urllib.parse.urlsplit(url).path
+        return super().request(method, self.base_url + path, *args, **kwargs)
+
+
+def _loop(url: str, seconds: float, transport: str, queue: Any) -> None:
+    http = (
+        _RequestsTransport(url)
+        if transport == "requests"
+        else PooledTwilioHttpClient(timeout=10, base_url=url)
     )
+    client = Client(TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, environment={"X": "1"}, http_client=http)
     sent, end = 0, time.monotonic() + seconds
     while time.monotonic() < end:
         client.messages.create(
@@ -91,9 +109,12 @@ def _loop(url: str, seconds: float, queue: Any) -> None:
     queue.put(sent)
 
 
-def ceiling(url: str, seconds: float = 15) -> float:
+def ceiling(url: str, transport: str, seconds: float = 15) -> float:
+    """A bare loop of `client.messages.create` in one process per core, for `seconds`."""
     queue: Any = mp.Queue()
-    workers = [mp.Process(target=_loop, args=(url, seconds, queue)) for _ in range(CORES)]
+    workers = [
+        mp.Process(target=_loop, args=(url, seconds, transport, queue)) for _ in range(CORES)
+    ]
     for worker in workers:
         worker.start()
     total: int = sum(int(queue.get()) for _ in workers)
@@ -160,9 +181,9 @@ def service(
     messages: int,
     *,
     concurrency: int,
+    processes: int,
     memory: bool = False,
-    processes: int = CORES,
-    batch: int = 100,
+    batch: int,
 ) -> dict[str, Any]:
     redis.Redis.from_url(REDIS).flushdb()
     clear(sandbox_url)
@@ -254,26 +275,57 @@ def service(
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--memory-run", type=int, default=100_000)
-    parser.add_argument("--concurrency", type=int, default=64)
+    defaults = Settings.model_fields
+    parser.add_argument("--concurrency", type=int, default=defaults["send_concurrency"].default)
+    parser.add_argument("--batch", type=int, default=defaults["send_batch_size"].default)
+    parser.add_argument("--processes", type=int, default=CORES)
     args = parser.parse_args()
-    results: dict[str, Any] = {"cores": CORES, "send_concurrency": args.concurrency}
+    shape = {"concurrency": args.concurrency, "processes": args.processes, "batch": args.batch}
+    runs: dict[str, list[float]] = {}
+
+    def measure(name: str, value: float) -> None:
+        runs.setdefault(name, []).append(round(value, 1))
+        print(name, runs[name][-1], flush=True)
+
     for name, latency, port in (("no_latency", 0.0, 4710), ("latency_150ms", 0.15, 4711)):
         server = sandbox(port, latency)
         url = f"http://127.0.0.1:{port}"
-        results[f"ceiling_{name}"] = round(ceiling(url), 1)
-        results[f"service_{name}"] = service(url, args.messages, concurrency=args.concurrency)
+        for _ in range(args.repeat):  # interleaved, so drifts in machine load hit both alike
+            if latency == 0:
+                measure("ceiling_sdk_default_transport", ceiling(url, "requests"))
+            measure(f"ceiling_{name}", ceiling(url, "pooled"))
+            measure(f"service_{name}", service(url, args.messages, **shape)["per_second"])
         server.terminate()
-        print(name, results, flush=True)
-    base = results["ceiling_no_latency"]
-    results["ratio_no_latency"] = round(results["service_no_latency"]["per_second"] / base, 2)
-    results["ratio_latency_vs_no_latency_ceiling"] = round(
-        results["service_latency_150ms"]["per_second"] / base, 2
-    )
+    medians = {name: statistics.median(values) for name, values in runs.items()}
+    results: dict[str, Any] = {
+        "cores": CORES,
+        "messages_per_run": args.messages,
+        "worker_processes": args.processes,
+        "send_concurrency": args.concurrency,
+        "send_batch_size": args.batch,
+        "runs": runs,
+        "medians": medians,
+        "ratios": {
+            "no_latency_vs_sdk_default_ceiling": round(
+                medians["service_no_latency"] / medians["ceiling_sdk_default_transport"], 2
+            ),
+            "no_latency_vs_same_transport_ceiling": round(
+                medians["service_no_latency"] / medians["ceiling_no_latency"], 2
+            ),
+            "latency_150ms_vs_sdk_default_no_latency_ceiling": round(
+                medians["service_latency_150ms"] / medians["ceiling_sdk_default_transport"], 2
+            ),
+            "latency_150ms_vs_same_transport_no_latency_ceiling": round(
+                medians["service_latency_150ms"] / medians["ceiling_no_latency"], 2
+            ),
+        },
+    }
     if args.memory_run:
         server = sandbox(4712, 0.0)
         results["memory_run"] = service(
-            "http://127.0.0.1:4712", args.memory_run, concurrency=args.concurrency, memory=True
+            "http://127.0.0.1:4712", args.memory_run, memory=True, **shape
         )
         server.terminate()
     print(json.dumps(results, indent=2))

@@ -109,6 +109,7 @@ def sms_sender(settings: Settings) -> SmsSender:
             messaging_service_sid=settings.twilio_messaging_service_sid,
             api_base_url=settings.twilio_api_base_url,
             timeout=settings.provider_timeout_seconds,
+            max_connections=settings.send_concurrency,
         )
     return FakeSmsSender() if settings.sms_provider == "fake" else OutboxSmsSender()
 

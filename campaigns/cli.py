@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from campaigns import enrollments, views
+from campaigns import enrollments, halts, views
 from campaigns.bootstrap import Services, build
 from campaigns.catalog import CatalogError
 from campaigns.domain import ConsentSource
@@ -239,8 +239,13 @@ def dispatch(
 @app.command()
 def status(json_out: JsonFlag = False) -> None:
     """Counts of messages by status, how many are due, and the oldest due message's lag."""
-    with services() as built, built.db.session() as session:
-        found = views.backlog(session, built.clock.now())
+    with services() as built:
+        with built.db.session() as session:
+            found = views.backlog(session, built.clock.now())
+        stopped = {
+            channel: {"provider": h.provider, "code": h.code, "reason": h.reason}
+            for channel, h in halts.halted(built.db).items()
+        }
     if json_out:
         typer.echo(
             json.dumps(
@@ -248,6 +253,7 @@ def status(json_out: JsonFlag = False) -> None:
                     "by_status": found.by_status,
                     "due_now": found.due_now,
                     "oldest_due_seconds": found.oldest_due_seconds,
+                    "halted": stopped,
                 }
             )
         )
@@ -255,6 +261,11 @@ def status(json_out: JsonFlag = False) -> None:
     for key, count in sorted(found.by_status.items()):
         typer.echo(f"{key:<12} {count}")
     typer.echo(f"due now: {found.due_now}, oldest waiting {found.oldest_due_seconds:.0f}s")
+    for channel, why in sorted(stopped.items()):
+        typer.echo(
+            f"HALTED {channel}: {why['provider']} error {why['code']} ({why['reason']}); "
+            f"fix it, then: campaigns resume-channel {channel}"
+        )
 
 
 @app.command()
@@ -378,7 +389,6 @@ def send_test(
 @app.command("resume-channel")
 def resume_channel(channel: Annotated[str, typer.Argument(help="sms or email")]) -> None:
     """Let a halted channel send again, once its provider problem is fixed."""
-    from campaigns import halts
     from campaigns.domain import Channel
 
     try:

@@ -43,8 +43,8 @@ class SendQueue(Protocol):
 @dataclass(frozen=True)
 class DeliveryPolicy:
     dispatch_batch_size: int = 5000
-    send_batch_size: int = 100
-    send_concurrency: int = 100
+    send_batch_size: int = 200
+    send_concurrency: int = 200
     max_attempts: int = 5
     retry_base_seconds: int = 60
     retry_max_seconds: int = 3600

@@ -15,6 +15,7 @@ after a cancellation commits. A crash inside T2 leaves the batch `sending`; the 
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from collections import Counter
@@ -25,7 +26,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select, text, update
+from sqlalchemy import Connection, Table, bindparam, select, text, update
 from sqlalchemy.orm import Session
 
 from campaigns import halts, reachability
@@ -58,7 +59,7 @@ from campaigns.providers.base import (
 )
 from campaigns.ratelimit import RateLimiter
 from campaigns.scheduling import Planner, lock_patient
-from campaigns.storage.db import Database
+from campaigns.storage.db import Database, among
 from campaigns.storage.models import (
     ConsentEvent,
     Enrollment,
@@ -173,11 +174,12 @@ class Deliverer:
     def _send_batch(self, ids: list[int], claim_token: str) -> Counter[Outcome]:
         now = self.clock.now()
         with self.db.session() as session:
-            started = dict(
-                session.execute(
+            started: dict[int, int] = dict(
+                session.connection()
+                .execute(  # Core: no ORM objects to synchronise
                     update(SM)
                     .where(
-                        SM.id.in_(ids),
+                        among(SM.id, ids, postgres=self.db.is_postgres),
                         SM.status == MessageStatus.CLAIMED.value,
                         SM.claim_token == claim_token,
                     )
@@ -187,8 +189,14 @@ class Deliverer:
                         send_started_at=now,
                         updated_at=now,
                     )
-                    .returning(SM.id, SM.attempts)
-                ).all()
+                    .returning(
+                        SM.id,
+                        select(Enrollment.patient_id)
+                        .where(Enrollment.id == SM.enrollment_id)
+                        .scalar_subquery(),
+                    )
+                )
+                .all()
             )
         outcomes: Counter[Outcome] = Counter()
         if len(started) < len(ids):
@@ -196,7 +204,9 @@ class Deliverer:
         if not started:
             return outcomes
         with self.db.session() as session:
-            jobs, consent, suppressed = self._load(session, list(started))
+            jobs, consent, suppressed = self._load(
+                session, list(started), sorted(set(started.values()))
+            )
             now = self.clock.now()
             for job in jobs:
                 self._decide(job, consent, suppressed, now)
@@ -213,26 +223,20 @@ class Deliverer:
         return outcomes
 
     def _load(
-        self, session: Session, ids: list[int]
+        self, session: Session, ids: list[int], patient_ids: list[int]
     ) -> tuple[list[Job], dict[int, ConsentState], set[tuple[str, str]]]:
-        patient_ids = sorted(
-            set(
-                session.execute(
-                    select(Enrollment.patient_id)
-                    .join(SM, SM.enrollment_id == Enrollment.id)
-                    .where(SM.id.in_(ids))
-                ).scalars()
-            )
-        )
+        # Core on the session's connection: these reads need no ORM objects.
+        connection = session.connection()
+        postgres = connection.dialect.name == "postgresql"
         # The lock first (in id order), then fresh reads: READ COMMITTED gives each later
         # statement a snapshot that includes anything committed while we waited.
-        session.execute(
+        connection.execute(
             select(Patient.id)
-            .where(Patient.id.in_(patient_ids))
+            .where(among(Patient.id, patient_ids, postgres=postgres))
             .order_by(Patient.id)
             .with_for_update(read=True)
         ).all()
-        rows = session.execute(
+        rows = connection.execute(
             select(
                 SM.id,
                 SM.attempts,
@@ -255,7 +259,7 @@ class Deliverer:
             )
             .join(Enrollment, Enrollment.id == SM.enrollment_id)
             .join(Patient, Patient.id == Enrollment.patient_id)
-            .where(SM.id.in_(ids), SM.status == MessageStatus.SENDING.value)
+            .where(among(SM.id, ids, postgres=postgres), SM.status == MessageStatus.SENDING.value)
         ).all()
         jobs = []
         for r in rows:
@@ -282,19 +286,20 @@ class Deliverer:
                     invalid,
                 )
             )
-        return jobs, self._consents(session, patient_ids), self._suppressions(session, jobs)
+        return jobs, self._consents(connection, patient_ids), self._suppressions(connection, jobs)
 
     @staticmethod
-    def _consents(session: Session, patient_ids: list[int]) -> dict[int, ConsentState]:
+    def _consents(connection: Connection, patient_ids: list[int]) -> dict[int, ConsentState]:
+        postgres = connection.dialect.name == "postgresql"
         events: dict[int, list[ConsentRecord]] = {pid: [] for pid in patient_ids}
-        for pid, purpose, channel, granted in session.execute(
+        for pid, purpose, channel, granted in connection.execute(
             select(
                 ConsentEvent.patient_id,
                 ConsentEvent.purpose,
                 ConsentEvent.channel,
                 ConsentEvent.granted,
             )
-            .where(ConsentEvent.patient_id.in_(patient_ids))
+            .where(among(ConsentEvent.patient_id, patient_ids, postgres=postgres))
             .order_by(ConsentEvent.id)
         ):
             events[pid].append(
@@ -305,13 +310,14 @@ class Deliverer:
         return {pid: current(records) for pid, records in events.items()}
 
     @staticmethod
-    def _suppressions(session: Session, jobs: list[Job]) -> set[tuple[str, str]]:
+    def _suppressions(connection: Connection, jobs: list[Job]) -> set[tuple[str, str]]:
+        postgres = connection.dialect.name == "postgresql"
         hashes = {address_hash(j.address) for j in jobs if j.address}
         if not hashes:
             return set()
-        found = session.execute(
+        found = connection.execute(
             select(Suppression.channel, Suppression.address_hash).where(
-                Suppression.address_hash.in_(hashes)
+                among(Suppression.address_hash, hashes, postgres=postgres)
             )
         )
         return {(channel, hashed) for channel, hashed in found}
@@ -523,13 +529,16 @@ class Deliverer:
             return
         connection = session.connection()
         if connection.dialect.name == "postgresql":
-            # One statement over arrays: far less work than a hundred bound UPDATEs.
+            # One statement over one JSON parameter: far less work than a hundred bound
+            # UPDATEs, and json.dumps is cheaper than adapting a dozen Python lists to arrays.
             connection.execute(
                 text(_RECORD_SQL),
                 {
-                    "ids": [job.id for job in jobs],
                     "now": now,
-                    **{name: [row[name] for row in rows] for name in _RECORDED},
+                    "rows": json.dumps(
+                        [{"id": job.id, **row} for job, row in zip(jobs, rows, strict=True)],
+                        default=_iso,
+                    ),
                 },
             )
             return
@@ -545,14 +554,18 @@ class Deliverer:
         )
 
 
-_ARRAY_TYPES = {"attempts": "int[]", "next_attempt_at": "timestamptz[]", "sent_at": "timestamptz[]"}
+_COLUMN_TYPES = {"attempts": "int", "next_attempt_at": "timestamptz", "sent_at": "timestamptz"}
 # Built from the fixed column names above, never from input.
 _RECORD_SQL = (
     "UPDATE scheduled_messages AS sm SET updated_at = :now, "  # noqa: S608
     + ", ".join(f"{name} = v.{name}" for name in _RECORDED)
-    + " FROM unnest(CAST(:ids AS bigint[]), "
-    + ", ".join(f"CAST(:{name} AS {_ARRAY_TYPES.get(name, 'text[]')})" for name in _RECORDED)
-    + ") AS v(id, "
-    + ", ".join(_RECORDED)
+    + " FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(id bigint, "
+    + ", ".join(f"{name} {_COLUMN_TYPES.get(name, 'text')}" for name in _RECORDED)
     + ") WHERE sm.id = v.id"
 )
+
+
+def _iso(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()  # aware UTC datetimes: the offset travels with them
+    raise TypeError(f"cannot record a {type(value).__name__}")

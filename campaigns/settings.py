@@ -92,9 +92,9 @@ class Settings(BaseSettings):
     plan_horizon_days: int = Field(default=14, ge=2, le=400)
     dispatch_interval_seconds: float = Field(default=2.0, gt=0)
     dispatch_batch_size: int = Field(default=5000, ge=1)
-    send_batch_size: int = Field(default=100, ge=1)
+    send_batch_size: int = Field(default=200, ge=1)
     #: Provider calls in flight per worker process: a whole batch at once by default.
-    send_concurrency: int = Field(default=100, ge=1, le=512)
+    send_concurrency: int = Field(default=200, ge=1, le=512)
     claim_timeout_seconds: int = Field(default=600, ge=10)
     sending_timeout_seconds: int = Field(default=300, ge=10)
     max_attempts: int = Field(default=5, ge=1)

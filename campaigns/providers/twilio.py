@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import logging
 import threading
-import urllib.parse
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
-import requests
 from twilio.base.exceptions import TwilioRestException
-from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 from twilio.rest.api.v2010.account.message import MessageList  # noqa: F401
-from urllib3.exceptions import NameResolutionError, NewConnectionError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+    SSLError,
+)
 
 from campaigns.providers.base import (
     ConfigurationError,
@@ -32,6 +36,7 @@ from campaigns.providers.base import (
     SendReceipt,
     UnknownOutcomeError,
 )
+from campaigns.providers.twilio_http import PooledTwilioHttpClient
 
 # MessageList is imported above, at start-up, not lazily on each thread's first send: that
 # import took hundreds of milliseconds between a rate-limit slot and its request.
@@ -104,42 +109,6 @@ def error_for(action: Action, code: str, detail: str) -> ProviderError:
     return _ERRORS[action](code, detail)
 
 
-def never_sent(exc: BaseException) -> bool:
-    """True when the connection failed before any byte of the request left (refused, DNS)."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, NewConnectionError | NameResolutionError | ConnectionRefusedError):
-            return True
-        reason = getattr(seen, "reason", None)
-        seen = (
-            reason
-            if isinstance(reason, BaseException)
-            else (
-                seen.args[0]
-                if seen.args and isinstance(seen.args[0], BaseException)
-                else seen.__cause__ or seen.__context__
-            )
-        )
-    return False
-
-
-class LocalTwilioHttpClient(TwilioHttpClient):
-    """Sends every *.twilio.com request to `base_url` instead (tests, sandbox, benchmarks)."""
-
-    def __init__(self, base_url: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.base_url = base_url.rstrip("/")
-        # A local plain-HTTP server needs no proxy or CA bundle from the environment, and
-        # requests would otherwise rescan os.environ and stat the bundle on every call.
-        self.session.trust_env = False
-
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        parts = urllib.parse.urlsplit(url)
-        if parts.hostname and parts.hostname.endswith("twilio.com"):
-            url = self.base_url + parts.path + (f"?{parts.query}" if parts.query else "")
-        return super().request(method, url, *args, **kwargs)
-
-
 class TwilioSmsSender:
     name = "twilio"
 
@@ -153,26 +122,27 @@ class TwilioSmsSender:
         messaging_service_sid: str | None = None,
         api_base_url: str | None = None,
         timeout: float = 10.0,
+        max_connections: int = 100,
     ) -> None:
         self.account_sid, self._auth_token = account_sid, auth_token
         self.status_callback = status_callback
         self.from_, self.messaging_service_sid = from_, messaging_service_sid
         self.api_base_url, self.timeout = api_base_url, timeout
-        self._local = threading.local()  # one client (one HTTP session) per sending thread
+        # One connection pool for every sending thread of the process (urllib3 pools are
+        # thread-safe); each thread builds its own light SDK client on top.
+        self.http = PooledTwilioHttpClient(
+            timeout=timeout, base_url=api_base_url, max_connections=max_connections
+        )
+        self._local = threading.local()
 
     def client(self) -> Client:
         client: Client | None = getattr(self._local, "client", None)
         if client is None:
-            http = (
-                LocalTwilioHttpClient(self.api_base_url, timeout=self.timeout)
-                if self.api_base_url
-                else TwilioHttpClient(timeout=self.timeout)
-            )
             # A non-empty environment keeps TWILIO_EDGE/REGION in os.environ from rewriting hosts.
             client = Client(
                 self.account_sid,
                 self._auth_token,
-                http_client=http,
+                http_client=self.http,
                 environment={"TWILIO_CLIENT": "campaigns"},
             )
             self._local.client = client
@@ -199,14 +169,19 @@ class TwilioSmsSender:
             raise error_for(
                 classify(exc.code, exc.status), str(exc.code or exc.status), f"HTTP {exc.status}"
             ) from None
-        except requests.exceptions.ConnectTimeout:
-            raise RetryableError("connect_timeout", "could not reach Twilio") from None
-        except requests.exceptions.Timeout:
+        except NewConnectionError:
+            # Refused, unreachable or unresolvable (a subclass of the connect timeout below,
+            # so caught first): no byte of the request left.
+            raise RetryableError("connection_refused", "could not connect to Twilio") from None
+        except ConnectTimeoutError:
+            raise RetryableError("connect_timeout", "could not reach Twilio in time") from None
+        except SSLError:
+            # The TLS handshake comes before the request: nothing was sent.
+            raise RetryableError("tls_failed", "TLS handshake with Twilio failed") from None
+        except ReadTimeoutError:
             # The request was sent and no answer came: Twilio may have accepted it.
             raise UnknownOutcomeError("timeout", "no answer from Twilio in time") from None
-        except requests.exceptions.ConnectionError as exc:
-            if never_sent(exc):
-                raise RetryableError("connection_refused", "could not connect to Twilio") from None
+        except (ProtocolError, HTTPError, OSError):
             raise UnknownOutcomeError(
                 "connection_lost", "the connection broke mid-request"
             ) from None

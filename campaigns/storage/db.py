@@ -7,16 +7,29 @@ row locks: a cancellation and a send re-check never interleave.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Engine, create_engine, event
+from sqlalchemy import ColumnElement, CursorResult, Engine, any_, bindparam, create_engine, event
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
+
+
+def among(column: Any, values: Collection[Any], *, postgres: bool) -> ColumnElement[bool]:
+    """`column IN values`. On PostgreSQL one array parameter (`= ANY`): the statement's text
+    is then the same for any number of values, so it is neither re-rendered nor re-parsed
+    for each batch, as an IN list of a hundred placeholders would be."""
+    if postgres:
+        return cast(
+            ColumnElement[bool],
+            column == any_(bindparam(None, list(values), type_=ARRAY(column.type))),
+        )
+    return cast(ColumnElement[bool], column.in_(list(values)))
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:

@@ -6,7 +6,8 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 
-from campaigns import views
+from campaigns import halts, views
+from campaigns.domain import Channel
 from campaigns.web.deps import ServicesDep
 
 router = APIRouter()
@@ -33,9 +34,10 @@ def readyz(services: ServicesDep) -> Response:
 
 @router.get("/metrics", response_class=PlainTextResponse)
 def metrics(services: ServicesDep) -> str:
-    """Prometheus text format: messages by status, the due backlog and its lag."""
+    """Prometheus text format: messages by status, the due backlog and its lag, halts."""
     with services.db.session() as session:
         found = views.backlog(session, services.clock.now())
+    stopped = halts.halted(services.db)
     lines = [
         "# HELP campaigns_messages Scheduled messages by status.",
         "# TYPE campaigns_messages gauge",
@@ -49,5 +51,11 @@ def metrics(services: ServicesDep) -> str:
         "# HELP campaigns_due_lag_seconds Age of the oldest due message.",
         "# TYPE campaigns_due_lag_seconds gauge",
         f"campaigns_due_lag_seconds {found.oldest_due_seconds:.3f}",
+        "# HELP campaigns_channel_halted 1 while a channel is stopped by a provider account error.",
+        "# TYPE campaigns_channel_halted gauge",
+        *(
+            f'campaigns_channel_halted{{channel="{channel.value}"}} {int(channel.value in stopped)}'
+            for channel in Channel
+        ),
     ]
     return "\n".join(lines) + "\n"

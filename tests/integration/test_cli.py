@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import sqlite3
 import time
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import httpx2 as httpx
 import pytest
 
+from campaigns import halts
+from campaigns.domain import Channel
+from campaigns.storage.db import Database
 from tests.integration.processes import ROOT, campaigns, compose_command, env_with, spawn, stop
 
 pytestmark = pytest.mark.slow
@@ -267,3 +271,74 @@ def test_serve_as_compose_runs_it_answers_health_and_the_staff_ui(
     finally:
         output = stop(server)
     assert f"Staff UI: http://127.0.0.1:{port}/staff/" in output
+
+
+def test_sandbox_and_send_test_report_the_provider_id_or_the_classified_error(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    twilio_port, sendgrid_port = free_port(), free_port()
+    sandbox = spawn(
+        [
+            str(ROOT / ".venv/bin/campaigns"),
+            "sandbox",
+            "--twilio-port",
+            str(twilio_port),
+            "--sendgrid-port",
+            str(sendgrid_port),
+        ],
+        env,
+        tmp_path / "sandbox.log",
+    )
+    try:
+        log: Path = sandbox.log_path  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 30
+        while "Point the service at them" not in log.read_text():
+            assert time.monotonic() < deadline, "sandbox did not start"
+            time.sleep(0.2)
+        # The sandbox prints the settings that point the service at it: use them as printed.
+        printed = dict(
+            word.split("=", 1)
+            for line in log.read_text().splitlines()
+            if line.startswith("  CAMPAIGNS_")
+            for word in line.split()
+        )
+        configured = {**env, **printed}
+        sent = campaigns("send-test", "--sms", "+447400000001", env=configured)
+        assert sent.returncode == 0, sent.stderr
+        assert re.fullmatch(r"sent by twilio: SM[0-9a-f]{32}\n", sent.stdout)
+        emailed = campaigns("send-test", "--email", "cara@example.com", env=configured)
+        assert emailed.returncode == 0, emailed.stderr
+        assert emailed.stdout.startswith("sent by sendgrid: ")
+        invalid = campaigns("send-test", "--sms", "+15005550001", env=configured)
+        assert invalid.returncode == 1
+        assert invalid.stdout.startswith("InvalidAddressError: 21211")
+        wrong = campaigns(
+            "send-test", "--sms", "+447400000001", env={**configured, "TWILIO_AUTH_TOKEN": "x" * 32}
+        )
+        assert wrong.returncode == 1
+        assert wrong.stdout.startswith("ConfigurationError: 20003")
+        neither = campaigns("send-test", env=configured)
+        assert neither.returncode != 0
+        assert "give exactly one of --sms or --email" in neither.stdout + neither.stderr
+        recorded = httpx.get(f"http://127.0.0.1:{twilio_port}/_sandbox/messages").json()
+        assert [m["form"]["To"] for m in recorded] == ["+447400000001"]
+    finally:
+        stop(sandbox)
+
+
+def test_status_shows_a_halted_channel_until_it_is_resumed(env: dict[str, str]) -> None:
+    db = Database.from_url(env["CAMPAIGNS_DATABASE_URL"])
+    halts.halt(db, Channel.SMS, "twilio", "20003", "authentication failed", datetime.now(UTC))
+    db.engine.dispose()
+    shown = campaigns("status", env=env)
+    assert "HALTED sms: twilio error 20003 (authentication failed)" in shown.stdout
+    assert "campaigns resume-channel sms" in shown.stdout
+    assert json.loads(campaigns("status", "--json", env=env).stdout)["halted"] == {
+        "sms": {"provider": "twilio", "code": "20003", "reason": "authentication failed"}
+    }
+    assert campaigns("resume-channel", "sms", env=env).stdout == "sms: resumed\n"
+    assert campaigns("resume-channel", "sms", env=env).stdout == "sms was not halted\n"
+    assert "HALTED" not in campaigns("status", env=env).stdout
+    bad = campaigns("resume-channel", "fax", env=env)
+    assert bad.returncode != 0
+    assert "channel: 'fax' is not sms or email" in bad.stdout + bad.stderr

@@ -8,7 +8,9 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
+from campaigns import halts
 from campaigns.bootstrap import Services
+from campaigns.domain import Channel
 from campaigns.runtime import InlineQueue, tick
 from campaigns.web.app import create_app
 from tests.integration.helpers import edd_at, enrol, enrollment, rows
@@ -28,6 +30,14 @@ def test_health_readiness_and_metrics(client: TestClient, services: Services) ->
     metrics = client.get("/metrics").text
     assert 'campaigns_messages{status="pending"}' in metrics
     assert re.search(r"^campaigns_due_messages 2$", metrics, re.M)
+    assert re.search(r'^campaigns_channel_halted\{channel="sms"\} 0$', metrics, re.M)
+
+
+def test_metrics_show_a_halted_channel(client: TestClient, services: Services) -> None:
+    halts.halt(services.db, Channel.EMAIL, "sendgrid", "401", "bad key", services.clock.now())
+    metrics = client.get("/metrics").text
+    assert re.search(r'^campaigns_channel_halted\{channel="email"\} 1$', metrics, re.M)
+    assert re.search(r'^campaigns_channel_halted\{channel="sms"\} 0$', metrics, re.M)
 
 
 def test_readiness_fails_when_the_database_is_missing(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -88,6 +90,37 @@ def test_connection_refused_is_safe_to_retry() -> None:
     with pytest.raises(RetryableError) as caught:
         twilio_sender(f"http://127.0.0.1:{port}").send_sms(sms())
     assert caught.value.code == "connection_refused"
+
+
+def test_a_connection_dropped_mid_request_is_an_unknown_outcome() -> None:
+    """The server read the request and hung up without answering: it may have been sent."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+
+        def swallow() -> None:
+            connection, _ = server.accept()
+            connection.recv(65536)
+            connection.close()
+
+        thread = threading.Thread(target=swallow)
+        thread.start()
+        with pytest.raises(UnknownOutcomeError) as caught:
+            twilio_sender(f"http://127.0.0.1:{port}").send_sms(sms())
+        thread.join()
+    assert caught.value.code == "connection_lost"
+
+
+def test_many_threads_share_one_sender(twilio_sandbox: TwilioSandbox) -> None:
+    sender = twilio_sender(twilio_sandbox.url)
+    with ThreadPoolExecutor(16) as pool:
+        receipts = list(pool.map(lambda i: sender.send_sms(sms(message_id=i)), range(200)))
+    assert len({receipt.provider_id for receipt in receipts}) == 200
+    callbacks = sorted(m["form"]["StatusCallback"] for m in twilio_sandbox.recorder.snapshot())
+    assert callbacks == sorted(
+        f"https://clinic.example/webhooks/twilio/status?m={i}" for i in range(200)
+    )
 
 
 PROVIDERS_TABLE = {  # PROVIDERS.md 1.5, every code it lists
