@@ -6,12 +6,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
 
+from campaigns.answering import Answerer
 from campaigns.catalog import Catalog
 from campaigns.clock import Clock, SystemClock
-from campaigns.content import Clinic, ContentRenderer, check_sms_fit
+from campaigns.content import Clinic, ContentRenderer, check_reply_fit, check_sms_fit
 from campaigns.delivery import DeliveryPolicy
 from campaigns.domain import Channel
 from campaigns.intake import IntakeRules
+from campaigns.keywords import Lexicon, load_lexicons
 from campaigns.links import LinkSigner
 from campaigns.providers.base import EmailSender, SmsSender
 from campaigns.providers.fake import FakeEmailSender, FakeSmsSender
@@ -20,6 +22,7 @@ from campaigns.providers.sendgrid import SendGridEmailSender
 from campaigns.providers.smtp import SmtpEmailSender
 from campaigns.providers.twilio import TwilioSmsSender
 from campaigns.ratelimit import RateLimiter, limiter
+from campaigns.replies import BIRTH_DATE, UNKNOWN_SENDER, UNRECOGNISED
 from campaigns.scheduling import Planner
 from campaigns.sending import Deliverer
 from campaigns.settings import Settings
@@ -39,11 +42,16 @@ class Services:
     email: EmailSender
     clock: Clock
     policy: DeliveryPolicy
+    lexicons: dict[str, Lexicon]
     _deliverer: Deliverer | None = field(default=None, init=False, repr=False)
 
     @cached_property
     def planner(self) -> Planner:
         return Planner(self.catalog, self.window, timedelta(days=self.settings.plan_horizon_days))
+
+    @cached_property
+    def answerer(self) -> Answerer:
+        return Answerer(self.db, self.planner, self.renderer, self.links, self.lexicons)
 
     @property
     def intake(self) -> IntakeRules:
@@ -166,6 +174,9 @@ def build(
     catalog = Catalog.load(settings.templates_dir)
     renderer = ContentRenderer(settings.templates_dir, clinic_from(settings))
     check_sms_fit(list(catalog.values()), renderer)
+    lexicons = load_lexicons(settings.templates_dir / "_keywords")
+    links = LinkSigner(settings.secret_key.get_secret_value().encode(), settings.public_url)
+    check_reply_fit(renderer, reply_keys(lexicons), links.longest_booking_url())
     return Services(
         settings=settings,
         # Provider calls run in threads without a connection; the database work is per batch.
@@ -173,9 +184,16 @@ def build(
         catalog=catalog,
         window=settings.window(),
         renderer=renderer,
-        links=LinkSigner(settings.secret_key.get_secret_value().encode(), settings.public_url),
+        links=links,
         sms=sms or sms_sender(settings),
         email=email or email_sender(settings),
         clock=clock or SystemClock(),
         policy=policy_from(settings),
+        lexicons=lexicons,
     )
+
+
+def reply_keys(lexicons: dict[str, Lexicon]) -> set[str]:
+    """Every reply template a word list or the reply rules can ask for."""
+    keys = {reply for lexicon in lexicons.values() for _, reply in lexicon.groups}
+    return keys | {UNKNOWN_SENDER, UNRECOGNISED, BIRTH_DATE}

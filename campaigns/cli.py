@@ -13,11 +13,15 @@ from typing import Annotated, Any
 import typer
 
 from campaigns import enrollments, halts, views
-from campaigns.bootstrap import Services, build
+from campaigns.bootstrap import Services, build, clinic_from
 from campaigns.catalog import CatalogError
+from campaigns.content import ContentRenderer
 from campaigns.domain import ConsentSource
 from campaigns.errors import InputError, NotFoundError, StateError
 from campaigns.intake import parse_date, parse_edd_source, parse_enrolment
+from campaigns.keywords import LexiconError, load_lexicons
+from campaigns.keywords import classify as read_reply
+from campaigns.replies import Situation, decide
 from campaigns.settings import get_settings
 from campaigns.window import WindowError, zone
 
@@ -497,3 +501,53 @@ def _safe_url(url: str) -> str:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+@app.command()
+def classify(
+    text: Annotated[str, typer.Argument(help="A reply as a patient might write it.")],
+    lang: Annotated[str, typer.Option("--lang", help="The word list's language.")] = "en",
+    opted_out: Annotated[
+        bool, typer.Option("--opted-out", help="As from someone who has opted out.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """How a reply is read: intent, tier, matched words, and the answer that would be sent."""
+    settings = get_settings()
+    try:
+        lexicons = load_lexicons(settings.templates_dir / "_keywords")
+    except LexiconError as exc:
+        fail(str(exc))
+    if lang not in lexicons:
+        fail(f"--lang: no word list for {lang!r} (have: {', '.join(sorted(lexicons))})")
+    renderer = ContentRenderer(settings.templates_dir, clinic_from(settings))
+    found = read_reply(text, lexicons[lang], opted_out=opted_out)
+    decision = decide(found, Situation(known=True, opted_out=opted_out))
+    example_link = f"{settings.public_url.rstrip('/')}/b/<signed-link>"
+    replies = [renderer.render_reply(key, lang, link=example_link).body for key in decision.replies]
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    **found.as_dict(),
+                    "replies": replies,
+                    "actions": [a.value for a in decision.actions],
+                    "alert": decision.alert.severity.value if decision.alert else None,
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
+        return
+    typer.echo(f"intent:  {found.intent.value}")
+    typer.echo(f"tier:    {found.tier.value}")
+    for match in found.matches:
+        typer.echo(f"matched: {match.intent.value}: {', '.join(match.words)}")
+    if not found.matches:
+        typer.echo("matched: nothing")
+    actions = ", ".join(a.value for a in decision.actions) or "none"
+    typer.echo(f"actions: {actions}")
+    if decision.alert:
+        typer.echo(f"alert:   {decision.alert.severity.value} ({decision.alert.kind})")
+    for reply in replies or ["(no reply)"]:
+        typer.echo(f"reply:   {reply}")

@@ -26,6 +26,7 @@ GSM7_BASIC = frozenset(
 GSM7_EXTENDED = frozenset("\f^{}\\[~]|€")
 RTL_LANGUAGES = frozenset({"ar", "fa", "he", "ur", "yi"})
 _SPACES = re.compile(r"\s+")
+REPLIES = "_replies"
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,15 @@ class ContentRenderer:
             template_ref=self._ref(subject_name, f"{base}.html.j2", f"{base}.txt.j2"),
         )
 
+    def render_reply(self, key: str, language: str, **values: Any) -> RenderedSms:
+        """An answer to a patient's text (templates/_replies/<language>/<key>.txt.j2)."""
+        for candidate in dict.fromkeys((language, DEFAULT_LANGUAGE)):
+            name = f"{REPLIES}/{candidate}/{key}.txt.j2"
+            if (self.templates_dir / name).is_file():
+                body = _one_line(self._render(name, {"clinic": self.clinic, **values}))
+                return RenderedSms(body, sms_encoding(body), candidate, self._ref(name))
+        raise ContentError(f"no reply template {key!r} in {language!r} or English")
+
     def _resolve(self, campaign: str, step: str, part: str, language: str) -> tuple[str, str]:
         for candidate in dict.fromkeys((language, DEFAULT_LANGUAGE)):
             name = f"{campaign}/{candidate}/{step}.{part}.j2"
@@ -192,4 +202,29 @@ def check_sms_fit(campaigns: list[Campaign], renderer: ContentRenderer) -> None:
         raise CatalogError(
             "these texts no longer fit one 160-character GSM-7 SMS with the clinic name "
             f"{renderer.clinic.short_name!r}; shorten them or the name: " + "; ".join(problems)
+        )
+
+
+def check_reply_fit(renderer: ContentRenderer, keys: set[str], link: str) -> None:
+    """Refuse to start if a reply is missing, or an English one needs more than one segment.
+
+    `link` is the longest booking link this service makes (its public URL plus a token).
+    """
+    problems = []
+    for key in sorted(keys):
+        try:
+            sms = renderer.render_reply(key, DEFAULT_LANGUAGE, link=link)
+        except ContentError as exc:
+            problems.append(str(exc))
+            continue
+        if sms.encoding.segments != 1 or sms.encoding.encoding != "GSM-7":
+            problems.append(
+                f"reply {key}: {sms.encoding.units} {sms.encoding.encoding} characters, "
+                f"{sms.encoding.segments} segments"
+            )
+    if problems:
+        raise CatalogError(
+            "these replies do not fit one 160-character GSM-7 SMS (with the clinic name "
+            f"{renderer.clinic.short_name!r} and booking links as long as {len(link)} "
+            "characters): " + "; ".join(problems)
         )

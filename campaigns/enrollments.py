@@ -255,7 +255,7 @@ def change_edd(
             raise InputError("edd", str(exc)) from None
         old = enrollment.edd
         enrollment.edd, enrollment.edd_source, enrollment.edd_set_at = edd, edd_source, now
-        planned = _reschedule(session, planner, enrollment, patient, now, "edd_changed")
+        planned = reschedule(session, planner, enrollment, patient, now, "edd_changed")
         audit.record(
             session,
             now,
@@ -300,7 +300,7 @@ def record_birth(
                 "pregnancy; if the pregnancy ended, record a loss instead",
             )
         enrollment.birth_date = birth_date
-        planned = _reschedule(session, planner, enrollment, patient, now, "birth")
+        planned = reschedule(session, planner, enrollment, patient, now, "birth")
         audit.record(
             session,
             now,
@@ -317,31 +317,51 @@ def record_loss(db: Database, enrollment_id: int, now: datetime, *, actor: str) 
     """Stop everything for this patient at once; nothing automated is ever sent again."""
     with db.session() as session:
         enrollment, patient = lock_enrollment(session, enrollment_id)
-        live = (
-            session.execute(
-                select(Enrollment).where(
-                    Enrollment.patient_id == patient.id, Enrollment.status.in_(LIVE)
-                )
-            )
-            .scalars()
-            .all()
-        )
+        live = _live(session, patient.id)
         if not live:
             raise StateError(f"enrollment {enrollment.id} is {enrollment.status}: nothing to stop")
-        cancelled = cancel_live(session, [e.id for e in live], "pregnancy_loss", now)
-        for each in live:
-            _end(each, EnrollmentStatus.ENDED_LOSS, "pregnancy_loss", now)
-        audit.record(
-            session,
-            now,
-            actor,
-            "loss_recorded",
-            patient_id=patient.id,
-            enrollment_id=enrollment.id,
-            cancelled=cancelled,
-            enrollments=[e.id for e in live],
+        return end_for_loss(session, patient, now, actor=actor, live=live)
+
+
+def end_for_loss(
+    session: Session,
+    patient: Patient,
+    now: datetime,
+    *,
+    actor: str,
+    live: Sequence[Enrollment] | None = None,
+) -> int:
+    """In the caller's transaction (holding the patient's lock): end every live enrollment for
+    a pregnancy loss and cancel every send not yet handed to a provider. Returns how many."""
+    if live is None:
+        live = _live(session, patient.id)
+    cancelled = cancel_live(session, [e.id for e in live], "pregnancy_loss", now)
+    for each in live:
+        _end(each, EnrollmentStatus.ENDED_LOSS, "pregnancy_loss", now)
+    audit.record(
+        session,
+        now,
+        actor,
+        "loss_recorded",
+        patient_id=patient.id,
+        enrollment_id=live[0].id if live else None,
+        cancelled=cancelled,
+        enrollments=[e.id for e in live],
+    )
+    return cancelled
+
+
+def _live(session: Session, patient_id: int) -> Sequence[Enrollment]:
+    return (
+        session.execute(
+            select(Enrollment)
+            .where(Enrollment.patient_id == patient_id, Enrollment.status.in_(LIVE))
+            .order_by(Enrollment.id)
+            .execution_options(populate_existing=True)
         )
-        return cancelled
+        .scalars()
+        .all()
+    )
 
 
 def pause(
@@ -385,7 +405,7 @@ def resume(
                     f"cannot resume: {exc}; record the birth or a new due date"
                 ) from None
         enrollment.status, enrollment.status_reason = EnrollmentStatus.ACTIVE.value, None
-        planned = _reschedule(session, planner, enrollment, patient, now, "resumed")
+        planned = reschedule(session, planner, enrollment, patient, now, "resumed")
         audit.record(
             session,
             now,
@@ -417,7 +437,7 @@ def stop(db: Database, enrollment_id: int, now: datetime, *, actor: str, reason:
         return cancelled
 
 
-def _reschedule(
+def reschedule(
     session: Session,
     planner: Planner,
     enrollment: Enrollment,

@@ -1,7 +1,9 @@
-"""Signed, tamper-evident tokens for links in messages (unsubscribe now; booking later).
+"""Signed, tamper-evident tokens for links in messages: unsubscribe (email) and booking (SMS).
 
-A token is base64url(JSON payload) + "." + base64url(HMAC-SHA256 truncated to 128 bits). The
-payload holds ids only, never contact details.
+An unsubscribe token is base64url(JSON payload) + "." + base64url(HMAC-SHA256 truncated to 128
+bits). A booking link has to fit in a 160-character text beside its message, so its token is
+packed: purpose, patient id and expiry in 11 bytes plus a 64-bit MAC, 26 characters in all.
+Payloads hold ids only, never contact details.
 """
 
 from __future__ import annotations
@@ -10,9 +12,15 @@ import base64
 import hashlib
 import hmac
 import json
+import struct
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+BOOKING_LINK_LIFETIME = timedelta(days=14)
+# purpose, patient id (high 16 bits, low 32 bits), expiry in minutes since the epoch
+_BOOKING = struct.Struct(">BHII")
+_BOOKING_PURPOSE = 0x42
 
 
 class TokenError(ValueError):
@@ -51,9 +59,42 @@ class LinkSigner:
         data: dict[str, Any] = payload["d"]
         return data
 
+    def booking_token(self, patient_id: int, expires_at: datetime) -> str:
+        minutes = int(expires_at.timestamp() // 60)
+        packed = _BOOKING.pack(_BOOKING_PURPOSE, patient_id >> 32, patient_id & 0xFFFFFFFF, minutes)
+        return _b64(packed + self._packed_mac(packed))
+
+    def booking_url(self, patient_id: int, now: datetime) -> str:
+        token = self.booking_token(patient_id, now + BOOKING_LINK_LIFETIME)
+        return f"{self.public_url.rstrip('/')}/b/{token}"
+
+    def longest_booking_url(self) -> str:
+        """As long as any booking link this signer makes (tokens have a fixed length)."""
+        return f"{self.public_url.rstrip('/')}/b/{'x' * (len(_b64(bytes(_BOOKING.size + 8))))}"
+
+    def verify_booking(self, token: str, now: datetime) -> int:
+        """The patient id a booking token was made for; raises TokenError or ExpiredTokenError."""
+        try:
+            raw = _unb64(token)
+        except ValueError:
+            raise TokenError("the link is not valid") from None
+        size = _BOOKING.size
+        mac = raw[size:]
+        if len(raw) != size + 8 or not hmac.compare_digest(mac, self._packed_mac(raw[:size])):
+            raise TokenError("the link is not valid")
+        purpose, high, low, minutes = _BOOKING.unpack(raw[:size])
+        if purpose != _BOOKING_PURPOSE:
+            raise TokenError("the link is not valid here")
+        if now >= datetime.fromtimestamp(minutes * 60, UTC):
+            raise ExpiredTokenError("the link has expired")
+        return int(high << 32 | low)
+
     def unsubscribe_url(self, patient_id: int, message_id: int) -> str:
         token = self.sign("unsubscribe", {"patient": patient_id, "message": message_id})
         return f"{self.public_url.rstrip('/')}/u/{token}"
+
+    def _packed_mac(self, packed: bytes) -> bytes:
+        return hmac.new(self.secret, b"booking:" + packed, hashlib.sha256).digest()[:8]
 
     def _mac(self, body: str) -> str:
         return _b64(hmac.new(self.secret, body.encode(), hashlib.sha256).digest()[:16])

@@ -16,14 +16,45 @@ from sqlalchemy.orm import Session
 from campaigns import audit
 from campaigns.consent import WORDING_VERSION
 from campaigns.contacts import address_hash
-from campaigns.domain import Channel, ConsentPurpose, ConsentSource, EnrollmentStatus
-from campaigns.scheduling import Planner, cancel_channel, cancel_live
+from campaigns.domain import Channel, ConsentPurpose, ConsentSource
+from campaigns.scheduling import Planner, active_enrollments, cancel_channel, cancel_live
 from campaigns.storage.db import insert_if_absent
-from campaigns.storage.models import ConsentEvent, Enrollment, Patient, Suppression
+from campaigns.storage.models import ConsentEvent, Patient, Suppression
 
 
 def address_of(patient: Patient, channel: Channel) -> str | None:
     return patient.phone if channel is Channel.SMS else patient.email
+
+
+def withdrawn(
+    session: Session, patient: Patient | None, channel: Channel, address: str | None = None
+) -> bool:
+    """Has this address (or patient) opted out of the channel: suppressed, or the latest
+    programme consent for the channel withdrawn? `address` defaults to the patient's."""
+    if address is None and patient is not None:
+        address = address_of(patient, channel)
+    if address is not None:
+        suppressed = session.execute(
+            select(Suppression.id).where(
+                Suppression.channel == channel.value,
+                Suppression.address_hash == address_hash(address),
+            )
+        ).first()
+        if suppressed is not None:
+            return True
+    if patient is None:
+        return False
+    latest = session.execute(
+        select(ConsentEvent.granted)
+        .where(
+            ConsentEvent.patient_id == patient.id,
+            ConsentEvent.purpose == ConsentPurpose.PROGRAMME.value,
+            (ConsentEvent.channel == channel.value) | ConsentEvent.channel.is_(None),
+        )
+        .order_by(ConsentEvent.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    return latest is False
 
 
 def opt_out(
@@ -94,17 +125,7 @@ def mark_invalid(
             return 0
         patient.email_invalid_at, patient.email_invalid_reason = now, reason
     cancelled = cancel_channel(session, patient.id, channel, "invalid_address", now)
-    live = (
-        session.execute(
-            select(Enrollment).where(
-                Enrollment.patient_id == patient.id,
-                Enrollment.status == EnrollmentStatus.ACTIVE.value,
-            )
-        )
-        .scalars()
-        .all()
-    )
-    for enrollment in live:
+    for enrollment in active_enrollments(session, patient.id):
         # A new schedule version with the channels that still work (email instead of SMS).
         cancel_live(session, [enrollment.id], "address_changed", now)
         enrollment.schedule_version += 1

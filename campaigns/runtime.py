@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 
-from campaigns import delivery, housekeeping
+from campaigns import alerts, delivery, housekeeping
 from campaigns.bootstrap import Services
 from campaigns.domain import Channel
 from campaigns.scheduling import extend_plans
@@ -31,8 +31,21 @@ class InlineQueue:
 
 
 def tick(services: Services, queue: delivery.SendQueue) -> int:
-    """One dispatch round: claim what is due and send it."""
+    """One dispatch round: email new alerts, then claim what is due and send it."""
+    email_alerts(services)
     return delivery.dispatch_due(services.db, queue, services.clock, services.policy)
+
+
+def email_alerts(services: Services) -> int:
+    settings = services.settings
+    return alerts.email_pending(
+        services.db,
+        services.email,
+        settings.alert_email,
+        settings.public_url,
+        settings.clinic_name,
+        services.clock.now(),
+    )
 
 
 def upkeep(services: Services) -> None:

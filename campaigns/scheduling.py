@@ -262,6 +262,19 @@ class Planner:
         return planned
 
 
+def active_enrollments(session: Session, patient_id: int) -> Sequence[Enrollment]:
+    return (
+        session.execute(
+            select(Enrollment).where(
+                Enrollment.patient_id == patient_id,
+                Enrollment.status == EnrollmentStatus.ACTIVE.value,
+            )
+        )
+        .scalars()
+        .all()
+    )
+
+
 def lock_enrollment(session: Session, enrollment_id: int) -> tuple[Enrollment, Patient]:
     """The patient's lock, then the enrollment as it is now (changes we waited on included)."""
     patient_id = session.execute(

@@ -108,6 +108,7 @@ class Job:
     language: str
     discreet: bool
     address_invalid: bool
+    marketing_hold_until: datetime | None
     outcome: Outcome = Outcome.UNKNOWN
     changes: dict[str, Any] = field(default_factory=dict)
     outgoing: OutgoingSms | OutgoingEmail | None = None
@@ -256,6 +257,7 @@ class Deliverer:
                 Patient.discreet,
                 Patient.phone_invalid_at,
                 Patient.email_invalid_at,
+                Patient.marketing_hold_until,
             )
             .join(Enrollment, Enrollment.id == SM.enrollment_id)
             .join(Patient, Patient.id == Enrollment.patient_id)
@@ -284,6 +286,7 @@ class Deliverer:
                     r[14],
                     r[15],
                     invalid,
+                    r[18],
                 )
             )
         return jobs, self._consents(connection, patient_ids), self._suppressions(connection, jobs)
@@ -340,6 +343,13 @@ class Deliverer:
             return self._finish(job, MessageStatus.CANCELLED, "suppressed")
         if not consent[job.patient_id].allows(job.kind, job.channel):
             return self._finish(job, MessageStatus.CANCELLED, "no_consent")
+        if (
+            job.kind is StepKind.MARKETING
+            and job.marketing_hold_until is not None
+            and now < job.marketing_hold_until
+        ):
+            # A danger sign in the last 30 days: nothing that sells (CLINICAL.md section 4).
+            return self._finish(job, MessageStatus.CANCELLED, "safety_hold")
         if job.expires_at is not None and now >= job.expires_at:
             return self._finish(job, MessageStatus.EXPIRED, "expired_before_send")
         tz = zone(job.timezone)

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8000"
     secret_key: SecretStr = SecretStr(DEVELOPMENT_SECRET)
     booking_url: str = "https://santi.example/book"
+    #: Where RED and AMBER alerts are emailed (through the email provider); unset: inbox only.
+    alert_email: str | None = None
     sms_provider: Literal["outbox", "fake", "twilio"] = "outbox"
     email_provider: Literal["outbox", "fake", "sendgrid", "smtp"] = "outbox"
     #: Messages per second for each provider account, shared by every worker (0: no limit).

@@ -23,6 +23,12 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "schedule": settings.dispatch_interval_seconds,
             "options": {"expires": settings.dispatch_interval_seconds * 5},
         },
+        # RED/AMBER alerts to the clinic's alert address, within seconds of the reply.
+        "email-alerts": {
+            "task": "campaigns.email_alerts",
+            "schedule": settings.dispatch_interval_seconds,
+            "options": {"expires": settings.dispatch_interval_seconds * 5},
+        },
         "reap": {"task": "campaigns.reap", "schedule": 60.0, "options": {"expires": 120}},
         "extend-plans": {
             "task": "campaigns.extend_plans",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from campaigns import delivery, housekeeping, scheduling
+from campaigns import delivery, housekeeping, runtime, scheduling
 from campaigns.bootstrap import Services, build
 from campaigns.domain import Channel
 from campaigns.settings import get_settings
@@ -40,6 +40,11 @@ def dispatch_due() -> int:
 def send_batch(message_ids: list[int], claim_token: str) -> dict[str, int]:
     outcomes = services().deliverer.send_batch([int(i) for i in message_ids], str(claim_token))
     return {outcome.value: count for outcome, count in outcomes.items()}
+
+
+@celery_app.task(name="campaigns.email_alerts")  # type: ignore[untyped-decorator]
+def email_alerts() -> int:
+    return runtime.email_alerts(services())
 
 
 @celery_app.task(name="campaigns.reap")  # type: ignore[untyped-decorator]

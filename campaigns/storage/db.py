@@ -11,7 +11,7 @@ from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, Engine, any_, bindparam, create_engine, event
+from sqlalchemy import ColumnElement, Engine, any_, bindparam, create_engine, event
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -39,14 +39,24 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     if parsed.drivername == "postgresql":
         url = str(parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False))
     return create_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, future=True
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        future=True,
+        hide_parameters=True,  # errors are logged: never with phone numbers or message text
     )
 
 
 def _sqlite_engine(url: str) -> Engine:
     # A file database gets a fresh connection per use: cheap for SQLite, and it keeps threads
     # from sharing a connection.
-    engine = create_engine(url, poolclass=NullPool, connect_args={"check_same_thread": False})
+    engine = create_engine(
+        url,
+        poolclass=NullPool,
+        connect_args={"check_same_thread": False},
+        hide_parameters=True,
+    )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -97,8 +107,14 @@ class Database:
 
 
 def insert_if_absent(session: Session, model: type[Any], **values: Any) -> bool:
-    """INSERT ... ON CONFLICT DO NOTHING on either database; True if a row was added."""
+    """INSERT ... ON CONFLICT DO NOTHING on either database; True if a row was added.
+
+    Asks for the new row's key back and counts rows, not `rowcount`: for an ORM-enabled
+    INSERT with RETURNING the driver's rowcount does not say whether the conflict fired.
+    """
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    result = session.execute(insert(model).values(**values).on_conflict_do_nothing())
-    return bool(cast(CursorResult[Any], result).rowcount)
+    table = model.__table__
+    key = next(iter(table.primary_key.columns))
+    statement = insert(table).values(**values).on_conflict_do_nothing().returning(key)
+    return session.connection().execute(statement).first() is not None

@@ -71,6 +71,8 @@ class Patient(Base):
     phone_invalid_reason: Mapped[str | None] = mapped_column(String(64))
     email_invalid_at: Mapped[datetime | None]
     email_invalid_reason: Mapped[str | None] = mapped_column(String(64))
+    # Set by a safety reply (RED/AMBER): no marketing reaches the patient before this.
+    marketing_hold_until: Mapped[datetime | None]
 
 
 class ConsentEvent(Base):
@@ -257,3 +259,71 @@ class ChannelHalt(Base):
     code: Mapped[str] = mapped_column(String(64))
     reason: Mapped[str] = mapped_column(String(300))
     halted_at: Mapped[datetime]
+
+
+class InboundMessage(Base):
+    """Every reply a patient (or anyone) sent us, once, with how it was read and answered."""
+
+    __tablename__ = "inbound_messages"
+    __table_args__ = (
+        UniqueConstraint("provider", "provider_id"),
+        Index("ix_inbound_messages_patient_id_id", "patient_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    provider_id: Mapped[str] = mapped_column(String(64))  # Twilio MessageSid
+    sender: Mapped[str] = mapped_column(String(32))  # E.164 as the provider gave it
+    patient_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
+    body: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime]
+    language: Mapped[str | None] = mapped_column(String(16))
+    intent: Mapped[str | None] = mapped_column(String(32))
+    tier: Mapped[str | None] = mapped_column(String(16))
+    #: The classification: every intent that matched, with the words (as listed) that did.
+    matched: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: What we answered (the TwiML messages, in order) and what we did.
+    replies: Mapped[list[Any]] = mapped_column(JsonText, default=list)
+    actions: Mapped[list[Any]] = mapped_column(JsonText, default=list)
+    opt_out_type: Mapped[str | None] = mapped_column(String(16))
+
+
+class Alert(Base):
+    """Something staff must look at: a danger sign, a loss, a birth to confirm, a reply to read.
+
+    Waits in the staff inbox until someone acknowledges it; emailed to the clinic's alert
+    address when it is RED or AMBER (`emailed_at` is set once that email went).
+    """
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        Index(
+            "ix_alerts_open",
+            "created_at",
+            postgresql_where=text("acknowledged_at IS NULL"),
+            sqlite_where=text("acknowledged_at IS NULL"),
+        ),
+        Index("ix_alerts_patient_id_created_at", "patient_id", "created_at"),
+        Index(
+            "ix_alerts_unemailed",
+            "id",
+            postgresql_where=text("email_due AND emailed_at IS NULL"),
+            sqlite_where=text("email_due AND emailed_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    patient_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
+    inbound_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
+    severity: Mapped[str] = mapped_column(String(16))  # red, amber, routine, review
+    kind: Mapped[str] = mapped_column(String(32))  # the intent (or what staff must do)
+    matched: Mapped[list[Any]] = mapped_column(JsonText, default=list)
+    #: The safety reply we sent, so a later BOOK within 24 hours gets the same answer.
+    safety_reply: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime]
+    acknowledged_at: Mapped[datetime | None]
+    acknowledged_by: Mapped[str | None] = mapped_column(String(128))
+    email_due: Mapped[bool] = mapped_column(Boolean, default=False)
+    email_claimed_at: Mapped[datetime | None]
+    emailed_at: Mapped[datetime | None]

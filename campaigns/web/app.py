@@ -11,7 +11,7 @@ from fastapi.staticfiles import StaticFiles
 
 from campaigns.bootstrap import Services
 from campaigns.runtime import EmbeddedRuntime
-from campaigns.web import ops, staff, webhooks
+from campaigns.web import alerts, links, ops, staff, webhooks
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -38,6 +38,8 @@ def create_app(services: Services, *, run_embedded: bool = False) -> FastAPI:
     app.state.services = services
     app.include_router(ops.router)
     app.include_router(staff.router)
+    app.include_router(alerts.router)
     app.include_router(webhooks.router)
+    app.include_router(links.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 
-from campaigns import halts, views
+from campaigns import alerts, halts, views
 from campaigns.domain import Channel
 from campaigns.web.deps import ServicesDep
 
@@ -34,10 +34,13 @@ def readyz(services: ServicesDep) -> Response:
 
 @router.get("/metrics", response_class=PlainTextResponse)
 def metrics(services: ServicesDep) -> str:
-    """Prometheus text format: messages by status, the due backlog and its lag, halts."""
+    """Prometheus text format: messages by status, the due backlog and its lag, halts, alerts."""
     with services.db.session() as session:
         found = views.backlog(session, services.clock.now())
     stopped = halts.halted(services.db)
+    now = services.clock.now()
+    open_alerts = alerts.open_counts(services.db)
+    oldest = (now - open_alerts.oldest).total_seconds() if open_alerts.oldest else 0.0
     lines = [
         "# HELP campaigns_messages Scheduled messages by status.",
         "# TYPE campaigns_messages gauge",
@@ -57,5 +60,14 @@ def metrics(services: ServicesDep) -> str:
             f'campaigns_channel_halted{{channel="{channel.value}"}} {int(channel.value in stopped)}'
             for channel in Channel
         ),
+        "# HELP campaigns_alerts_open Staff alerts waiting for acknowledgement, by severity.",
+        "# TYPE campaigns_alerts_open gauge",
+        *(
+            f'campaigns_alerts_open{{severity="{severity}"}} {count}'
+            for severity, count in sorted(open_alerts.by_severity.items())
+        ),
+        "# HELP campaigns_alert_oldest_open_seconds Age of the oldest unacknowledged alert.",
+        "# TYPE campaigns_alert_oldest_open_seconds gauge",
+        f"campaigns_alert_oldest_open_seconds {oldest:.3f}",
     ]
     return "\n".join(lines) + "\n"

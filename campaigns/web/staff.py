@@ -24,7 +24,13 @@ from campaigns.errors import InputError, NotFoundError, StateError
 from campaigns.intake import parse_date, parse_edd_source, parse_enrolment
 from campaigns.pregnancy import gestational_age, trimester_label
 from campaigns.scheduling import consent_state, suppressed_channels
-from campaigns.storage.models import Enrollment, Patient, ScheduledMessage
+from campaigns.storage.models import (
+    ConsentEvent,
+    Enrollment,
+    InboundMessage,
+    Patient,
+    ScheduledMessage,
+)
 from campaigns.web.deps import ServicesDep
 from campaigns.window import zone
 
@@ -108,6 +114,25 @@ def patient_page(request: Request, services: ServicesDep, patient_id: int) -> HT
         entries = views.timeline(session, patient, services.planner, now)
         consent: ConsentState = consent_state(session, patient.id)
         suppressed = suppressed_channels(session, patient)
+        received = (
+            session.execute(
+                select(InboundMessage)
+                .where(InboundMessage.patient_id == patient.id)
+                .order_by(InboundMessage.id.desc())
+                .limit(50)
+            )
+            .scalars()
+            .all()
+        )
+        ledger = (
+            session.execute(
+                select(ConsentEvent)
+                .where(ConsentEvent.patient_id == patient.id)
+                .order_by(ConsentEvent.id)
+            )
+            .scalars()
+            .all()
+        )
     local_today = now.astimezone(zone(patient.timezone)).date()
     return _page(
         request,
@@ -117,6 +142,8 @@ def patient_page(request: Request, services: ServicesDep, patient_id: int) -> HT
         entries=entries,
         consent=consent,
         suppressed=suppressed,
+        received=received,
+        ledger=ledger,
         channels=list(Channel),
         stage=lambda e: _stage(e, local_today),
         today=local_today.isoformat(),

@@ -1,6 +1,7 @@
-"""Provider webhooks: Twilio status callbacks and SendGrid events. Each checks its signature
-against the raw request, refuses anything malformed or oversized with a 4xx that changes
-nothing, and hands the parsed items to campaigns.inbound."""
+"""Provider webhooks: patients' texts, Twilio status callbacks and SendGrid events. Each checks
+its signature against the raw request, refuses anything malformed or oversized with a 4xx that
+changes nothing, and hands the parsed items to the application (campaigns.answering for texts,
+campaigns.inbound for delivery news)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ import urllib.parse
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from sendgrid.helpers.eventwebhook import EventWebhook
 from twilio.request_validator import RequestValidator
+from twilio.twiml.messaging_response import MessagingResponse
 
 from campaigns import inbound
+from campaigns.answering import Inbound
 from campaigns.web.deps import ServicesDep
 
 log = logging.getLogger(__name__)
@@ -56,12 +60,10 @@ def _context(services: ServicesDep) -> inbound.Context:
     )
 
 
-@router.post("/twilio/status")
-async def twilio_status(
-    request: Request,
-    services: ServicesDep,
-    signature: Annotated[str, Header(alias="X-Twilio-Signature")] = "",
-) -> Response:
+async def _twilio_form(
+    request: Request, services: ServicesDep, signature: str, what: str
+) -> dict[str, str] | Response:
+    """The signed form fields Twilio posted, or the 4xx response that refuses them."""
     settings = services.settings
     body = await _body(request, TWILIO_MAX_BYTES)
     if body is None:
@@ -73,9 +75,54 @@ async def twilio_status(
     if request.url.query:
         url += "?" + request.url.query
     if token is None or not twilio_signed(url, params, signature, token.get_secret_value()):
-        log.warning("twilio status callback refused: bad or missing signature")
+        log.warning("twilio %s refused: bad or missing signature", what)
         return Response(status_code=403)
-    form = {name: values[0] for name, values in params.items() if values}
+    return {name: values[0] for name, values in params.items() if values}
+
+
+def twiml(texts: tuple[str, ...]) -> Response:
+    """The answer as TwiML: each text one <Message>; none is an empty <Response/>."""
+    response = MessagingResponse()
+    for text in texts:
+        response.message(text)
+    return Response(str(response), media_type="application/xml")
+
+
+@router.post("/twilio/sms")
+async def twilio_sms(
+    request: Request,
+    services: ServicesDep,
+    signature: Annotated[str, Header(alias="X-Twilio-Signature")] = "",
+) -> Response:
+    """A patient's text: stored, classified, acted on, answered in the response (TwiML)."""
+    form = await _twilio_form(request, services, signature, "incoming message")
+    if isinstance(form, Response):
+        return form
+    try:
+        message = Inbound.from_twilio(form)
+    except ValueError as exc:
+        return Response(str(exc), status_code=400, media_type="text/plain")
+    answerer = services.answerer
+    try:
+        # In a worker thread: the transaction takes the patient's lock and may wait for a send.
+        answer = await run_in_threadpool(answerer.handle, message, services.clock.now())
+    except Exception:
+        # No silent failure: the patient still gets the safety answer (or the generic one
+        # with 111/999), and Twilio's retry, if any, will find nothing stored and try again.
+        log.exception("an incoming message could not be handled; answered with the fallback")
+        return twiml(answerer.fallback(message.body))
+    return twiml(answer.replies)
+
+
+@router.post("/twilio/status")
+async def twilio_status(
+    request: Request,
+    services: ServicesDep,
+    signature: Annotated[str, Header(alias="X-Twilio-Signature")] = "",
+) -> Response:
+    form = await _twilio_form(request, services, signature, "status callback")
+    if isinstance(form, Response):
+        return form
     message = request.query_params.get("m", "")
     try:
         result = inbound.twilio_status(

@@ -8,14 +8,24 @@ from __future__ import annotations
 
 import json
 import subprocess
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 import redis
+from fastapi.testclient import TestClient
+from sqlalchemy import select, text
+from twilio.request_validator import RequestValidator
 
+from campaigns.bootstrap import build
+from campaigns.clock import MovableClock
 from campaigns.storage.db import Database
-from tests.conftest import REDIS_URL, _empty
+from campaigns.storage.models import Alert
+from campaigns.web.app import create_app
+from tests.conftest import REDIS_URL, _empty, make_settings
 from tests.integration.processes import (
     campaigns,
     compose_command,
@@ -26,6 +36,7 @@ from tests.integration.processes import (
 )
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
+TOKEN = "test_auth_token_0123456789abcdef"
 
 
 @pytest.fixture
@@ -114,3 +125,118 @@ def test_worker_and_beat_take_a_due_message_from_enrolment_to_the_outbox(
     assert "campaigns.send_batch" in worker_log, worker_log[-2000:]
     assert "campaigns.dispatch_due" in beat_log, beat_log[-2000:]
     assert phone not in worker_log and "ada@example.com" not in worker_log  # no PHI in logs
+
+
+def test_a_patient_replies_to_a_step_through_the_production_shape(
+    production_env: dict[str, str], postgres_url: str, tmp_path: Path
+) -> None:
+    """Receives a step; a leg warning gets the safety answer and an alert, never a link; BOOK
+    25 hours later gets a working link; after STOP no text is ever sent again."""
+    phone = "+447400088002"
+    enrolled = campaigns(
+        "enroll",
+        "--name",
+        "Bea Example",
+        "--phone",
+        phone,
+        "--email",
+        "bea@example.com",
+        "--edd",
+        (datetime.now(UTC).date() + timedelta(days=140)).isoformat(),
+        "--edd-source",
+        "scan",
+        "--channels",
+        "sms,email",
+        "--consent",
+        "programme",
+        "--tz",
+        "Europe/London",
+        env=production_env,
+    )
+    assert enrolled.returncode == 0, enrolled.stderr
+    clock = MovableClock(datetime.now(UTC))
+    settings = make_settings(
+        database_url=postgres_url,
+        public_url="https://clinic.example",
+        twilio_auth_token=TOKEN,
+        booking_url="https://book.example/physio",
+        sms_provider="outbox",
+        email_provider="outbox",
+    )
+    web = build(settings, clock=clock)
+    worker = start("worker", production_env, tmp_path)
+    beat = start("beat", production_env, tmp_path)
+    try:
+        with TestClient(create_app(web), follow_redirects=False) as client:
+
+            def sms_sent() -> list[dict[str, object]]:
+                return [
+                    e
+                    for e in timeline(phone, production_env)
+                    if e["channel"] == "sms" and e["status"] == "sent"
+                ]
+
+            wait_until(lambda: bool(sms_sent()), 90, "the worker to send the welcome text")
+
+            def reply(body: str) -> list[str]:
+                params = {
+                    "MessageSid": f"SM{uuid.uuid4().hex}",
+                    "AccountSid": "AC" + "a" * 32,
+                    "From": phone,
+                    "To": "+447700900000",
+                    "Body": body,
+                }
+                signature = RequestValidator(TOKEN).compute_signature(
+                    "https://clinic.example/webhooks/twilio/sms", params
+                )
+                response = client.post(
+                    "/webhooks/twilio/sms",
+                    data=params,
+                    headers={"X-Twilio-Signature": signature},
+                )
+                assert response.status_code == 200, response.text
+                return [m.text or "" for m in ElementTree.fromstring(response.text)]
+
+            [safety] = reply("my leg is swollen and warm")
+            assert "needs checking today" in safety and "/b/" not in safety
+            assert "book" not in safety.lower()
+            with web.db.session() as session:
+                [alert] = session.execute(select(Alert)).scalars()
+            assert (alert.severity, alert.kind, alert.acknowledged_at) == ("amber", "leg", None)
+
+            clock.advance(timedelta(hours=25))
+            [booking] = reply("BOOK")
+            link = next(word for word in booking.split() if "/b/" in word)
+            redirect = client.get(link.replace("https://clinic.example", ""))
+            assert redirect.status_code == 303
+            assert redirect.headers["location"].startswith("https://book.example/physio?")
+
+            [stopped] = reply("STOP")
+            assert "unsubscribed" in stopped
+            texts_before = len(sms_sent())
+            # Make every remaining step due now: the worker must still send none of the texts.
+            with web.db.session() as session:
+                session.execute(
+                    text(
+                        "UPDATE scheduled_messages SET next_attempt_at = now() - interval '1 s', "
+                        "expires_at = NULL WHERE status IN ('pending', 'cancelled')"
+                    )
+                )
+
+            def emails_went() -> bool:
+                return all(
+                    e["status"] != "pending"
+                    for e in timeline(phone, production_env)
+                    if e["channel"] == "email"
+                )
+
+            wait_until(emails_went, 90, "the worker to work through the due emails")
+            assert len(sms_sent()) == texts_before
+            sms_statuses = {
+                e["status"] for e in timeline(phone, production_env) if e["channel"] == "sms"
+            }
+            assert sms_statuses <= {"sent", "cancelled", "skipped", "planned"}
+    finally:
+        stop(worker)
+        stop(beat)
+        web.close()

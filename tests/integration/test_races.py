@@ -98,6 +98,15 @@ class WatchingSms:
     """On every call, looks (in its own connection) for a committed loss of this patient."""
 
     name = "watching"
+    #: One value for the recipient's number; `breach` says whether it forbids the send.
+    query = (
+        "SELECT e.status FROM enrollments e JOIN patients p ON p.id = e.patient_id "
+        "WHERE p.phone = :phone"
+    )
+
+    @staticmethod
+    def breach(value: object) -> str | None:
+        return f"sent after {value}" if value != "active" else None
 
     def __init__(self, url: str) -> None:
         self.engine = create_engine(
@@ -113,17 +122,12 @@ class WatchingSms:
         # A provider call takes a while; a loss that commits at any point during it is a breach.
         time.sleep(random.uniform(0.005, 0.02))
         with self.engine.connect() as connection:
-            status = connection.execute(
-                text(
-                    "SELECT e.status FROM enrollments e JOIN patients p ON p.id = e.patient_id "
-                    "WHERE p.phone = :phone"
-                ),
-                {"phone": message.to},
-            ).scalar_one()
+            value = connection.execute(text(self.query), {"phone": message.to}).scalar_one()
+        breach = self.breach(value)
         with self.lock:
             self.calls += 1
-            if status != "active":
-                self.violations.append(f"message {message.message_id} sent after {status}")
+            if breach:
+                self.violations.append(f"message {message.message_id} {breach}")
         return SendReceipt(self.name, f"W{message.message_id}")
 
 

@@ -1,0 +1,373 @@
+"""Answer a patient's text end to end: store it once, read it, act, and say what to reply.
+
+One transaction per inbound message, holding the patient's row lock (the lock every change
+that can stop a send takes, and that the send path holds FOR SHARE): an opt-out or a loss
+commits together with the cancellation of everything pending, so no send can start after it
+unseen. The MessageSid is claimed first, so a replayed webhook has no second effect.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from campaigns import alerts, audit, enrollments, reachability
+from campaigns.consent import WORDING_VERSION
+from campaigns.contacts import address_hash
+from campaigns.content import ContentRenderer
+from campaigns.domain import (
+    Channel,
+    ConsentPurpose,
+    ConsentSource,
+)
+from campaigns.keywords import Classification, Intent, Lexicon, Match, classify
+from campaigns.links import LinkSigner
+from campaigns.replies import (
+    UNRECOGNISED,
+    Action,
+    Decision,
+    Situation,
+    birth_date_in,
+    decide,
+)
+from campaigns.scheduling import Planner, active_enrollments, lock_patient
+from campaigns.storage.db import Database, insert_if_absent
+from campaigns.storage.models import (
+    Alert,
+    ConsentEvent,
+    InboundMessage,
+    Patient,
+    Suppression,
+)
+from campaigns.window import zone
+
+log = logging.getLogger(__name__)
+MARKETING_HOLD = timedelta(days=30)
+BIRTH_DATE_WAIT = timedelta(days=14)
+ACTOR = "patient:sms"
+#: Twilio's Advanced Opt-Out verdicts, as the intents they stand for.
+PROVIDER_KEYWORDS = {"STOP": Intent.OPT_OUT, "START": Intent.RESUBSCRIBE, "HELP": Intent.HELP}
+
+
+@dataclass(frozen=True)
+class Inbound:
+    provider_id: str  # MessageSid
+    sender: str  # E.164
+    body: str
+    opt_out_type: str | None = None
+
+    @classmethod
+    def from_twilio(cls, form: Mapping[str, str]) -> Inbound:
+        """The fields we use from Twilio's incoming-message webhook; ValueError names a bad one."""
+        sid = form.get("MessageSid") or form.get("SmsMessageSid") or ""
+        sender = form.get("From", "")
+        if not sid or len(sid) > 64:
+            raise ValueError("MessageSid is missing or too long")
+        if not sender or len(sender) > 32:
+            raise ValueError("From is missing or too long")
+        kind = (form.get("OptOutType") or "").strip().upper() or None
+        if kind is not None and kind not in PROVIDER_KEYWORDS:
+            kind = None
+        return cls(sid, sender.strip(), form.get("Body", ""), kind)
+
+
+@dataclass(frozen=True)
+class Answer:
+    replies: tuple[str, ...]  # the texts to send back, in order
+    duplicate: bool = False
+    inbound_id: int | None = None
+    classification: Classification | None = None
+    decision: Decision | None = None
+
+
+class Answerer:
+    def __init__(
+        self,
+        db: Database,
+        planner: Planner,
+        renderer: ContentRenderer,
+        links: LinkSigner,
+        lexicons: Mapping[str, Lexicon],
+    ) -> None:
+        self.db = db
+        self.planner = planner
+        self.renderer = renderer
+        self.links = links
+        self.lexicons = lexicons
+
+    def lexicon(self, language: str | None) -> Lexicon:
+        return self.lexicons.get(language or "en") or self.lexicons["en"]
+
+    def handle(self, inbound: Inbound, now: datetime) -> Answer:
+        with self.db.session() as session:
+            if not insert_if_absent(
+                session,
+                InboundMessage,
+                provider="twilio",
+                provider_id=inbound.provider_id,
+                sender=inbound.sender,
+                body=inbound.body,
+                received_at=now,
+                matched={},
+                replies=[],
+                actions=[],
+                opt_out_type=inbound.opt_out_type,
+            ):
+                return Answer((), duplicate=True)
+            row = session.execute(
+                select(InboundMessage).where(
+                    InboundMessage.provider == "twilio",
+                    InboundMessage.provider_id == inbound.provider_id,
+                )
+            ).scalar_one()
+            patient_id = session.execute(
+                select(Patient.id).where(Patient.phone == inbound.sender)
+            ).scalar_one_or_none()
+            patient = lock_patient(session, patient_id) if patient_id is not None else None
+            language = patient.language if patient is not None else "en"
+            opted_out = reachability.withdrawn(session, patient, Channel.SMS, inbound.sender)
+            found = with_provider_keyword(
+                classify(inbound.body, self.lexicon(language), opted_out=opted_out),
+                inbound.opt_out_type,
+            )
+            situation = self._situation(session, patient, inbound, found, opted_out, now)
+            decision = decide(found, situation)
+            link = self._act(session, decision, found, situation, patient, inbound, row, now)
+            texts = tuple(
+                self.renderer.render_reply(key, language, link=link or "").body
+                for key in decision.replies
+            )
+            row.patient_id = patient.id if patient is not None else None
+            row.language = found.language
+            row.intent, row.tier = found.intent.value, found.tier.value
+            row.matched = found.as_dict()
+            row.replies = [
+                {"template": key, "text": text}
+                for key, text in zip(decision.replies, texts, strict=True)
+            ]
+            row.actions = [action.value for action in decision.actions]
+            audit.record(
+                session,
+                now,
+                ACTOR if patient is not None else "sender:unknown",
+                "reply_received",
+                patient_id=row.patient_id,
+                inbound=row.id,
+                intent=found.intent.value,
+                tier=found.tier.value,
+                actions=row.actions,
+                replies=list(decision.replies),
+            )
+            log.info(
+                "reply %d (patient %s): %s/%s, actions %s, answered with %s",
+                row.id,
+                row.patient_id if row.patient_id is not None else "unknown",
+                found.intent.value,
+                found.tier.value,
+                ",".join(row.actions) or "none",
+                ",".join(decision.replies) or "nothing",
+            )
+            return Answer(texts, False, row.id, found, decision)
+
+    def fallback(self, body: str) -> tuple[str, ...]:
+        """When storing or acting failed: still never leave a danger sign unanswered."""
+        try:
+            found = classify(body, self.lexicon("en"))
+            decision = decide(found, Situation(known=True))
+            keys = [k for k in decision.replies if k != "book"] if found.safety else [UNRECOGNISED]
+        except Exception:  # the classifier itself failed: the safest generic answer
+            log.exception("classifying a reply failed; sending the generic safety answer")
+            keys = [UNRECOGNISED]
+        return tuple(self.renderer.render_reply(key, "en").body for key in keys or [UNRECOGNISED])
+
+    def _situation(
+        self,
+        session: Session,
+        patient: Patient | None,
+        inbound: Inbound,
+        found: Classification,
+        opted_out: bool,
+        now: datetime,
+    ) -> Situation:
+        if patient is None:
+            return Situation(known=False, opted_out=opted_out, opt_out_type=inbound.opt_out_type)
+        waiting = _awaiting_birth_date(session, patient.id, now)
+        found_date: date | None = None
+        if waiting is not None or Intent.BORN in found.intents:
+            found_date = birth_date_in(inbound.body, now.astimezone(zone(patient.timezone)).date())
+        return Situation(
+            known=True,
+            opted_out=opted_out,
+            opt_out_type=inbound.opt_out_type,
+            recent_safety_reply=alerts.recent_safety_reply(session, patient.id, now),
+            awaiting_birth_date=waiting is not None,
+            birth_date=found_date,
+        )
+
+    def _act(
+        self,
+        session: Session,
+        decision: Decision,
+        found: Classification,
+        situation: Situation,
+        patient: Patient | None,
+        inbound: Inbound,
+        row: InboundMessage,
+        now: datetime,
+    ) -> str | None:
+        """Apply the decision's actions in this transaction; returns a booking link if made."""
+        link = None
+        pid = patient.id if patient is not None else None
+        for action in decision.actions:
+            if action is Action.ALERT and decision.alert is not None:
+                alerts.raise_alert(
+                    session,
+                    decision.alert,
+                    now,
+                    patient_id=pid,
+                    inbound_id=row.id,
+                    matched=found.words,
+                    intents=[m.intent.value for m in found.matches],
+                    **_birth_detail(decision, situation),
+                )
+            elif action is Action.OPT_OUT:
+                self._opt_out(session, patient, inbound.sender, situation, now)
+            elif action is Action.RESUBSCRIBE:
+                self._resubscribe(session, patient, inbound.sender, situation, now)
+            elif patient is None:
+                continue  # the rest concern a patient's own record
+            elif action is Action.MARKETING_HOLD:
+                until = now + MARKETING_HOLD
+                if patient.marketing_hold_until is None or patient.marketing_hold_until < until:
+                    patient.marketing_hold_until = until
+            elif action is Action.END_FOR_LOSS:
+                enrollments.end_for_loss(session, patient, now, actor=ACTOR)
+            elif action is Action.BOOKING_LINK:
+                link = self.links.booking_url(patient.id, now)
+                audit.record(session, now, ACTOR, "booking_link_sent", patient_id=patient.id)
+            elif action is Action.BIRTH_DATE and situation.birth_date is not None:
+                _propose_birth_date(session, patient.id, situation.birth_date, now)
+        return link
+
+    def _opt_out(
+        self,
+        session: Session,
+        patient: Patient | None,
+        sender: str,
+        situation: Situation,
+        now: datetime,
+    ) -> None:
+        if situation.opted_out:
+            return  # already withdrawn: no second consent event
+        if patient is None:
+            insert_if_absent(
+                session,
+                Suppression,
+                channel=Channel.SMS.value,
+                address_hash=address_hash(sender),
+                reason="keyword",
+                source=ConsentSource.KEYWORD.value,
+                created_at=now,
+            )
+            return
+        reachability.opt_out(
+            session,
+            patient,
+            Channel.SMS,
+            now,
+            source=ConsentSource.KEYWORD,
+            reason="keyword",
+            actor=ACTOR,
+        )
+
+    def _resubscribe(
+        self,
+        session: Session,
+        patient: Patient | None,
+        sender: str,
+        situation: Situation,
+        now: datetime,
+    ) -> None:
+        session.execute(
+            delete(Suppression).where(
+                Suppression.channel == Channel.SMS.value,
+                Suppression.address_hash == address_hash(sender),
+            )
+        )
+        if patient is None:
+            return
+        session.add(
+            ConsentEvent(
+                patient_id=patient.id,
+                purpose=ConsentPurpose.PROGRAMME.value,
+                channel=Channel.SMS.value,
+                granted=True,
+                occurred_at=now,
+                source=ConsentSource.KEYWORD.value,
+                wording_version=WORDING_VERSION,
+                actor=ACTOR,
+            )
+        )
+        session.flush()
+        audit.record(session, now, ACTOR, "resubscribed", patient_id=patient.id, channel="sms")
+        if not situation.opted_out:
+            return
+        for enrollment in active_enrollments(session, patient.id):
+            # Steps cancelled by the opt-out are planned again from now (missed ones skipped).
+            enrollments.reschedule(session, self.planner, enrollment, patient, now, "resubscribed")
+
+
+def with_provider_keyword(found: Classification, opt_out_type: str | None) -> Classification:
+    """Twilio already matched STOP/START/HELP (Advanced Opt-Out, any language): count it."""
+    intent = PROVIDER_KEYWORDS.get(opt_out_type or "")
+    if intent is None or intent in found.intents:
+        return found
+    match = Match(intent, intent.value, (f"OptOutType={opt_out_type}",))
+    rank = list(Intent)
+    matches = tuple(sorted((*found.matches, match), key=lambda m: rank.index(m.intent)))
+    return replace(found, intent=matches[0].intent, matches=matches)
+
+
+def _birth_detail(decision: Decision, situation: Situation) -> dict[str, str]:
+    if Action.BIRTH_REPORTED in decision.actions and situation.birth_date is not None:
+        return {"birth_date": situation.birth_date.isoformat()}
+    return {}
+
+
+def _awaiting_birth_date(session: Session, patient_id: int, now: datetime) -> Alert | None:
+    """A recent birth alert with no date yet, for a pregnancy with no birth recorded."""
+    alert = session.execute(
+        select(Alert)
+        .where(
+            Alert.patient_id == patient_id,
+            Alert.kind == Intent.BORN.value,
+            Alert.acknowledged_at.is_(None),
+            Alert.created_at > now - BIRTH_DATE_WAIT,
+        )
+        .order_by(Alert.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    if alert is None or alert.detail.get("birth_date"):
+        return None
+    return alert
+
+
+def _propose_birth_date(session: Session, patient_id: int, birth_date: date, now: datetime) -> None:
+    alert = _awaiting_birth_date(session, patient_id, now)
+    if alert is None:
+        return
+    alert.detail = {**alert.detail, "birth_date": birth_date.isoformat()}
+    audit.record(
+        session,
+        now,
+        ACTOR,
+        "birth_date_reported",
+        patient_id=patient_id,
+        alert=alert.id,
+        birth_date=birth_date.isoformat(),
+    )

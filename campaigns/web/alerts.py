@@ -1,0 +1,111 @@
+"""The staff alerts inbox: danger signs, losses, births to confirm and replies to read.
+
+Each alert waits until someone acknowledges it; the oldest RED comes first. A birth alert
+carries the date the patient gave, and confirming it records the birth, which switches the
+plan to the after-birth steps, and acknowledges the alert in one go.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, Response
+from sqlalchemy import case, select
+
+from campaigns import alerts, enrollments
+from campaigns.errors import InputError, NotFoundError, StateError
+from campaigns.intake import parse_date
+from campaigns.storage.models import Alert, Enrollment, InboundMessage, Patient
+from campaigns.web.deps import ServicesDep
+from campaigns.web.staff import STAFF, _back, _page
+
+router = APIRouter(prefix="/staff", include_in_schema=False)
+_ORDER = case({"red": 0, "amber": 1, "routine": 2, "review": 3}, value=Alert.severity, else_=4)
+
+
+@router.get("/alerts", response_class=HTMLResponse)
+def inbox(request: Request, services: ServicesDep, show: str = "open") -> HTMLResponse:
+    with services.db.session() as session:
+        query = (
+            select(Alert, Patient, InboundMessage)
+            .join(Patient, Patient.id == Alert.patient_id, isouter=True)
+            .join(InboundMessage, InboundMessage.id == Alert.inbound_id, isouter=True)
+            .limit(300)
+        )
+        if show == "all":
+            query = query.order_by(Alert.id.desc())
+        else:
+            query = query.where(Alert.acknowledged_at.is_(None)).order_by(_ORDER, Alert.id)
+        rows = session.execute(query).all()
+    return _page(request, "alerts.html", rows=rows, show=show, now=services.clock.now())
+
+
+@router.get("/alerts/{alert_id}", response_class=HTMLResponse)
+def alert_page(request: Request, services: ServicesDep, alert_id: int) -> HTMLResponse:
+    with services.db.session() as session:
+        alert = session.get(Alert, alert_id)
+        if alert is None:
+            raise HTTPException(404, "no such alert")
+        patient = session.get(Patient, alert.patient_id) if alert.patient_id else None
+        message = session.get(InboundMessage, alert.inbound_id) if alert.inbound_id else None
+        live = None
+        if patient is not None:
+            live = session.execute(
+                select(Enrollment)
+                .where(Enrollment.patient_id == patient.id, Enrollment.status.in_(enrollments.LIVE))
+                .order_by(Enrollment.id.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+    return _page(request, "alert.html", alert=alert, patient=patient, message=message, live=live)
+
+
+@router.post("/alerts/{alert_id}/acknowledge")
+def acknowledge(
+    services: ServicesDep, alert_id: int, note: Annotated[str, Form()] = ""
+) -> Response:
+    try:
+        alerts.acknowledge(services.db, alert_id, services.clock.now(), actor=STAFF, note=note)
+    except NotFoundError:
+        raise HTTPException(404, "no such alert") from None
+    except StateError as exc:
+        return _back(f"/staff/alerts/{alert_id}", problem=str(exc))
+    return _back("/staff/alerts", notice=f"Alert {alert_id} acknowledged.")
+
+
+@router.post("/alerts/{alert_id}/confirm-birth")
+def confirm_birth(
+    services: ServicesDep, alert_id: int, birth_date: Annotated[str, Form()] = ""
+) -> Response:
+    """Staff checked the date with the patient: record the birth, then close the alert."""
+    now = services.clock.now()
+    back = f"/staff/alerts/{alert_id}"
+    with services.db.session() as session:
+        alert = session.get(Alert, alert_id)
+        if alert is None or alert.patient_id is None:
+            raise HTTPException(404, "no such alert")
+        enrollment_id = session.execute(
+            select(Enrollment.id)
+            .where(
+                Enrollment.patient_id == alert.patient_id,
+                Enrollment.status.in_(enrollments.LIVE),
+            )
+            .order_by(Enrollment.id.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+    if enrollment_id is None:
+        return _back(back, problem="this patient has no live enrollment to record a birth on")
+    try:
+        planned = enrollments.record_birth(
+            services.db,
+            services.planner,
+            enrollment_id,
+            parse_date(birth_date, "birth_date"),
+            now,
+            actor=STAFF,
+        )
+        alerts.acknowledge(services.db, alert_id, now, actor=STAFF, note="birth confirmed")
+    except (InputError, StateError, NotFoundError) as exc:
+        return _back(back, problem=str(exc).strip("'\""))
+    pending = sum(1 for p in planned if p.status.value == "pending")
+    return _back("/staff/alerts", notice=f"Birth recorded; {pending} after-birth messages planned.")

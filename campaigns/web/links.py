@@ -1,0 +1,129 @@
+"""Links in our messages: `GET /b/{token}` (booking) and `GET|POST /u/{token}` (unsubscribe).
+
+A bad or expired link gets a friendly page with the clinic's phone number and a 400 or 410,
+never a redirect. One-click unsubscribe (RFC 8058) is a POST with no cookies or sign-in; it is
+idempotent: a second click changes nothing and says the same thing.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import select
+
+from campaigns import audit, reachability
+from campaigns.bootstrap import clinic_from
+from campaigns.domain import Channel, ConsentSource
+from campaigns.links import ExpiredTokenError, TokenError
+from campaigns.scheduling import lock_patient
+from campaigns.storage.models import Enrollment, Patient
+from campaigns.web.deps import ServicesDep
+from campaigns.web.staff import pages
+
+log = logging.getLogger(__name__)
+router = APIRouter(include_in_schema=False)
+NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+
+
+def _problem(request: Request, services: ServicesDep, purpose: str, expired: bool) -> Response:
+    return pages.TemplateResponse(
+        request,
+        "public/link_problem.html",
+        {"clinic": clinic_from(services.settings), "purpose": purpose, "expired": expired},
+        status_code=410 if expired else 400,
+        headers=NO_STORE,
+    )
+
+
+@router.get("/b/{token}")
+def booking(request: Request, services: ServicesDep, token: str) -> Response:
+    now = services.clock.now()
+    try:
+        patient_id = services.links.verify_booking(token, now)
+    except ExpiredTokenError:
+        return _problem(request, services, "booking", expired=True)
+    except TokenError:
+        return _problem(request, services, "booking", expired=False)
+    with services.db.session() as session:
+        if session.get(Patient, patient_id) is None:
+            return _problem(request, services, "booking", expired=False)
+        campaign = session.execute(
+            select(Enrollment.campaign)
+            .where(Enrollment.patient_id == patient_id)
+            .order_by(Enrollment.id.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+        audit.record(session, now, "patient:link", "booking_link_clicked", patient_id=patient_id)
+    target = with_params(
+        services.settings.booking_url,
+        utm_source="santi-sms",
+        utm_medium="sms",
+        utm_campaign=campaign or "reply",
+    )
+    return RedirectResponse(target, status_code=303, headers=NO_STORE)
+
+
+def with_params(url: str, **params: str) -> str:
+    """The URL with campaign parameters added (its own query kept; ours win on a clash)."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    query.update(params)
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _unsubscribe_target(services: ServicesDep, token: str) -> dict[str, Any]:
+    return services.links.verify("unsubscribe", token, services.clock.now())
+
+
+@router.get("/u/{token}", response_class=HTMLResponse)
+def unsubscribe_page(request: Request, services: ServicesDep, token: str) -> Response:
+    try:
+        _unsubscribe_target(services, token)
+    except ExpiredTokenError:
+        return _problem(request, services, "unsubscribe", expired=True)
+    except TokenError:
+        return _problem(request, services, "unsubscribe", expired=False)
+    return pages.TemplateResponse(
+        request,
+        "public/unsubscribe.html",
+        {"clinic": clinic_from(services.settings), "done": False},
+        headers=NO_STORE,
+    )
+
+
+@router.post("/u/{token}", response_class=HTMLResponse)
+def unsubscribe(request: Request, services: ServicesDep, token: str) -> Response:
+    """RFC 8058 one-click (List-Unsubscribe=One-Click) and the confirm page's button."""
+    try:
+        target = _unsubscribe_target(services, token)
+    except ExpiredTokenError:
+        return _problem(request, services, "unsubscribe", expired=True)
+    except TokenError:
+        return _problem(request, services, "unsubscribe", expired=False)
+    now = services.clock.now()
+    patient_id = int(target["patient"])
+    with services.db.session() as session:
+        if session.get(Patient, patient_id) is None:
+            return _problem(request, services, "unsubscribe", expired=False)
+        patient = lock_patient(session, patient_id)
+        if not reachability.withdrawn(session, patient, Channel.EMAIL):
+            cancelled = reachability.opt_out(
+                session,
+                patient,
+                Channel.EMAIL,
+                now,
+                source=ConsentSource.LINK,
+                reason="unsubscribe_link",
+                actor="patient:link",
+            )
+            log.info("patient %d unsubscribed from email; %d cancelled", patient_id, cancelled)
+    return pages.TemplateResponse(
+        request,
+        "public/unsubscribe.html",
+        {"clinic": clinic_from(services.settings), "done": True},
+        headers=NO_STORE,
+    )

@@ -1,0 +1,127 @@
+"""A patient's STOP (or news of a loss) racing a send: nothing is sent after it commits.
+
+The reply's transaction takes the patient's row lock, the lock a send holds (FOR SHARE; on
+SQLite the write lock) from its last check to its record. So the reply either waits for a send
+already inside the provider call, or is seen by every send that starts after it.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from datetime import timedelta
+from itertools import count
+
+import pytest
+from sqlalchemy import update
+
+from campaigns.answering import Answer, Inbound
+from campaigns.bootstrap import Services
+from campaigns.clock import MovableClock
+from campaigns.delivery import claim_due
+from campaigns.storage.models import Patient, ScheduledMessage
+from tests.integration.helpers import enrol, rows
+from tests.integration.test_races import BlockingSms, WatchingSms
+
+_sids = count(1)
+
+
+def reply(services: Services, phone: str, body: str) -> Answer:
+    message = Inbound(f"SMrace{next(_sids):026d}", phone, body)
+    return services.answerer.handle(message, services.clock.now())
+
+
+def phone_of(services: Services, patient_id: int) -> str:
+    with services.db.session() as session:
+        patient = session.get(Patient, patient_id)
+        assert patient is not None and patient.phone
+        return patient.phone
+
+
+@pytest.mark.parametrize("body", ["STOP", "we lost the baby"])
+def test_a_reply_during_a_send_waits_for_it_and_then_stops_the_rest(
+    make_services: object, database_url: str, body: str
+) -> None:
+    assert callable(make_services)
+    services: Services = make_services(database_url, plan_horizon_days=400)
+    blocking = BlockingSms()
+    services.sms = blocking
+    done = enrol(services, weeks=20, channels="sms", email="")
+    phone = phone_of(services, done.patient_id)
+    claimed = claim_due(services.db, services.clock.now(), 100, 100)
+    [(_, [message_id])] = claimed.batches
+    sender = threading.Thread(target=services.deliverer.send_one, args=(message_id, claimed.token))
+    sender.start()
+    assert blocking.entered.wait(10)
+    answers: list[Answer] = []
+    replier = threading.Thread(target=lambda: answers.append(reply(services, phone, body)))
+    replier.start()
+    time.sleep(0.5)
+    assert replier.is_alive(), "the reply committed while a send was inside the provider call"
+    blocking.release.set()
+    sender.join(10)
+    replier.join(30)
+    assert answers and answers[0].replies
+    statuses = {r.id: r.status for r in rows(services, done.enrollment_id)}
+    assert statuses.pop(message_id) == "sent"  # it was already with the provider
+    assert statuses and set(statuses.values()) <= {"cancelled", "skipped"}
+    assert len(blocking.sent) == 1
+
+
+class WatchingReplies(WatchingSms):
+    """On every call, looks (in its own connection) for a committed STOP or loss reply."""
+
+    query = (
+        "SELECT count(*) FROM inbound_messages "
+        "WHERE sender = :phone AND intent IN ('opt_out', 'loss')"
+    )
+
+    @staticmethod
+    def breach(value: object) -> str | None:
+        return "sent after the patient's reply" if value else None
+
+
+@pytest.mark.postgres
+def test_random_stops_and_losses_racing_many_sends_never_let_a_text_through(
+    make_services: object, postgres_url: str, clock: MovableClock
+) -> None:
+    assert callable(make_services)
+    services: Services = make_services(postgres_url, send_concurrency=12, plan_horizon_days=400)
+    watching = WatchingReplies(postgres_url)
+    services.sms = watching
+    patients = [enrol(services, weeks=12, channels="sms", email="") for _ in range(40)]
+    with services.db.session() as session:  # every planned message is due at once
+        session.execute(
+            update(ScheduledMessage)
+            .where(ScheduledMessage.status == "pending")
+            .values(next_attempt_at=clock.now() - timedelta(seconds=1))
+        )
+    chosen = random.Random(11).sample(patients, 20)
+    phones = {p.patient_id: phone_of(services, p.patient_id) for p in chosen}
+
+    def sender() -> None:
+        claimed = claim_due(services.db, clock.now(), 10_000, 10_000)
+        ids = [i for _, batch in claimed.batches for i in batch]
+        random.Random(5).shuffle(ids)  # every batch mixes many patients, as in production
+        for start in range(0, len(ids), 25):
+            services.deliverer.send_batch(ids[start : start + 25], claimed.token)
+
+    def replier() -> None:
+        time.sleep(0.05)  # let the sends get going
+        for number, patient in enumerate(chosen):
+            time.sleep(random.uniform(0, 0.01))
+            body = "STOP" if number % 2 else "I had a miscarriage"
+            reply(services, phones[patient.patient_id], body)
+
+    threads = [threading.Thread(target=sender), threading.Thread(target=replier)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    watching.engine.dispose()
+    assert watching.violations == []
+    assert watching.calls > 100
+    for patient in chosen:
+        statuses = {r.status for r in rows(services, patient.enrollment_id)}
+        assert statuses <= {"sent", "cancelled", "skipped"}, statuses

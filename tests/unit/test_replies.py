@@ -1,0 +1,178 @@
+"""The reply rules (CLINICAL.md section 4) as a table, birth dates in texts, and booking tokens."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from campaigns.answering import with_provider_keyword
+from campaigns.keywords import Intent, classify, load_lexicons
+from campaigns.links import ExpiredTokenError, LinkSigner, TokenError
+from campaigns.replies import Action, Severity, Situation, birth_date_in, decide
+
+ROOT = Path(__file__).resolve().parents[2]
+LEXICON = load_lexicons(ROOT / "templates" / "_keywords")["en"]
+PATIENT = Situation(known=True)
+OPTED_OUT = Situation(known=True, opted_out=True)
+STRANGER = Situation(known=False)
+
+
+def answer(
+    text: str, situation: Situation = PATIENT
+) -> tuple[tuple[str, ...], set[Action], str | None]:
+    found = classify(text, LEXICON, opted_out=situation.opted_out)
+    decision = decide(with_provider_keyword(found, situation.opt_out_type), situation)
+    alert = decision.alert.severity.value if decision.alert else None
+    return decision.replies, set(decision.actions), alert
+
+
+@pytest.mark.parametrize(
+    ("text", "situation", "replies", "actions", "alert"),
+    [
+        ("chest pain", PATIENT, ("emergency",), {Action.ALERT, Action.MARKETING_HOLD}, "red"),
+        (
+            "baby not moving",
+            PATIENT,
+            ("maternity_movement",),
+            {Action.ALERT, Action.MARKETING_HOLD},
+            "red",
+        ),
+        (
+            "my leg is swollen and warm",
+            PATIENT,
+            ("leg",),
+            {Action.ALERT, Action.MARKETING_HOLD},
+            "amber",
+        ),
+        # leg plus headache: both AMBER answers (CLINICAL.md: "also send the pre-eclampsia reply")
+        (
+            "swollen leg and a bad headache",
+            PATIENT,
+            ("leg", "pre_eclampsia"),
+            {Action.ALERT, Action.MARKETING_HOLD},
+            "amber",
+        ),
+        # a danger sign beside BOOK: the safety answer only
+        (
+            "book pls my calf is hot",
+            PATIENT,
+            ("leg",),
+            {Action.ALERT, Action.MARKETING_HOLD},
+            "amber",
+        ),
+        # a danger sign beside an opt-out: safety answer, opt-out applied, one confirmation
+        (
+            "stop texting me, I am bleeding",
+            PATIENT,
+            ("maternity_bleeding", "opt_out"),
+            {Action.ALERT, Action.MARKETING_HOLD, Action.OPT_OUT},
+            "red",
+        ),
+        # after STOP: danger signs still answered
+        ("my leg is swollen", OPTED_OUT, ("leg",), {Action.ALERT, Action.MARKETING_HOLD}, "amber"),
+        ("I lost the baby", PATIENT, ("loss",), {Action.ALERT, Action.END_FOR_LOSS}, "amber"),
+        (
+            "miscarried and bleeding heavily",
+            PATIENT,
+            ("maternity_bleeding", "loss"),
+            {Action.ALERT, Action.MARKETING_HOLD, Action.END_FOR_LOSS},
+            "red",
+        ),
+        ("STOP", PATIENT, ("opt_out",), {Action.OPT_OUT}, None),
+        ("STOP", OPTED_OUT, (), {Action.OPT_OUT}, None),  # one confirmation only, ever
+        ("START", OPTED_OUT, ("resubscribe",), {Action.RESUBSCRIBE}, None),
+        ("yes", OPTED_OUT, ("resubscribe",), {Action.RESUBSCRIBE}, None),
+        ("HELP", OPTED_OUT, ("help",), set(), None),  # HELP is answered after STOP too
+        ("book", OPTED_OUT, (), set(), None),  # after STOP, nothing but safety, START, HELP
+        ("hello?", OPTED_OUT, (), set(), None),
+        ("Book pls", PATIENT, ("book",), {Action.BOOKING_LINK}, None),
+        ("cramp again tonight", PATIENT, ("cramp",), set(), None),
+        (
+            "she was born yesterday",
+            PATIENT,
+            ("born",),
+            {Action.ALERT, Action.BIRTH_REPORTED},
+            "routine",
+        ),
+        ("what time is it", PATIENT, ("unrecognised",), {Action.ALERT}, "review"),
+        ("what time is it", STRANGER, ("unknown_sender",), set(), None),
+        ("bleeding", STRANGER, ("maternity_bleeding",), {Action.ALERT}, "red"),
+        ("STOP", STRANGER, ("opt_out",), {Action.OPT_OUT}, None),
+        ("HELP", STRANGER, ("help",), set(), None),
+        # Twilio's Advanced Opt-Out already answered: act, but send nothing more
+        ("STOP", Situation(known=True, opt_out_type="STOP"), (), {Action.OPT_OUT}, None),
+        ("arret", Situation(known=True, opt_out_type="STOP"), (), {Action.OPT_OUT}, None),
+        ("HELP", Situation(known=True, opt_out_type="HELP"), (), set(), None),
+    ],
+)
+def test_reply_rules(
+    text: str,
+    situation: Situation,
+    replies: tuple[str, ...],
+    actions: set[Action],
+    alert: str | None,
+) -> None:
+    assert answer(text, situation) == (replies, actions, alert)
+
+
+def test_book_within_24_hours_of_a_safety_alert_gets_the_safety_answer_again() -> None:
+    situation = Situation(known=True, recent_safety_reply="leg")
+    replies, actions, alert = answer("BOOK", situation)
+    assert replies == ("leg",)
+    assert Action.BOOKING_LINK not in actions
+    assert alert == Severity.AMBER.value
+
+
+def test_a_birth_date_after_the_question_is_taken_for_staff_to_confirm() -> None:
+    situation = Situation(known=True, awaiting_birth_date=True, birth_date=date(2026, 5, 3))
+    assert answer("03/05", situation) == (("birth_date",), {Action.BIRTH_DATE}, None)
+    with_date = Situation(known=True, birth_date=date(2026, 5, 3))
+    assert answer("born on 3 may", with_date)[0] == ("birth_date",)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("03/05", date(2026, 5, 3)),
+        ("3/5/26", date(2026, 5, 3)),
+        ("3.5.2026", date(2026, 5, 3)),
+        ("born on the 3rd of May", date(2026, 5, 3)),
+        ("May 3rd", date(2026, 5, 3)),
+        ("28/12", date(2025, 12, 28)),  # no year, not in the future: last December
+        ("31/02", None),
+        ("no date here", None),
+        ("1/1/2027", None),  # in the future
+    ],
+)
+def test_birth_dates_written_the_uk_way(text: str, expected: date | None) -> None:
+    assert birth_date_in(text, date(2026, 6, 1)) == expected
+
+
+def test_booking_tokens_are_short_signed_and_expire() -> None:
+    signer = LinkSigner(b"secret", "https://sms.example.org")
+    now = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
+    url = signer.booking_url(4242, now)
+    token = url.rsplit("/", 1)[1]
+    assert len(token) == 26 and len(url) == len(signer.longest_booking_url())
+    assert signer.verify_booking(token, now + timedelta(days=13, hours=23)) == 4242
+    with pytest.raises(ExpiredTokenError):
+        signer.verify_booking(token, now + timedelta(days=14, minutes=1))
+    tampered = token[:-3] + ("AAA" if token[-3:] != "AAA" else "BBB")
+    with pytest.raises(TokenError):
+        signer.verify_booking(tampered, now)
+    with pytest.raises(TokenError):
+        LinkSigner(b"other", "https://sms.example.org").verify_booking(token, now)
+    with pytest.raises(TokenError):
+        signer.verify_booking("not a token!", now)
+    # a token for another purpose never opens a booking
+    unsubscribe = signer.unsubscribe_url(4242, 1).rsplit("/", 1)[1]
+    with pytest.raises(TokenError):
+        signer.verify_booking(unsubscribe, now)
+
+
+def test_provider_keyword_counts_even_when_our_words_miss_it() -> None:
+    found = with_provider_keyword(classify("arret", LEXICON), "STOP")
+    assert found.intent is Intent.OPT_OUT
+    assert found.words == ["OptOutType=STOP"]
