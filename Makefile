@@ -46,6 +46,8 @@ lint: install
 bench: install services
 	$(VENV)/bin/python -m bench.enrol
 	$(VENV)/bin/python -m bench.dispatch
+	$(VENV)/bin/python -m bench.providers
+	$(VENV)/bin/python -m bench.inbound
 
 clean:
 	rm -rf $(VENV) $(TOOLS) campaigns.db

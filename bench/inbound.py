@@ -1,9 +1,9 @@
 """Replies: classification throughput, and the inbound webhook's latency under load.
 
-    .venv/bin/python -m bench.inbound [--rate 200] [--seconds 30] [--patients 10000]
+    .venv/bin/python -m bench.inbound [--rate 200] [--seconds 30] [--runs 3] [--workers 2,1]
 
 - classification: `keywords.classify` over the regression corpus's texts, repeated (one core);
-- webhook: `campaigns serve` (uvicorn, PostgreSQL) in its own process, 10,000 enrolled
+- webhook: `campaigns serve --workers N` (uvicorn, PostgreSQL) in its own processes, 10,000 enrolled
   patients, and a second process sending signed `POST /webhooks/twilio/sms` requests open-loop
   at a fixed rate over loopback: each request is due at its own time and its latency is counted
   from then, so a slow answer delays the ones behind it in the figures too (no coordinated
@@ -136,9 +136,9 @@ def _load(port: int, rate: float, seconds: float, phones: list[str], out: Any) -
     out.put({"latencies": latencies, "failures": failures, "achieved_rate": achieved})
 
 
-def webhook_latency(url: str, patients: int, rate: float, seconds: float) -> dict[str, Any]:
-    enrol(url, patients)
-    phones = [f"+4474{i:08d}" for i in range(patients)]
+def webhook_latency(
+    url: str, phones: list[str], rate: float, seconds: float, workers: int, repeat: int
+) -> dict[str, Any]:
     port = 18_000 + os.getpid() % 1000
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAMPAIGNS_")}
     env.update(
@@ -150,7 +150,14 @@ def webhook_latency(url: str, patients: int, rate: float, seconds: float) -> dic
         CAMPAIGNS_EMAIL_PROVIDER="outbox",
     )
     server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "campaigns"), "serve", "--port", str(port)],
+        [
+            str(Path(sys.executable).parent / "campaigns"),
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
@@ -168,21 +175,33 @@ def webhook_latency(url: str, patients: int, rate: float, seconds: float) -> dic
                 if time.time() > deadline:
                     raise RuntimeError("campaigns serve did not start") from None
                 time.sleep(0.3)
-        results = []
-        for run_seconds in (5.0, seconds):  # a warm-up, then the measured run
+        runs = []
+        for number, run_seconds in enumerate([10.0] + [seconds] * repeat):  # warm-up first
             queue: Any = mp.Queue()
             loader = mp.Process(target=_load, args=(port, rate, run_seconds, phones, queue))
             loader.start()
-            results.append(queue.get())
+            measured = queue.get()
             loader.join()
-        measured = results[-1]
+            if number:
+                runs.append(_summary(measured))
+                print(f"  {workers} web process(es), run {number}: {runs[-1]}", flush=True)
     finally:
         server.terminate()
         server.wait(30)
-    latencies = sorted(measured["latencies"])
     return {
         "rate": rate,
         "seconds": seconds,
+        "web_processes": workers,
+        "runs": runs,
+        "median_p50_ms": statistics.median(r["p50_ms"] for r in runs),
+        "median_p99_ms": statistics.median(r["p99_ms"] for r in runs),
+        "failures": sum(r["failures"] for r in runs),
+    }
+
+
+def _summary(measured: dict[str, Any]) -> dict[str, Any]:
+    latencies = sorted(measured["latencies"])
+    return {
         "requests": len(latencies),
         "achieved_rate": round(measured["achieved_rate"], 1),
         "failures": len(measured["failures"]),
@@ -203,13 +222,23 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--patients", type=int, default=10_000)
     parser.add_argument("--messages", type=int, default=200_000)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=5, help="classification runs")
+    parser.add_argument("--runs", type=int, default=3, help="measured webhook runs")
+    parser.add_argument(
+        "--workers", default="2,1", help="web process counts to measure (one per core first)"
+    )
     args = parser.parse_args()
     rates = classification_rate(args.messages, args.repeat)
     print("classification per second:", [round(r) for r in rates], flush=True)
+    webhook = []
     with fresh_postgres("bench_inbound") as url:
-        webhook = webhook_latency(url, args.patients, args.rate, args.seconds)
-    print("webhook:", webhook, flush=True)
+        enrol(url, args.patients)
+        phones = [f"+4474{i:08d}" for i in range(args.patients)]
+        for workers in (int(w) for w in args.workers.split(",")):
+            webhook.append(
+                webhook_latency(url, phones, args.rate, args.seconds, workers, args.runs)
+            )
+            print("webhook:", webhook[-1], flush=True)
     result = {
         "classification": {
             "messages": args.messages,

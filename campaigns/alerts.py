@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, func, or_, select, update
+from sqlalchemy import CursorResult, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from campaigns import audit
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 #: A claimed alert email not confirmed sent after this is tried again (the sender died).
 EMAIL_CLAIM_TIMEOUT = timedelta(minutes=5)
 RECENT_SAFETY = timedelta(hours=24)
+_INSERT = insert(Alert).returning(Alert.id)
 
 
 def raise_alert(
@@ -40,31 +41,37 @@ def raise_alert(
     inbound_id: int | None,
     matched: Sequence[str],
     **detail: Any,
-) -> Alert:
-    alert = Alert(
-        patient_id=patient_id,
-        inbound_id=inbound_id,
-        severity=spec.severity.value,
-        kind=spec.kind,
-        matched=list(matched),
-        safety_reply=spec.safety_reply,
-        detail=detail,
-        created_at=now,
-        email_due=spec.severity.emailed,
+) -> int:
+    alert_id: int = (
+        session.connection()
+        .execute(
+            insert(Alert)
+            .values(
+                patient_id=patient_id,
+                inbound_id=inbound_id,
+                severity=spec.severity.value,
+                kind=spec.kind,
+                matched=list(matched),
+                safety_reply=spec.safety_reply,
+                detail=detail,
+                created_at=now,
+                email_due=spec.severity.emailed,
+            )
+            .returning(Alert.id)
+        )
+        .scalar_one()
     )
-    session.add(alert)
-    session.flush()
     audit.record(
         session,
         now,
         "system",
         "alert_raised",
         patient_id=patient_id,
-        alert=alert.id,
+        alert=alert_id,
         severity=spec.severity.value,
         kind=spec.kind,
     )
-    return alert
+    return alert_id
 
 
 def recent_safety_reply(session: Session, patient_id: int, now: datetime) -> str | None:

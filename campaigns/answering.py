@@ -12,8 +12,9 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from campaigns import alerts, audit, enrollments, reachability
@@ -35,8 +36,8 @@ from campaigns.replies import (
     birth_date_in,
     decide,
 )
-from campaigns.scheduling import Planner, active_enrollments, lock_patient
-from campaigns.storage.db import Database, insert_if_absent
+from campaigns.scheduling import Planner, active_enrollments
+from campaigns.storage.db import Database, insert_if_absent, insert_ignoring
 from campaigns.storage.models import (
     Alert,
     ConsentEvent,
@@ -52,6 +53,26 @@ BIRTH_DATE_WAIT = timedelta(days=14)
 ACTOR = "patient:sms"
 #: Twilio's Advanced Opt-Out verdicts, as the intents they stand for.
 PROVIDER_KEYWORDS = {"STOP": Intent.OPT_OUT, "START": Intent.RESUBSCRIBE, "HELP": Intent.HELP}
+
+
+_RECORD = (
+    update(InboundMessage)
+    .where(InboundMessage.id == bindparam("inbound_id"))
+    .values(
+        {
+            name: bindparam(name)
+            for name in (
+                "patient_id",
+                "language",
+                "intent",
+                "tier",
+                "matched",
+                "replies",
+                "actions",
+            )
+        }
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -99,80 +120,81 @@ class Answerer:
         self.renderer = renderer
         self.links = links
         self.lexicons = lexicons
+        self._rendered: dict[tuple[str, str], str] = {}
 
     def lexicon(self, language: str | None) -> Lexicon:
         return self.lexicons.get(language or "en") or self.lexicons["en"]
 
     def handle(self, inbound: Inbound, now: datetime) -> Answer:
         with self.db.session() as session:
-            if not insert_if_absent(
-                session,
-                InboundMessage,
-                provider="twilio",
-                provider_id=inbound.provider_id,
-                sender=inbound.sender,
-                body=inbound.body,
-                received_at=now,
-                matched={},
-                replies=[],
-                actions=[],
-                opt_out_type=inbound.opt_out_type,
-            ):
+            # Claim the MessageSid first: a replay stops here, with no second effect.
+            inbound_id = (
+                session.connection().execute(_claim(session, inbound, now)).scalar_one_or_none()
+            )
+            if inbound_id is None:
                 return Answer((), duplicate=True)
-            row = session.execute(
-                select(InboundMessage).where(
-                    InboundMessage.provider == "twilio",
-                    InboundMessage.provider_id == inbound.provider_id,
-                )
-            ).scalar_one()
-            patient_id = session.execute(
-                select(Patient.id).where(Patient.phone == inbound.sender)
-            ).scalar_one_or_none()
-            patient = lock_patient(session, patient_id) if patient_id is not None else None
+            patient, opted_out = reachability.sms_sender(session, inbound.sender)
             language = patient.language if patient is not None else "en"
-            opted_out = reachability.withdrawn(session, patient, Channel.SMS, inbound.sender)
             found = with_provider_keyword(
                 classify(inbound.body, self.lexicon(language), opted_out=opted_out),
                 inbound.opt_out_type,
             )
             situation = self._situation(session, patient, inbound, found, opted_out, now)
             decision = decide(found, situation)
-            link = self._act(session, decision, found, situation, patient, inbound, row, now)
-            texts = tuple(
-                self.renderer.render_reply(key, language, link=link or "").body
-                for key in decision.replies
+            link = self._act(session, decision, found, situation, patient, inbound, inbound_id, now)
+            texts = tuple(self._render(key, language, link) for key in decision.replies)
+            patient_id = patient.id if patient is not None else None
+            actions = [action.value for action in decision.actions]
+            session.connection().execute(
+                _RECORD,
+                {
+                    "inbound_id": inbound_id,
+                    "patient_id": patient_id,
+                    "language": found.language,
+                    "intent": found.intent.value,
+                    "tier": found.tier.value,
+                    "matched": found.as_dict(),
+                    "replies": [
+                        {"template": key, "text": text}
+                        for key, text in zip(decision.replies, texts, strict=True)
+                    ],
+                    "actions": actions,
+                },
             )
-            row.patient_id = patient.id if patient is not None else None
-            row.language = found.language
-            row.intent, row.tier = found.intent.value, found.tier.value
-            row.matched = found.as_dict()
-            row.replies = [
-                {"template": key, "text": text}
-                for key, text in zip(decision.replies, texts, strict=True)
-            ]
-            row.actions = [action.value for action in decision.actions]
+            # The text itself and the words that matched stay in inbound_messages; the audit
+            # trail gets what was decided (never the text).
             audit.record(
                 session,
                 now,
                 ACTOR if patient is not None else "sender:unknown",
                 "reply_received",
-                patient_id=row.patient_id,
-                inbound=row.id,
+                patient_id=patient_id,
+                inbound=inbound_id,
                 intent=found.intent.value,
                 tier=found.tier.value,
-                actions=row.actions,
+                actions=actions,
                 replies=list(decision.replies),
             )
             log.info(
                 "reply %d (patient %s): %s/%s, actions %s, answered with %s",
-                row.id,
-                row.patient_id if row.patient_id is not None else "unknown",
+                inbound_id,
+                patient_id if patient_id is not None else "unknown",
                 found.intent.value,
                 found.tier.value,
-                ",".join(row.actions) or "none",
+                ",".join(actions) or "none",
                 ",".join(decision.replies) or "nothing",
             )
-            return Answer(texts, False, row.id, found, decision)
+            return Answer(texts, False, inbound_id, found, decision)
+
+    def _render(self, key: str, language: str, link: str | None) -> str:
+        """A reply's text; those without a link are the same every time, so kept."""
+        if link:
+            return self.renderer.render_reply(key, language, link=link).body
+        cached = self._rendered.get((key, language))
+        if cached is None:
+            cached = self.renderer.render_reply(key, language, link="").body
+            self._rendered[(key, language)] = cached
+        return cached
 
     def fallback(self, body: str) -> tuple[str, ...]:
         """When storing or acting failed: still never leave a danger sign unanswered."""
@@ -196,16 +218,22 @@ class Answerer:
     ) -> Situation:
         if patient is None:
             return Situation(known=False, opted_out=opted_out, opt_out_type=inbound.opt_out_type)
-        waiting = _awaiting_birth_date(session, patient.id, now)
+        # Each fact is looked up only when the rules can use it: most texts need none.
         found_date: date | None = None
-        if waiting is not None or Intent.BORN in found.intents:
+        waiting = False
+        if found.intent in (Intent.BORN, Intent.UNRECOGNISED):
             found_date = birth_date_in(inbound.body, now.astimezone(zone(patient.timezone)).date())
+            if found_date is not None and found.intent is Intent.UNRECOGNISED:
+                waiting = _awaiting_birth_date(session, patient.id, now) is not None
+        recent = None
+        if found.intent is Intent.BOOK:
+            recent = alerts.recent_safety_reply(session, patient.id, now)
         return Situation(
             known=True,
             opted_out=opted_out,
             opt_out_type=inbound.opt_out_type,
-            recent_safety_reply=alerts.recent_safety_reply(session, patient.id, now),
-            awaiting_birth_date=waiting is not None,
+            recent_safety_reply=recent,
+            awaiting_birth_date=waiting,
             birth_date=found_date,
         )
 
@@ -217,7 +245,7 @@ class Answerer:
         situation: Situation,
         patient: Patient | None,
         inbound: Inbound,
-        row: InboundMessage,
+        inbound_id: int,
         now: datetime,
     ) -> str | None:
         """Apply the decision's actions in this transaction; returns a booking link if made."""
@@ -230,7 +258,7 @@ class Answerer:
                     decision.alert,
                     now,
                     patient_id=pid,
-                    inbound_id=row.id,
+                    inbound_id=inbound_id,
                     matched=found.words,
                     intents=[m.intent.value for m in found.matches],
                     **_birth_detail(decision, situation),
@@ -245,6 +273,14 @@ class Answerer:
                 until = now + MARKETING_HOLD
                 if patient.marketing_hold_until is None or patient.marketing_hold_until < until:
                     patient.marketing_hold_until = until
+                    audit.record(
+                        session,
+                        now,
+                        "system",
+                        "marketing_held",
+                        patient_id=patient.id,
+                        until=until.isoformat(),
+                    )
             elif action is Action.END_FOR_LOSS:
                 enrollments.end_for_loss(session, patient, now, actor=ACTOR)
             elif action is Action.BOOKING_LINK:
@@ -331,6 +367,22 @@ def with_provider_keyword(found: Classification, opt_out_type: str | None) -> Cl
     rank = list(Intent)
     matches = tuple(sorted((*found.matches, match), key=lambda m: rank.index(m.intent)))
     return replace(found, intent=matches[0].intent, matches=matches)
+
+
+def _claim(session: Session, inbound: Inbound, now: datetime) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING id: the new row's id, or none for a replay."""
+    values = {
+        "provider": "twilio",
+        "provider_id": inbound.provider_id,
+        "sender": inbound.sender,
+        "body": inbound.body,
+        "received_at": now,
+        "matched": {},
+        "replies": [],
+        "actions": [],
+        "opt_out_type": inbound.opt_out_type,
+    }
+    return insert_ignoring(session, InboundMessage, **values)
 
 
 def _birth_detail(decision: Decision, situation: Situation) -> dict[str, str]:

@@ -77,6 +77,9 @@ def migrate() -> None:
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int, typer.Option(help="Web processes (needs a broker: the embedded mode runs one).")
+    ] = 1,
 ) -> None:
     """Run the web service; with the embedded broker, also the worker and beat."""
     import uvicorn
@@ -84,6 +87,25 @@ def serve(
     from campaigns.web.app import create_app
 
     logging.getLogger().setLevel(logging.INFO)
+    if workers > 1:
+        if get_settings().embedded:
+            fail("--workers: more than one web process needs CAMPAIGNS_BROKER_URL (Redis)")
+        with services() as built:  # checks settings and content once, before forking
+            typer.echo(
+                f"campaigns: {workers} web processes, SMS via {built.sms.name}, "
+                f"email via {built.email.name}"
+            )
+        shown = "127.0.0.1" if host in {"0.0.0.0", "::"} else host  # noqa: S104
+        typer.echo(f"Staff UI: http://{shown}:{port}/staff/")
+        uvicorn.run(
+            "campaigns.web.asgi:create",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="info",
+        )
+        return
     with services() as built:
         web = create_app(built, run_embedded=built.settings.embedded)
         shown = "127.0.0.1" if host in {"0.0.0.0", "::"} else host  # noqa: S104

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from campaigns import audit
@@ -55,6 +55,46 @@ def withdrawn(
         .limit(1)
     ).scalar_one_or_none()
     return latest is False
+
+
+# Built once: a reply's hot path runs these statements with new values, not new statements.
+_SMS_SUPPRESSED = (
+    select(Suppression.id)
+    .where(
+        Suppression.channel == Channel.SMS.value,
+        Suppression.address_hash == bindparam("hashed"),
+    )
+    .exists()
+)
+_SMS_LATEST_CONSENT = (
+    select(ConsentEvent.granted)
+    .where(
+        ConsentEvent.patient_id == Patient.id,
+        ConsentEvent.purpose == ConsentPurpose.PROGRAMME.value,
+        (ConsentEvent.channel == Channel.SMS.value) | ConsentEvent.channel.is_(None),
+    )
+    .order_by(ConsentEvent.id.desc())
+    .limit(1)
+    .scalar_subquery()
+)
+_SMS_SENDER = (
+    select(Patient, _SMS_SUPPRESSED, _SMS_LATEST_CONSENT)
+    .where(Patient.phone == bindparam("phone"))
+    .with_for_update(of=Patient)
+    .execution_options(populate_existing=True)
+)
+_SMS_SUPPRESSED_ONLY = select(_SMS_SUPPRESSED)
+
+
+def sms_sender(session: Session, sender: str) -> tuple[Patient | None, bool]:
+    """The patient with this number, locked (FOR UPDATE), and whether the number has opted out
+    of texts (as `withdrawn`), in one round trip."""
+    hashed = address_hash(sender)
+    row = session.execute(_SMS_SENDER, {"phone": sender, "hashed": hashed}).first()
+    if row is None:
+        return None, bool(session.execute(_SMS_SUPPRESSED_ONLY, {"hashed": hashed}).scalar())
+    patient, is_suppressed, granted = row
+    return patient, bool(is_suppressed) or granted is False
 
 
 def opt_out(

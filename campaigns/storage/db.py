@@ -112,9 +112,15 @@ def insert_if_absent(session: Session, model: type[Any], **values: Any) -> bool:
     Asks for the new row's key back and counts rows, not `rowcount`: for an ORM-enabled
     INSERT with RETURNING the driver's rowcount does not say whether the conflict fired.
     """
+    return (
+        session.connection().execute(insert_ignoring(session, model, **values)).first() is not None
+    )
+
+
+def insert_ignoring(session: Session, model: type[Any], **values: Any) -> Any:
+    """The INSERT ... ON CONFLICT DO NOTHING RETURNING <key> statement for this database."""
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     table = model.__table__
     key = next(iter(table.primary_key.columns))
-    statement = insert(table).values(**values).on_conflict_do_nothing().returning(key)
-    return session.connection().execute(statement).first() is not None
+    return insert(table).values(**values).on_conflict_do_nothing().returning(key)

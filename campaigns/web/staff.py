@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import func, or_, select
 
-from campaigns import enrollments, views
+from campaigns import alerts, enrollments, views
 from campaigns.consent import ConsentState
 from campaigns.content import Recipient
 from campaigns.domain import Channel, ConsentSource, EddSource, MessageStatus
@@ -65,8 +65,15 @@ def dashboard(request: Request, services: ServicesDep) -> HTMLResponse:
         active = session.execute(
             select(func.count()).select_from(Enrollment).where(Enrollment.status == "active")
         ).scalar_one()
+    waiting = alerts.open_counts(services.db)
     return _page(
-        request, "dashboard.html", backlog=backlog, upcoming=upcoming, active=active, local=_local
+        request,
+        "dashboard.html",
+        backlog=backlog,
+        upcoming=upcoming,
+        active=active,
+        alerts=waiting.by_severity,
+        local=_local,
     )
 
 

@@ -17,6 +17,7 @@ import pytest
 from campaigns import halts
 from campaigns.domain import Channel
 from campaigns.storage.db import Database
+from tests.conftest import REDIS_URL
 from tests.integration.processes import ROOT, campaigns, compose_command, env_with, spawn, stop
 
 pytestmark = pytest.mark.slow
@@ -256,7 +257,8 @@ def test_serve_as_compose_runs_it_answers_health_and_the_staff_ui(
     port = free_port()
     argv[argv.index("--port") + 1] = str(port)
     argv[argv.index("--host") + 1] = "127.0.0.1"
-    server = spawn(argv, env, tmp_path / "serve.log")
+    assert "--workers" in argv  # several web processes need a broker, as in compose
+    server = spawn(argv, {**env, "CAMPAIGNS_BROKER_URL": REDIS_URL}, tmp_path / "serve.log")
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -271,6 +273,24 @@ def test_serve_as_compose_runs_it_answers_health_and_the_staff_ui(
     finally:
         output = stop(server)
     assert f"Staff UI: http://127.0.0.1:{port}/staff/" in output
+
+
+def test_serve_refuses_several_web_processes_without_a_broker(env: dict[str, str]) -> None:
+    result = campaigns("serve", "--workers", "2", env=env)
+    assert result.returncode == 2
+    assert "--workers" in result.stderr and "CAMPAIGNS_BROKER_URL" in result.stderr
+
+
+def test_classify_prints_the_reading_and_the_answer(env: dict[str, str]) -> None:
+    shown = campaigns("classify", "my calf is red n hot, can I book?", env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert "intent:  leg" in shown.stdout and "tier:    amber" in shown.stdout
+    assert "matched: leg: red, hot" in shown.stdout and "matched: book: book" in shown.stdout
+    assert "needs checking today" in shown.stdout and "/b/" not in shown.stdout
+    as_json = campaigns("classify", "yes", "--opted-out", "--json", env=env)
+    assert json.loads(as_json.stdout)["intent"] == "resubscribe"
+    unknown = campaigns("classify", "tak", "--lang", "pl", env=env)
+    assert unknown.returncode == 2 and "--lang" in unknown.stderr
 
 
 def test_sandbox_and_send_test_report_the_provider_id_or_the_classified_error(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -56,6 +57,16 @@ class Stack:
             argv[argv.index("--schedule") + 1] = str(self.tmp / f"beat-{len(self.processes)}")
         log = self.tmp / f"{service}-{len(self.processes)}.log"
         self.processes.append(spawn([*argv, *extra], self.env, log))
+        if service == "web":
+            # Callbacks are posted once, as by the providers: the web must answer first.
+            wait_until(self.web_ready, 60, "the web processes to answer")
+
+    def web_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/readyz", timeout=1):
+                return True
+        except OSError:
+            return False
 
 
 @pytest.fixture

@@ -1,0 +1,15 @@
+"""The web application as an import string, for `campaigns serve --workers N` (each worker
+process builds its own wiring from the settings, after the fork)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from campaigns.bootstrap import build
+from campaigns.settings import get_settings
+from campaigns.web.app import create_app
+
+
+def create() -> FastAPI:
+    """One web worker: the web only (the worker and beat run as Celery processes)."""
+    return create_app(build(get_settings()), run_embedded=False)
