@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from campaigns import enrollments, halts, views
+from campaigns import alerts, enrollments, halts, views
 from campaigns.bootstrap import Services, build, clinic_from
 from campaigns.catalog import CatalogError
 from campaigns.content import ContentRenderer
@@ -264,7 +264,7 @@ def dispatch(
 
 @app.command()
 def status(json_out: JsonFlag = False) -> None:
-    """Counts of messages by status, how many are due, and the oldest due message's lag."""
+    """Messages by status, how many are due, the oldest one's lag, halts and open alerts."""
     with services() as built:
         with built.db.session() as session:
             found = views.backlog(session, built.clock.now())
@@ -272,6 +272,7 @@ def status(json_out: JsonFlag = False) -> None:
             channel: {"provider": h.provider, "code": h.code, "reason": h.reason}
             for channel, h in halts.halted(built.db).items()
         }
+        waiting = alerts.open_counts(built.db).by_severity
     if json_out:
         typer.echo(
             json.dumps(
@@ -280,6 +281,7 @@ def status(json_out: JsonFlag = False) -> None:
                     "due_now": found.due_now,
                     "oldest_due_seconds": found.oldest_due_seconds,
                     "halted": stopped,
+                    "alerts_open": waiting,
                 }
             )
         )
@@ -292,6 +294,9 @@ def status(json_out: JsonFlag = False) -> None:
             f"HALTED {channel}: {why['provider']} error {why['code']} ({why['reason']}); "
             f"fix it, then: campaigns resume-channel {channel}"
         )
+    if any(waiting.values()):
+        counts = ", ".join(f"{count} {severity}" for severity, count in waiting.items() if count)
+        typer.echo(f"ALERTS waiting for staff: {counts} (staff UI: /staff/alerts)")
 
 
 @app.command()

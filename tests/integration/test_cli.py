@@ -15,7 +15,9 @@ import httpx2 as httpx
 import pytest
 
 from campaigns import halts
+from campaigns.alerts import raise_alert
 from campaigns.domain import Channel
+from campaigns.replies import AlertSpec, Severity
 from campaigns.storage.db import Database
 from tests.conftest import REDIS_URL
 from tests.integration.processes import ROOT, campaigns, compose_command, env_with, spawn, stop
@@ -362,3 +364,21 @@ def test_status_shows_a_halted_channel_until_it_is_resumed(env: dict[str, str]) 
     bad = campaigns("resume-channel", "fax", env=env)
     assert bad.returncode != 0
     assert "channel: 'fax' is not sms or email" in bad.stdout + bad.stderr
+
+
+def test_status_shows_alerts_waiting_for_staff(env: dict[str, str]) -> None:
+    assert "ALERTS" not in campaigns("status", env=env).stdout
+    db = Database.from_url(env["CAMPAIGNS_DATABASE_URL"])
+    with db.session() as session:
+        raise_alert(
+            session,
+            AlertSpec(Severity.RED, "emergency", "emergency"),
+            datetime.now(UTC),
+            patient_id=None,
+            inbound_id=None,
+            matched=["chest"],
+        )
+    db.engine.dispose()
+    shown = campaigns("status", env=env)
+    assert "ALERTS waiting for staff: 1 red" in shown.stdout
+    assert json.loads(campaigns("status", "--json", env=env).stdout)["alerts_open"]["red"] == 1
