@@ -10,7 +10,7 @@ export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
 
-.PHONY: install run test lint services bench clean
+.PHONY: install run test lint services chromium bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -35,7 +35,10 @@ run: install
 services:
 	scripts/ensure-services
 
-test: install node_modules/.installed services
+chromium:
+	scripts/ensure-chromium
+
+test: install node_modules/.installed services chromium
 	$(VENV)/bin/pytest
 
 lint: install
