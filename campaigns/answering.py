@@ -26,12 +26,23 @@ from campaigns.domain import (
     ConsentPurpose,
     ConsentSource,
 )
-from campaigns.keywords import Classification, Intent, Lexicon, Match, classify
+from campaigns.keywords import (
+    SAFETY_INTENTS,
+    Classification,
+    Intent,
+    Lexicon,
+    Match,
+    Tier,
+    classify,
+)
 from campaigns.links import LinkSigner
 from campaigns.replies import (
+    MAX_REPLIES,
     UNRECOGNISED,
     Action,
+    AlertSpec,
     Decision,
+    Severity,
     Situation,
     birth_date_in,
     decide,
@@ -51,6 +62,8 @@ log = logging.getLogger(__name__)
 MARKETING_HOLD = timedelta(days=30)
 BIRTH_DATE_WAIT = timedelta(days=14)
 ACTOR = "patient:sms"
+#: The alert kind (and action) for a text whose handling failed: staff must do what it asked.
+HANDLING_FAILED = "handling_failed"
 #: Twilio's Advanced Opt-Out verdicts, as the intents they stand for.
 PROVIDER_KEYWORDS = {"STOP": Intent.OPT_OUT, "START": Intent.RESUBSCRIBE, "HELP": Intent.HELP}
 
@@ -196,16 +209,72 @@ class Answerer:
             self._rendered[(key, language)] = cached
         return cached
 
-    def fallback(self, body: str) -> tuple[str, ...]:
-        """When storing or acting failed: still never leave a danger sign unanswered."""
+    def fallback(self, inbound: Inbound, now: datetime) -> tuple[str, ...]:
+        """When storing or acting failed: never leave a danger sign unanswered, and put the text
+        in front of staff if the database will take it. Only safety answers or the generic one
+        (111/999) go out: nothing was done, so nothing may be confirmed (no "unsubscribed")."""
+        found: Classification | None = None
         try:
-            found = classify(body, self.lexicon("en"))
-            decision = decide(found, Situation(known=True))
-            keys = [k for k in decision.replies if k != "book"] if found.safety else [UNRECOGNISED]
+            found = classify(inbound.body, self.lexicon("en"))
+            keys = [m.reply for m in found.matches if m.intent in SAFETY_INTENTS][:MAX_REPLIES]
         except Exception:  # the classifier itself failed: the safest generic answer
             log.exception("classifying a reply failed; sending the generic safety answer")
-            keys = [UNRECOGNISED]
-        return tuple(self.renderer.render_reply(key, "en").body for key in keys or [UNRECOGNISED])
+            keys = []
+        keys = keys or [UNRECOGNISED]
+        texts = tuple(self._render(key, "en", None) for key in keys)
+        try:
+            self._store_unhandled(inbound, found, keys, texts, now)
+        except Exception:
+            log.exception(
+                "ALERT: an incoming message could not be handled or stored; it was answered "
+                "with the fallback and nothing else was done (see the provider's message log)"
+            )
+        return texts
+
+    def _store_unhandled(
+        self,
+        inbound: Inbound,
+        found: Classification | None,
+        keys: list[str],
+        texts: tuple[str, ...],
+        now: datetime,
+    ) -> None:
+        """A second, minimal transaction: the text, what we answered, and an alert for staff."""
+        with self.db.session() as session:
+            inbound_id = (
+                session.connection().execute(_claim(session, inbound, now)).scalar_one_or_none()
+            )
+            if inbound_id is None:
+                return  # the first attempt was stored after all
+            patient_id = session.execute(
+                select(Patient.id).where(Patient.phone == inbound.sender)
+            ).scalar_one_or_none()
+            session.connection().execute(
+                _RECORD,
+                {
+                    "inbound_id": inbound_id,
+                    "patient_id": patient_id,
+                    "language": "en",
+                    "intent": found.intent.value if found else None,
+                    "tier": found.tier.value if found else None,
+                    "matched": found.as_dict() if found else {},
+                    "replies": [
+                        {"template": k, "text": t} for k, t in zip(keys, texts, strict=True)
+                    ],
+                    "actions": [HANDLING_FAILED],
+                },
+            )
+            severity = Severity.REVIEW
+            if found is not None and found.safety:
+                severity = Severity.RED if found.tier is Tier.RED else Severity.AMBER
+            alerts.raise_alert(
+                session,
+                AlertSpec(severity, HANDLING_FAILED, keys[0] if found and found.safety else None),
+                now,
+                patient_id=patient_id,
+                inbound_id=inbound_id,
+                matched=found.words if found else [],
+            )
 
     def _situation(
         self,

@@ -264,7 +264,10 @@ def classify(text: str, lexicon: Lexicon, *, opted_out: bool = False) -> Classif
         if pattern.text not in seen:
             seen.append(pattern.text)
 
-    core = tuple(w for w in words if w not in lexicon.filler) if words else ()
+    # The words that count for a whole-message keyword: no filler, no repeats ("STOP STOP").
+    core = tuple(
+        w for i, w in enumerate(words) if w not in lexicon.filler and (i == 0 or w != words[i - 1])
+    )
     if core:
         whole = lexicon.whole.get(core) or (
             lexicon.whole_if_opted_out.get(core) if opted_out else None

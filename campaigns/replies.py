@@ -83,13 +83,7 @@ def decide(found: Classification, situation: Situation) -> Decision:
     alert: AlertSpec | None = None
     answered_by_twilio = situation.opt_out_type is not None
     if Intent.LOSS in intents:
-        actions.append(Action.END_FOR_LOSS)
-        alert = AlertSpec(Severity.AMBER, Intent.LOSS.value)
-        if Intent.OPT_OUT in intents:
-            actions.append(Action.OPT_OUT)
-        if not situation.opted_out:
-            replies.append(_reply(found, Intent.LOSS))
-        return _decision(replies, actions, alert)
+        return _loss(found, situation)
     top = found.intent
     if top is Intent.OPT_OUT:
         actions.append(Action.OPT_OUT)
@@ -103,7 +97,13 @@ def decide(found: Classification, situation: Situation) -> Decision:
         if not answered_by_twilio:
             replies.append(_reply(found, Intent.HELP))  # HELP is answered even after STOP
     elif situation.opted_out:
-        pass  # after an opt-out: danger signs, START and HELP only
+        # After an opt-out only danger signs, START and HELP are answered; what we could not
+        # read (or a birth) still goes to staff, silently, in case it was a sign we missed.
+        if top is Intent.UNRECOGNISED:
+            alert = AlertSpec(Severity.REVIEW, Intent.UNRECOGNISED.value)
+        elif top is Intent.BORN:
+            actions.append(Action.BIRTH_REPORTED)
+            alert = AlertSpec(Severity.ROUTINE, Intent.BORN.value)
     elif top is Intent.BOOK:
         if situation.recent_safety_reply:
             replies.append(situation.recent_safety_reply)
@@ -125,6 +125,15 @@ def decide(found: Classification, situation: Situation) -> Decision:
         replies.append(UNRECOGNISED)
         alert = AlertSpec(Severity.REVIEW, Intent.UNRECOGNISED.value)
     return _decision(replies, actions, alert)
+
+
+def _loss(found: Classification, situation: Situation) -> Decision:
+    """A loss: everything stops, one gentle answer (none after an opt-out), staff told."""
+    actions = [Action.END_FOR_LOSS]
+    if Intent.OPT_OUT in found.intents:
+        actions.append(Action.OPT_OUT)
+    replies = [] if situation.opted_out else [_reply(found, Intent.LOSS)]
+    return _decision(replies, actions, AlertSpec(Severity.AMBER, Intent.LOSS.value))
 
 
 def _safety(found: Classification, situation: Situation) -> Decision:

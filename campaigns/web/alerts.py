@@ -7,6 +7,7 @@ plan to the after-birth steps, and acknowledges the alert in one go.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated
 
 from fastapi import APIRouter, Form, HTTPException, Request
@@ -84,6 +85,8 @@ def confirm_birth(
         alert = session.get(Alert, alert_id)
         if alert is None or alert.patient_id is None:
             raise HTTPException(404, "no such alert")
+        if alert.kind != "born" or alert.acknowledged_at is not None:
+            return _back(back, problem=f"alert {alert_id} is not a birth waiting to be confirmed")
         enrollment_id = session.execute(
             select(Enrollment.id)
             .where(
@@ -104,8 +107,10 @@ def confirm_birth(
             now,
             actor=STAFF,
         )
-        alerts.acknowledge(services.db, alert_id, now, actor=STAFF, note="birth confirmed")
     except (InputError, StateError, NotFoundError) as exc:
         return _back(back, problem=str(exc).strip("'\""))
+    # Acknowledged meanwhile by someone else: fine, the birth is what mattered.
+    with contextlib.suppress(StateError):
+        alerts.acknowledge(services.db, alert_id, now, actor=STAFF, note="birth confirmed")
     pending = sum(1 for p in planned if p.status.value == "pending")
     return _back("/staff/alerts", notice=f"Birth recorded; {pending} after-birth messages planned.")

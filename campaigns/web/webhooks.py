@@ -103,14 +103,16 @@ async def twilio_sms(
     except ValueError as exc:
         return Response(str(exc), status_code=400, media_type="text/plain")
     answerer = services.answerer
+    now = services.clock.now()
     try:
         # In a worker thread: the transaction takes the patient's lock and may wait for a send.
-        answer = await run_in_threadpool(answerer.handle, message, services.clock.now())
+        answer = await run_in_threadpool(answerer.handle, message, now)
     except Exception:
-        # No silent failure: the patient still gets the safety answer (or the generic one
-        # with 111/999), and Twilio's retry, if any, will find nothing stored and try again.
+        # No silent failure: the patient still gets the safety answer (or the generic one with
+        # 111/999), and the text goes to staff as an alert if the database takes it. Twilio does
+        # not retry a webhook that answered, so this is the only chance.
         log.exception("an incoming message could not be handled; answered with the fallback")
-        return twiml(answerer.fallback(message.body))
+        return twiml(await run_in_threadpool(answerer.fallback, message, now))
     return twiml(answer.replies)
 
 

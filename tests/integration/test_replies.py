@@ -517,8 +517,37 @@ def test_a_failure_while_handling_still_sends_the_safety_answer(
     def broken(*_: object, **__: object) -> None:
         raise RuntimeError("database went away")
 
+    done = enrol(app_services, weeks=20)
+    sender = phone_of(app_services, done.patient_id)
     monkeypatch.setattr(app_services.answerer, "handle", broken)
-    [answer] = say(client, "+447700900123", "bleeding heavily")
-    assert "maternity unit" in answer
-    [answer] = say(client, "+447700900123", "what?")
+    # Nothing was done, so nothing is confirmed: the safety answer only, no "unsubscribed".
+    assert say(client, sender, "STOP texting me, I'm bleeding heavily") == [
+        app_services.renderer.render_reply("maternity_bleeding", "en").body
+    ]
+    [answer] = say(client, sender, "what?")
     assert "111" in answer and "999" in answer
+    # Staff see both texts as alerts, the bleeding one RED.
+    found = [(a.severity, a.kind, a.patient_id) for a in alerts_of(app_services)]
+    assert found == [
+        ("red", "handling_failed", done.patient_id),
+        ("review", "handling_failed", done.patient_id),
+    ]
+    with app_services.db.session() as session:
+        stored = session.execute(select(InboundMessage).order_by(InboundMessage.id)).scalars()
+        assert [m.actions for m in stored] == [["handling_failed"], ["handling_failed"]]
+
+
+def test_only_an_open_birth_alert_can_confirm_a_birth(
+    client: TestClient, app_services: Services
+) -> None:
+    done = enrol(app_services, weeks=20)
+    say(client, phone_of(app_services, done.patient_id), "leg swollen")
+    [alert] = alerts_of(app_services)
+    refused = client.post(
+        f"/staff/alerts/{alert.id}/confirm-birth",
+        data={"birth_date": app_services.clock.now().date().isoformat()},
+    )
+    assert refused.status_code == 303 and "not+a+birth" in refused.headers["location"]
+    with app_services.db.session() as session:
+        enrollment = session.get(Enrollment, done.enrollment_id)
+        assert enrollment is not None and enrollment.birth_date is None

@@ -86,7 +86,8 @@ def answer(
         ("yes", OPTED_OUT, ("resubscribe",), {Action.RESUBSCRIBE}, None),
         ("HELP", OPTED_OUT, ("help",), set(), None),  # HELP is answered after STOP too
         ("book", OPTED_OUT, (), set(), None),  # after STOP, nothing but safety, START, HELP
-        ("hello?", OPTED_OUT, (), set(), None),
+        ("hello?", OPTED_OUT, (), {Action.ALERT}, "review"),  # staff still read it
+        ("baby born!", OPTED_OUT, (), {Action.ALERT, Action.BIRTH_REPORTED}, "routine"),
         ("Book pls", PATIENT, ("book",), {Action.BOOKING_LINK}, None),
         ("cramp again tonight", PATIENT, ("cramp",), set(), None),
         (
