@@ -142,7 +142,7 @@ class Answerer:
         with self.db.session() as session:
             # Claim the MessageSid first: a replay stops here, with no second effect.
             inbound_id = (
-                session.connection().execute(_claim(session, inbound, now)).scalar_one_or_none()
+                session.connection().execute(*_claim(session, inbound, now)).scalar_one_or_none()
             )
             if inbound_id is None:
                 return Answer((), duplicate=True)
@@ -242,7 +242,7 @@ class Answerer:
         """A second, minimal transaction: the text, what we answered, and an alert for staff."""
         with self.db.session() as session:
             inbound_id = (
-                session.connection().execute(_claim(session, inbound, now)).scalar_one_or_none()
+                session.connection().execute(*_claim(session, inbound, now)).scalar_one_or_none()
             )
             if inbound_id is None:
                 return  # the first attempt was stored after all
@@ -438,8 +438,28 @@ def with_provider_keyword(found: Classification, opt_out_type: str | None) -> Cl
     return replace(found, intent=matches[0].intent, matches=matches)
 
 
-def _claim(session: Session, inbound: Inbound, now: datetime) -> Any:
-    """INSERT ... ON CONFLICT DO NOTHING RETURNING id: the new row's id, or none for a replay."""
+_CLAIM_COLUMNS = (
+    "provider",
+    "provider_id",
+    "sender",
+    "body",
+    "received_at",
+    "matched",
+    "replies",
+    "actions",
+    "opt_out_type",
+)
+_CLAIMS: dict[str, Any] = {}  # per dialect, built once
+
+
+def _claim(session: Session, inbound: Inbound, now: datetime) -> tuple[Any, dict[str, Any]]:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING id (the new row's id, or none for a replay),
+    with its values."""
+    dialect = session.get_bind().dialect.name
+    statement = _CLAIMS.get(dialect)
+    if statement is None:
+        placeholders: dict[str, Any] = {name: bindparam(name) for name in _CLAIM_COLUMNS}
+        statement = _CLAIMS[dialect] = insert_ignoring(session, InboundMessage, **placeholders)
     values = {
         "provider": "twilio",
         "provider_id": inbound.provider_id,
@@ -451,7 +471,7 @@ def _claim(session: Session, inbound: Inbound, now: datetime) -> Any:
         "actions": [],
         "opt_out_type": inbound.opt_out_type,
     }
-    return insert_ignoring(session, InboundMessage, **values)
+    return statement, values
 
 
 def _birth_detail(decision: Decision, situation: Situation) -> dict[str, str]:
