@@ -14,16 +14,13 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from campaigns import alerts, audit, enrollments, reachability
-from campaigns.consent import WORDING_VERSION
-from campaigns.contacts import address_hash
 from campaigns.content import ContentRenderer
 from campaigns.domain import (
     Channel,
-    ConsentPurpose,
     ConsentSource,
 )
 from campaigns.keywords import (
@@ -47,14 +44,12 @@ from campaigns.replies import (
     birth_date_in,
     decide,
 )
-from campaigns.scheduling import Planner, active_enrollments
-from campaigns.storage.db import Database, insert_if_absent, insert_ignoring
+from campaigns.scheduling import Planner
+from campaigns.storage.db import Database, insert_ignoring
 from campaigns.storage.models import (
     Alert,
-    ConsentEvent,
     InboundMessage,
     Patient,
-    Suppression,
 )
 from campaigns.window import zone
 
@@ -133,7 +128,6 @@ class Answerer:
         self.renderer = renderer
         self.links = links
         self.lexicons = lexicons
-        self._rendered: dict[tuple[str, str], str] = {}
 
     def lexicon(self, language: str | None) -> Lexicon:
         return self.lexicons.get(language or "en") or self.lexicons["en"]
@@ -155,7 +149,10 @@ class Answerer:
             situation = self._situation(session, patient, inbound, found, opted_out, now)
             decision = decide(found, situation)
             link = self._act(session, decision, found, situation, patient, inbound, inbound_id, now)
-            texts = tuple(self._render(key, language, link) for key in decision.replies)
+            texts = tuple(
+                self.renderer.render_reply(key, language, link or "").body
+                for key in decision.replies
+            )
             patient_id = patient.id if patient is not None else None
             actions = [action.value for action in decision.actions]
             session.connection().execute(
@@ -199,16 +196,6 @@ class Answerer:
             )
             return Answer(texts, False, inbound_id, found, decision)
 
-    def _render(self, key: str, language: str, link: str | None) -> str:
-        """A reply's text; those without a link are the same every time, so kept."""
-        if link:
-            return self.renderer.render_reply(key, language, link=link).body
-        cached = self._rendered.get((key, language))
-        if cached is None:
-            cached = self.renderer.render_reply(key, language, link="").body
-            self._rendered[(key, language)] = cached
-        return cached
-
     def fallback(self, inbound: Inbound, now: datetime) -> tuple[str, ...]:
         """When storing or acting failed: never leave a danger sign unanswered, and put the text
         in front of staff if the database will take it. Only safety answers or the generic one
@@ -221,7 +208,7 @@ class Answerer:
             log.exception("classifying a reply failed; sending the generic safety answer")
             keys = []
         keys = keys or [UNRECOGNISED]
-        texts = tuple(self._render(key, "en", None) for key in keys)
+        texts = tuple(self.renderer.render_reply(key, "en").body for key in keys)
         try:
             self._store_unhandled(inbound, found, keys, texts, now)
         except Exception:
@@ -369,15 +356,9 @@ class Answerer:
     ) -> None:
         if situation.opted_out:
             return  # already withdrawn: no second consent event
-        if patient is None:
-            insert_if_absent(
-                session,
-                Suppression,
-                channel=Channel.SMS.value,
-                address_hash=address_hash(sender),
-                reason="keyword",
-                source=ConsentSource.KEYWORD.value,
-                created_at=now,
+        if patient is None:  # a stranger: their number is never texted again
+            reachability.suppress(
+                session, Channel.SMS, sender, now, source=ConsentSource.KEYWORD, reason="keyword"
             )
             return
         reachability.opt_out(
@@ -398,33 +379,19 @@ class Answerer:
         situation: Situation,
         now: datetime,
     ) -> None:
-        session.execute(
-            delete(Suppression).where(
-                Suppression.channel == Channel.SMS.value,
-                Suppression.address_hash == address_hash(sender),
-            )
-        )
         if patient is None:
+            reachability.lift_suppression(session, Channel.SMS, sender)
             return
-        session.add(
-            ConsentEvent(
-                patient_id=patient.id,
-                purpose=ConsentPurpose.PROGRAMME.value,
-                channel=Channel.SMS.value,
-                granted=True,
-                occurred_at=now,
-                source=ConsentSource.KEYWORD.value,
-                wording_version=WORDING_VERSION,
-                actor=ACTOR,
-            )
+        reachability.opt_in(
+            session,
+            self.planner,
+            patient,
+            Channel.SMS,
+            now,
+            source=ConsentSource.KEYWORD,
+            actor=ACTOR,
+            replan=situation.opted_out,
         )
-        session.flush()
-        audit.record(session, now, ACTOR, "resubscribed", patient_id=patient.id, channel="sms")
-        if not situation.opted_out:
-            return
-        for enrollment in active_enrollments(session, patient.id):
-            # Steps cancelled by the opt-out are planned again from now (missed ones skipped).
-            enrollments.reschedule(session, self.planner, enrollment, patient, now, "resubscribed")
 
 
 def with_provider_keyword(found: Classification, opt_out_type: str | None) -> Classification:

@@ -87,32 +87,30 @@ def serve(
     from campaigns.web.app import create_app
 
     logging.getLogger().setLevel(logging.INFO)
-    if workers > 1:
-        if get_settings().embedded:
-            fail("--workers: more than one web process needs CAMPAIGNS_BROKER_URL (Redis)")
-        with services() as built:  # checks settings and content once, before forking
-            typer.echo(
-                f"campaigns: {workers} web processes, SMS via {built.sms.name}, "
-                f"email via {built.email.name}"
-            )
-        shown = "127.0.0.1" if host in {"0.0.0.0", "::"} else host  # noqa: S104
-        typer.echo(f"Staff UI: http://{shown}:{port}/staff/")
-        uvicorn.run(
-            "campaigns.web.asgi:create",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_level="info",
+    several = workers > 1
+    if several and get_settings().embedded:
+        fail("--workers: more than one web process needs CAMPAIGNS_BROKER_URL (Redis)")
+    with services() as built:  # checks settings and content before anything listens
+        mode = "embedded worker and beat" if built.settings.embedded else f"{workers} web process"
+        typer.echo(
+            f"campaigns: {mode}{'es' if several else ''}, SMS via {built.sms.name}, "
+            f"email via {built.email.name}"
         )
-        return
-    with services() as built:
-        web = create_app(built, run_embedded=built.settings.embedded)
         shown = "127.0.0.1" if host in {"0.0.0.0", "::"} else host  # noqa: S104
-        mode = "embedded worker and beat, " if built.settings.embedded else ""
-        typer.echo(f"campaigns: {mode}SMS via {built.sms.name}, email via {built.email.name}")
         typer.echo(f"Staff UI: http://{shown}:{port}/staff/")
-        uvicorn.run(web, host=host, port=port, log_level="info")
+        if not several:
+            web = create_app(built, run_embedded=built.settings.embedded)
+            uvicorn.run(web, host=host, port=port, log_level="info")
+            return
+    # Each worker process builds its own wiring after the fork (campaigns.web.asgi).
+    uvicorn.run(
+        "campaigns.web.asgi:create",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+    )
 
 
 @app.command()
@@ -526,10 +524,6 @@ def _safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
-
-
 @app.command()
 def classify(
     text: Annotated[str, typer.Argument(help="A reply as a patient might write it.")],
@@ -578,3 +572,7 @@ def classify(
         typer.echo(f"alert:   {decision.alert.severity.value} ({decision.alert.kind})")
     for reply in replies or ["(no reply)"]:
         typer.echo(f"reply:   {reply}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

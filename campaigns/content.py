@@ -111,13 +111,23 @@ class ContentRenderer:
         )
         # Per renderer, like the compiled templates: the hash always names the wording sent.
         self._fingerprints: dict[str, str] = {}
+        self._sms: dict[tuple[str, str, str, bool], RenderedSms] = {}
+        self._replies: dict[tuple[str, str], RenderedSms] = {}
 
     def render_sms(self, campaign: str, step: str, recipient: Recipient) -> RenderedSms:
-        language, name = self._resolve(campaign, step, "sms", recipient.language)
-        body = _one_line(
-            self._render(name, {"clinic": self.clinic, "discreet": recipient.discreet})
-        )
-        return RenderedSms(body, sms_encoding(body), language, self._ref(name))
+        # An SMS is given no patient field, only the language and discreet wording: one render
+        # serves every patient who shares them.
+        key = (campaign, step, recipient.language, recipient.discreet)
+        found = self._sms.get(key)
+        if found is None:
+            language, name = self._resolve(campaign, step, "sms", recipient.language)
+            body = _one_line(
+                self._render(name, {"clinic": self.clinic, "discreet": recipient.discreet})
+            )
+            found = self._sms[key] = RenderedSms(
+                body, sms_encoding(body), language, self._ref(name)
+            )
+        return found
 
     def render_email(
         self, campaign: str, step: str, recipient: Recipient, unsubscribe_url: str
@@ -140,12 +150,21 @@ class ContentRenderer:
             template_ref=self._ref(subject_name, f"{base}.html.j2", f"{base}.txt.j2"),
         )
 
-    def render_reply(self, key: str, language: str, **values: Any) -> RenderedSms:
-        """An answer to a patient's text (templates/_replies/<language>/<key>.txt.j2)."""
+    def render_reply(self, key: str, language: str, link: str = "") -> RenderedSms:
+        """An answer to a patient's text (templates/_replies/<language>/<key>.txt.j2). Answers
+        without a link are the same for everyone, so each is rendered once."""
+        if link:
+            return self._render_reply(key, language, link)
+        found = self._replies.get((key, language))
+        if found is None:
+            found = self._replies[key, language] = self._render_reply(key, language, "")
+        return found
+
+    def _render_reply(self, key: str, language: str, link: str) -> RenderedSms:
         for candidate in dict.fromkeys((language, DEFAULT_LANGUAGE)):
             name = f"{REPLIES}/{candidate}/{key}.txt.j2"
             if (self.templates_dir / name).is_file():
-                body = _one_line(self._render(name, {"clinic": self.clinic, **values}))
+                body = _one_line(self._render(name, {"clinic": self.clinic, "link": link}))
                 return RenderedSms(body, sms_encoding(body), candidate, self._ref(name))
         raise ContentError(f"no reply template {key!r} in {language!r} or English")
 

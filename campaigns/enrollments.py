@@ -31,8 +31,10 @@ from campaigns.scheduling import (
     Planner,
     SkipRecords,
     Stored,
+    active_enrollments,
     cancel_live,
     lock_enrollment,
+    reschedule,
     skip_records,
     split,
     write_plans,
@@ -92,7 +94,6 @@ ENROLLMENT_COLUMNS = (
     "skipped",
     "updated_at",
 )
-AUDIT_COLUMNS = ("occurred_at", "actor", "action", "patient_id", "enrollment_id", "detail")
 
 
 def enrol_many(
@@ -190,10 +191,10 @@ def _planned_enrollments(
 ) -> Iterator[tuple[Any, ...]]:
     """Plan each request and yield its enrollment row; `results` collects the plans.
 
-    plan() is pure: patients with the same due date, timezone and choices share one plan, and
-    its split into outbox rows and skip records is made once.
+    plan() is pure: patients with the same campaign, due date, timezone and choices share one
+    plan, and its split into outbox rows and skip records is made once.
     """
-    plans: dict[PlanInput, tuple[list[PlannedSend], Stored, SkipRecords]] = {}
+    plans: dict[tuple[PlanInput, str], tuple[list[PlannedSend], Stored, SkipRecords]] = {}
     local_days: dict[str, date] = {}
     for pid, eid, r in zip(patient_ids, enrollment_ids, requests, strict=True):
         day = local_days.get(r.timezone)
@@ -206,11 +207,11 @@ def _planned_enrollments(
             channels=r.channels,
             marketing_channels=_marketing_channels(r.consents),
         )
-        found = plans.get(facts)
+        found = plans.get((facts, r.campaign))
         if found is None:
             planned = planner.plan(facts, r.campaign, now)
             stored = split(planned, now, planner.horizon)
-            found = plans[facts] = (planned, stored, skip_records(stored.skips, 1))
+            found = plans[facts, r.campaign] = (planned, stored, skip_records(stored.skips, 1))
         planned, stored, skips = found
         results.append(Enrolled(pid, eid, planned, stored.rows))
         yield (
@@ -317,7 +318,7 @@ def record_loss(db: Database, enrollment_id: int, now: datetime, *, actor: str) 
     """Stop everything for this patient at once; nothing automated is ever sent again."""
     with db.session() as session:
         enrollment, patient = lock_enrollment(session, enrollment_id)
-        live = _live(session, patient.id)
+        live = active_enrollments(session, patient.id, LIVE)
         if not live:
             raise StateError(f"enrollment {enrollment.id} is {enrollment.status}: nothing to stop")
         return end_for_loss(session, patient, now, actor=actor, live=live)
@@ -334,7 +335,7 @@ def end_for_loss(
     """In the caller's transaction (holding the patient's lock): end every live enrollment for
     a pregnancy loss and cancel every send not yet handed to a provider. Returns how many."""
     if live is None:
-        live = _live(session, patient.id)
+        live = active_enrollments(session, patient.id, LIVE)
     cancelled = cancel_live(session, [e.id for e in live], "pregnancy_loss", now)
     for each in live:
         _end(each, EnrollmentStatus.ENDED_LOSS, "pregnancy_loss", now)
@@ -349,19 +350,6 @@ def end_for_loss(
         enrollments=[e.id for e in live],
     )
     return cancelled
-
-
-def _live(session: Session, patient_id: int) -> Sequence[Enrollment]:
-    return (
-        session.execute(
-            select(Enrollment)
-            .where(Enrollment.patient_id == patient_id, Enrollment.status.in_(LIVE))
-            .order_by(Enrollment.id)
-            .execution_options(populate_existing=True)
-        )
-        .scalars()
-        .all()
-    )
 
 
 def pause(
@@ -435,23 +423,6 @@ def stop(db: Database, enrollment_id: int, now: datetime, *, actor: str, reason:
             reason=reason,
         )
         return cancelled
-
-
-def reschedule(
-    session: Session,
-    planner: Planner,
-    enrollment: Enrollment,
-    patient: Patient,
-    now: datetime,
-    reason: str,
-) -> list[PlannedSend]:
-    cancel_live(session, [enrollment.id], reason, now)
-    enrollment.schedule_version += 1
-    enrollment.updated_at = now
-    session.flush()
-    if enrollment.status != EnrollmentStatus.ACTIVE.value:
-        return []
-    return planner.replan(session, enrollment, patient, now)
 
 
 def _require(enrollment: Enrollment, allowed: Sequence[str], action: str) -> None:

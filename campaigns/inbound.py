@@ -24,9 +24,9 @@ from sqlalchemy.orm import Session
 from campaigns import halts, reachability
 from campaigns.domain import Channel, ConsentSource, MessageStatus
 from campaigns.providers.twilio import Action, classify
-from campaigns.scheduling import Planner, lock_patient
+from campaigns.scheduling import Planner
 from campaigns.storage.db import Database, insert_if_absent
-from campaigns.storage.models import Enrollment, ProviderEvent, ScheduledMessage
+from campaigns.storage.models import Enrollment, Patient, ProviderEvent, ScheduledMessage
 from campaigns.window import SendWindow, zone
 
 log = logging.getLogger(__name__)
@@ -75,8 +75,7 @@ def twilio_status(
             return "unknown_message"
         if row.provider_id not in (None, sid):
             return "stale_attempt"  # a callback for an earlier try of a message resent since
-        patient = lock_patient(session, _patient_id(session, row))
-        row = _reread(session, row.id)
+        patient, row = _locked(session, row)
         row.provider, row.provider_id = "twilio", sid
         if status in ("queued", "accepted", "sending", "sent", "scheduled"):
             return _advance(row, MessageStatus.SENT, now)
@@ -147,8 +146,7 @@ def _sendgrid_event(ctx: Context, event: dict[str, Any], now: datetime) -> str:
             return "duplicate"
         if row is None:
             return "unknown_message"
-        patient = lock_patient(session, _patient_id(session, row))
-        row = _reread(session, row.id)
+        patient, row = _locked(session, row)
         row.provider = "sendgrid"
         row.provider_id = row.provider_id or provider_id
         reason = str(event.get("reason") or "")
@@ -160,30 +158,14 @@ def _sendgrid_event(ctx: Context, event: dict[str, Any], now: datetime) -> str:
             if event.get("type") == "blocked":
                 return _advance(row, MessageStatus.UNDELIVERED, now, reason="sendgrid_blocked")
             result = _advance(row, MessageStatus.BOUNCED, now, reason="sendgrid_bounce")
-            reachability.mark_invalid(
-                session,
-                ctx.planner,
-                patient,
-                Channel.EMAIL,
-                now,
-                reason="sendgrid:bounce",
-                actor="provider:sendgrid",
-            )
+            _email_invalid(session, ctx, patient, now, "sendgrid:bounce")
             return result
         if kind == "dropped":
             result = _advance(row, MessageStatus.FAILED, now, reason="sendgrid_dropped")
             if reason in ("Unsubscribed Address", "Spam Reporting Address"):
                 _opt_out_email(session, patient, now, f"sendgrid:dropped:{reason}")
             elif reason in ("Bounced Address", "Invalid"):
-                reachability.mark_invalid(
-                    session,
-                    ctx.planner,
-                    patient,
-                    Channel.EMAIL,
-                    now,
-                    reason="sendgrid:dropped",
-                    actor="provider:sendgrid",
-                )
+                _email_invalid(session, ctx, patient, now, "sendgrid:dropped")
             else:
                 log.error("ALERT: SendGrid dropped message %d (%s)", row.id, reason)
             return result
@@ -191,6 +173,14 @@ def _sendgrid_event(ctx: Context, event: dict[str, Any], now: datetime) -> str:
             _opt_out_email(session, patient, now, f"sendgrid:{kind}")
             return "opted_out"
         return "ignored"  # deferred (SendGrid keeps trying), open, click, group_resubscribe
+
+
+def _email_invalid(
+    session: Session, ctx: Context, patient: Any, now: datetime, reason: str
+) -> None:
+    reachability.mark_invalid(
+        session, ctx.planner, patient, Channel.EMAIL, now, reason=reason, actor="provider:sendgrid"
+    )
 
 
 def _opt_out_email(session: Session, patient: Any, now: datetime, reason: str) -> None:
@@ -238,12 +228,17 @@ def _first_time(
     )
 
 
-def _patient_id(session: Session, row: ScheduledMessage) -> int:
-    return int(
-        session.execute(
-            select(Enrollment.patient_id).where(Enrollment.id == row.enrollment_id)
-        ).scalar_one()
-    )
+def _locked(session: Session, row: ScheduledMessage) -> tuple[Patient, ScheduledMessage]:
+    """The message's patient locked (FOR UPDATE, found through the enrollment in the same
+    statement), then the message as it is now, with whatever we waited on."""
+    patient = session.execute(
+        select(Patient)
+        .join(Enrollment, Enrollment.patient_id == Patient.id)
+        .where(Enrollment.id == row.enrollment_id)
+        .with_for_update(of=Patient)
+        .execution_options(populate_existing=True)
+    ).scalar_one()
+    return patient, _reread(session, row.id)
 
 
 def _reread(session: Session, message_id: int) -> ScheduledMessage:

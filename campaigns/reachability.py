@@ -10,51 +10,20 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from campaigns import audit
 from campaigns.consent import WORDING_VERSION
 from campaigns.contacts import address_hash
 from campaigns.domain import Channel, ConsentPurpose, ConsentSource
-from campaigns.scheduling import Planner, active_enrollments, cancel_channel, cancel_live
+from campaigns.scheduling import Planner, active_enrollments, cancel_channel, reschedule
 from campaigns.storage.db import insert_if_absent
 from campaigns.storage.models import ConsentEvent, Patient, Suppression
 
 
 def address_of(patient: Patient, channel: Channel) -> str | None:
     return patient.phone if channel is Channel.SMS else patient.email
-
-
-def withdrawn(
-    session: Session, patient: Patient | None, channel: Channel, address: str | None = None
-) -> bool:
-    """Has this address (or patient) opted out of the channel: suppressed, or the latest
-    programme consent for the channel withdrawn? `address` defaults to the patient's."""
-    if address is None and patient is not None:
-        address = address_of(patient, channel)
-    if address is not None:
-        suppressed = session.execute(
-            select(Suppression.id).where(
-                Suppression.channel == channel.value,
-                Suppression.address_hash == address_hash(address),
-            )
-        ).first()
-        if suppressed is not None:
-            return True
-    if patient is None:
-        return False
-    latest = session.execute(
-        select(ConsentEvent.granted)
-        .where(
-            ConsentEvent.patient_id == patient.id,
-            ConsentEvent.purpose == ConsentPurpose.PROGRAMME.value,
-            (ConsentEvent.channel == channel.value) | ConsentEvent.channel.is_(None),
-        )
-        .order_by(ConsentEvent.id.desc())
-        .limit(1)
-    ).scalar_one_or_none()
-    return latest is False
 
 
 # Built once: a reply's hot path runs these statements with new values, not new statements.
@@ -88,13 +57,44 @@ _SMS_SUPPRESSED_ONLY = select(_SMS_SUPPRESSED)
 
 def sms_sender(session: Session, sender: str) -> tuple[Patient | None, bool]:
     """The patient with this number, locked (FOR UPDATE), and whether the number has opted out
-    of texts (as `withdrawn`), in one round trip."""
+    of texts (suppressed, or the latest programme consent for SMS withdrawn), in one round
+    trip."""
     hashed = address_hash(sender)
     row = session.execute(_SMS_SENDER, {"phone": sender, "hashed": hashed}).first()
     if row is None:
         return None, bool(session.execute(_SMS_SUPPRESSED_ONLY, {"hashed": hashed}).scalar())
     patient, is_suppressed, granted = row
     return patient, bool(is_suppressed) or granted is False
+
+
+def suppress(
+    session: Session,
+    channel: Channel,
+    address: str,
+    now: datetime,
+    *,
+    source: ConsentSource,
+    reason: str,
+) -> None:
+    """Keep the address (by hash) from ever being messaged on the channel; no-op if it is."""
+    insert_if_absent(
+        session,
+        Suppression,
+        channel=channel.value,
+        address_hash=address_hash(address),
+        reason=reason,
+        source=source.value,
+        created_at=now,
+    )
+
+
+def lift_suppression(session: Session, channel: Channel, address: str) -> None:
+    session.execute(
+        delete(Suppression).where(
+            Suppression.channel == channel.value,
+            Suppression.address_hash == address_hash(address),
+        )
+    )
 
 
 def opt_out(
@@ -110,15 +110,7 @@ def opt_out(
     """Never message this address on this channel again (until a new opt-in)."""
     address = address_of(patient, channel)
     if address is not None:
-        insert_if_absent(
-            session,
-            Suppression,
-            channel=channel.value,
-            address_hash=address_hash(address),
-            reason=reason,
-            source=source.value,
-            created_at=now,
-        )
+        suppress(session, channel, address, now, source=source, reason=reason)
     session.add(
         ConsentEvent(
             patient_id=patient.id,
@@ -145,6 +137,42 @@ def opt_out(
     return cancelled
 
 
+def opt_in(
+    session: Session,
+    planner: Planner,
+    patient: Patient,
+    channel: Channel,
+    now: datetime,
+    *,
+    source: ConsentSource,
+    actor: str,
+    replan: bool,
+) -> None:
+    """Messages on this channel again: the suppression lifted, a consent event granted, and,
+    when `replan` (the patient had opted out), each active plan made again from now."""
+    address = address_of(patient, channel)
+    if address is not None:
+        lift_suppression(session, channel, address)
+    session.add(
+        ConsentEvent(
+            patient_id=patient.id,
+            purpose=ConsentPurpose.PROGRAMME.value,
+            channel=channel.value,
+            granted=True,
+            occurred_at=now,
+            source=source.value,
+            wording_version=WORDING_VERSION,
+            actor=actor,
+        )
+    )
+    session.flush()
+    audit.record(session, now, actor, "resubscribed", patient_id=patient.id, channel=channel.value)
+    if replan:
+        for enrollment in active_enrollments(session, patient.id):
+            # Steps the opt-out cancelled are planned again from now (missed ones skipped).
+            reschedule(session, planner, enrollment, patient, now, "resubscribed")
+
+
 def mark_invalid(
     session: Session,
     planner: Planner,
@@ -167,11 +195,7 @@ def mark_invalid(
     cancelled = cancel_channel(session, patient.id, channel, "invalid_address", now)
     for enrollment in active_enrollments(session, patient.id):
         # A new schedule version with the channels that still work (email instead of SMS).
-        cancel_live(session, [enrollment.id], "address_changed", now)
-        enrollment.schedule_version += 1
-        enrollment.updated_at = now
-        session.flush()
-        planner.replan(session, enrollment, patient, now)
+        reschedule(session, planner, enrollment, patient, now, "address_changed")
     audit.record(
         session,
         now,

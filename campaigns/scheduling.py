@@ -8,7 +8,7 @@ to its record. So a cancellation either waits for an in-flight send to finish or
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, cast
 
@@ -182,20 +182,9 @@ class Planner:
     catalog: Catalog
     window: SendWindow
     horizon: timedelta = timedelta(days=14)
-    #: plan() is pure, so identical questions get the same answer: a bulk import (one `now`)
-    #: plans each distinct due date, timezone and set of choices once.
-    _memo: dict[tuple[PlanInput, str, datetime], list[PlannedSend]] = field(
-        default_factory=dict, compare=False, repr=False
-    )
 
     def plan(self, facts: PlanInput, campaign: str, now: datetime) -> list[PlannedSend]:
-        key = (facts, campaign, now)
-        found = self._memo.get(key)
-        if found is None:
-            if len(self._memo) >= 20_000:
-                self._memo.clear()
-            found = self._memo[key] = plan(facts, self.catalog[campaign], self.window, now)
-        return found
+        return plan(facts, self.catalog[campaign], self.window, now)
 
     def facts(self, session: Session, enrollment: Enrollment, patient: Patient) -> PlanInput:
         """Everything planning needs, read from the database (sent steps, skips, consent)."""
@@ -268,17 +257,42 @@ class Planner:
         return planned
 
 
-def active_enrollments(session: Session, patient_id: int) -> Sequence[Enrollment]:
+def active_enrollments(
+    session: Session,
+    patient_id: int,
+    statuses: Sequence[str] = (EnrollmentStatus.ACTIVE.value,),
+) -> Sequence[Enrollment]:
+    """The patient's enrollments in these statuses (active by default), oldest first, as they
+    are now (the caller holds the patient's lock)."""
     return (
         session.execute(
-            select(Enrollment).where(
-                Enrollment.patient_id == patient_id,
-                Enrollment.status == EnrollmentStatus.ACTIVE.value,
-            )
+            select(Enrollment)
+            .where(Enrollment.patient_id == patient_id, Enrollment.status.in_(statuses))
+            .order_by(Enrollment.id)
+            .execution_options(populate_existing=True)
         )
         .scalars()
         .all()
     )
+
+
+def reschedule(
+    session: Session,
+    planner: Planner,
+    enrollment: Enrollment,
+    patient: Patient,
+    now: datetime,
+    reason: str,
+) -> list[PlannedSend]:
+    """A new schedule version planned from now (the caller holds the patient's lock): what is
+    pending is cancelled, what was sent stays done, missed steps are skipped."""
+    cancel_live(session, [enrollment.id], reason, now)
+    enrollment.schedule_version += 1
+    enrollment.updated_at = now
+    session.flush()
+    if enrollment.status != EnrollmentStatus.ACTIVE.value:
+        return []
+    return planner.replan(session, enrollment, patient, now)
 
 
 def lock_enrollment(session: Session, enrollment_id: int) -> tuple[Enrollment, Patient]:

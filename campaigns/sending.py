@@ -33,7 +33,7 @@ from campaigns import halts, reachability
 from campaigns.clock import Clock
 from campaigns.consent import ConsentRecord, ConsentState, current
 from campaigns.contacts import address_hash
-from campaigns.content import ContentRenderer, Recipient, RenderedSms
+from campaigns.content import ContentRenderer, Recipient
 from campaigns.delivery import DeliveryPolicy
 from campaigns.domain import (
     Channel,
@@ -147,14 +147,13 @@ class Deliverer:
         clock: Clock,
         policy: DeliveryPolicy,
         planner: Planner,
-        limiters: Mapping[Channel, RateLimiter] | None = None,
+        limiters: Mapping[Channel, RateLimiter],
     ) -> None:
         self.db, self.renderer, self.window, self.links = db, renderer, window, links
         self.sms, self.email, self.clock, self.policy = sms, email, clock, policy
         self.planner = planner
-        self.limiters = dict(limiters or {})
+        self.limiters = dict(limiters)  # Unlimited where no rate is set
         self._pool = ThreadPoolExecutor(policy.send_concurrency, thread_name_prefix="send")
-        self._sms_cache: dict[tuple[str, str, str, bool], RenderedSms] = {}
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -373,12 +372,7 @@ class Deliverer:
         recipient = Recipient(job.name.split()[0], job.language, job.discreet)
         if job.channel is Channel.SMS:
             assert job.phone is not None
-            key = (job.campaign, job.step_key, job.language, job.discreet)
-            sms = self._sms_cache.get(key)
-            if sms is None:  # an SMS carries no patient field: one render serves everyone
-                sms = self._sms_cache[key] = self.renderer.render_sms(
-                    job.campaign, job.step_key, recipient
-                )
+            sms = self.renderer.render_sms(job.campaign, job.step_key, recipient)
             job.changes = {"body": sms.body, "subject": None, "template_ref": sms.template_ref}
             return OutgoingSms(job.id, job.phone, sms.body, job.expires_at)
         assert job.email is not None
@@ -402,9 +396,8 @@ class Deliverer:
     def _call(self, job: Job) -> None:
         """One provider call (in a pool thread): no database here, only the job's own fields."""
         assert job.outgoing is not None
-        limit = self.limiters.get(job.channel)
-        if limit is not None:
-            limit.acquire()  # at the last moment: providers count requests as they arrive
+        # At the last moment: providers count requests as they arrive.
+        self.limiters[job.channel].acquire()
         provider = (self.sms if job.channel is Channel.SMS else self.email).name
         try:
             if isinstance(job.outgoing, OutgoingSms):

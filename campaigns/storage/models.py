@@ -176,7 +176,7 @@ class ScheduledMessage(Base):
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     # No FOREIGN KEY: its per-row check was half the cost of bulk enrolment, and enrollments
     # are never deleted (erasure anonymises); rows are only written beside their enrollment.
-    enrollment_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
+    enrollment_id: Mapped[int] = mapped_column(Id)
     step_key: Mapped[str] = mapped_column(String(64))
     channel: Mapped[str] = mapped_column(String(16))
     kind: Mapped[str] = mapped_column(String(16))
@@ -226,11 +226,9 @@ class AuditEvent(Base):
     occurred_at: Mapped[datetime]
     actor: Mapped[str] = mapped_column(String(128))
     action: Mapped[str] = mapped_column(String(64))
-    patient_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
-    enrollment_id: Mapped[int | None] = mapped_column(
-        BigInteger().with_variant(Integer(), "sqlite")
-    )
-    message_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
+    patient_id: Mapped[int | None] = mapped_column(Id)
+    enrollment_id: Mapped[int | None] = mapped_column(Id)
+    message_id: Mapped[int | None] = mapped_column(Id)
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
@@ -243,7 +241,7 @@ class ProviderEvent(Base):
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     provider: Mapped[str] = mapped_column(String(32))
     event_key: Mapped[str] = mapped_column(String(200))
-    message_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
+    message_id: Mapped[int | None] = mapped_column(Id)
     kind: Mapped[str] = mapped_column(String(64))
     received_at: Mapped[datetime]
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -274,7 +272,7 @@ class InboundMessage(Base):
     provider: Mapped[str] = mapped_column(String(32))
     provider_id: Mapped[str] = mapped_column(String(64))  # Twilio MessageSid
     sender: Mapped[str] = mapped_column(String(32))  # E.164 as the provider gave it
-    patient_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
+    patient_id: Mapped[int | None] = mapped_column(Id)
     body: Mapped[str] = mapped_column(Text)
     received_at: Mapped[datetime]
     language: Mapped[str | None] = mapped_column(String(16))
@@ -313,8 +311,8 @@ class Alert(Base):
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
-    patient_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
-    inbound_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
+    patient_id: Mapped[int | None] = mapped_column(Id)
+    inbound_id: Mapped[int | None] = mapped_column(Id)
     severity: Mapped[str] = mapped_column(String(16))  # red, amber, routine, review
     kind: Mapped[str] = mapped_column(String(32))  # the intent (or what staff must do)
     matched: Mapped[list[Any]] = mapped_column(JsonText, default=list)

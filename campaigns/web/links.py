@@ -19,7 +19,7 @@ from campaigns import audit, reachability
 from campaigns.bootstrap import clinic_from
 from campaigns.domain import Channel, ConsentSource
 from campaigns.links import ExpiredTokenError, TokenError
-from campaigns.scheduling import lock_patient
+from campaigns.scheduling import consent_state, lock_patient, suppressed_channels
 from campaigns.storage.models import Enrollment, Patient
 from campaigns.web.deps import ServicesDep
 from campaigns.web.staff import pages
@@ -110,7 +110,10 @@ def unsubscribe(request: Request, services: ServicesDep, token: str) -> Response
         if session.get(Patient, patient_id) is None:
             return _problem(request, services, "unsubscribe", expired=False)
         patient = lock_patient(session, patient_id)
-        if not reachability.withdrawn(session, patient, Channel.EMAIL):
+        already = Channel.EMAIL in suppressed_channels(session, patient) or (
+            Channel.EMAIL not in consent_state(session, patient.id).programme
+        )
+        if not already:  # a second click changes nothing
             cancelled = reachability.opt_out(
                 session,
                 patient,

@@ -145,6 +145,7 @@ def test_staff_work_a_red_alert_from_the_dashboard_to_acknowledged(
     expect(page.get_by_text("Nothing is waiting.")).to_be_visible()
 
     page.goto(f"{live.url}/staff/patients/{done.patient_id}")
+    expect(page).to_have_title("Cara Example · Santi staff")
     expect(page.get_by_text("I'm bleeding quite a lot")).to_be_visible()
     expect(page.get_by_role("heading", name="Consent ledger")).to_be_visible()
 
