@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
+import yaml
 from sqlalchemy import func, select
 
 from campaigns import enrollments
@@ -12,6 +16,7 @@ from campaigns.errors import InputError
 from campaigns.intake import parse_enrolment
 from campaigns.storage.models import AuditEvent, ConsentEvent, Enrollment, Patient, ScheduledMessage
 from tests.integration.helpers import edd_at, enrol, rows
+from tests.integration.processes import ROOT
 
 
 def count(services: Services, model: type) -> int:
@@ -141,3 +146,71 @@ def test_after_a_loss_the_number_is_not_silently_enrolled_again(services: Servic
     enrollments.record_loss(services.db, done.enrollment_id, services.clock.now(), actor="t")
     with pytest.raises(InputError, match=f"already belongs to patient {done.patient_id}"):
         enrol(services, phone="+447400077777")
+
+
+def test_many_enrolments_in_one_transaction(services: Services) -> None:
+    now = services.clock.now()
+    requests = [
+        parse_enrolment(
+            {
+                "name": f"P{i}",
+                "phone": f"+4474001{i:05d}",
+                "edd": edd_at(now.date(), 8 + i % 30).isoformat(),
+                "edd_source": "lmp",
+                "consent": "programme",
+            },
+            services.intake,
+            now,
+        )
+        for i in range(250)
+    ]
+    done = enrollments.enrol_many(
+        services.db, services.planner, requests, now, source=ConsentSource.CSV, actor="test"
+    )
+    assert len({d.patient_id for d in done}) == 250
+    assert count(services, ScheduledMessage) == sum(len(d.stored) for d in done)
+    assert count(services, Enrollment) == 250 and count(services, ConsentEvent) == 250
+
+
+def test_one_import_with_two_campaigns_plans_each_patient_on_their_own(
+    make_services: object, database_url: str, tmp_path: Path
+) -> None:
+    """Patients alike in every fact but the campaign must not share a plan."""
+    templates = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", templates)
+    shutil.copytree(templates / "leg-cramps", templates / "short-course")
+    definition = yaml.safe_load((templates / "short-course/campaign.yaml").read_text())
+    definition["key"], definition["name"] = "short-course", "Short course"
+    definition["steps"] = definition["steps"][:3]
+    (templates / "short-course/campaign.yaml").write_text(yaml.safe_dump(definition))
+    assert callable(make_services)
+    services: Services = make_services(database_url, templates_dir=templates)
+    now = services.clock.now()
+    requests = [
+        parse_enrolment(
+            {
+                "name": f"P{i}",
+                "phone": f"+4474002{i:05d}",
+                "edd": edd_at(now.date(), 12).isoformat(),
+                "edd_source": "scan",
+                "consent": "programme",
+                "campaign": campaign,
+            },
+            services.intake,
+            now,
+        )
+        for i, campaign in enumerate(["leg-cramps", "short-course", "leg-cramps"])
+    ]
+    done = enrollments.enrol_many(
+        services.db, services.planner, requests, now, source=ConsentSource.CSV, actor="test"
+    )
+    allowed = {
+        key: {
+            step["key"]
+            for step in yaml.safe_load((templates / key / "campaign.yaml").read_text())["steps"]
+        }
+        for key in ("leg-cramps", "short-course")
+    }
+    for request, enrolled in zip(requests, done, strict=True):
+        assert {p.step.key for p in enrolled.planned} <= allowed[request.campaign]
+    assert {p.step.key for p in done[0].planned} != {p.step.key for p in done[1].planned}
