@@ -45,19 +45,18 @@ def raise_alert(
     alert_id: int = (
         session.connection()
         .execute(
-            insert(Alert)
-            .values(
-                patient_id=patient_id,
-                inbound_id=inbound_id,
-                severity=spec.severity.value,
-                kind=spec.kind,
-                matched=list(matched),
-                safety_reply=spec.safety_reply,
-                detail=detail,
-                created_at=now,
-                email_due=spec.severity.emailed,
-            )
-            .returning(Alert.id)
+            _INSERT,
+            {
+                "patient_id": patient_id,
+                "inbound_id": inbound_id,
+                "severity": spec.severity.value,
+                "kind": spec.kind,
+                "matched": list(matched),
+                "safety_reply": spec.safety_reply,
+                "detail": detail,
+                "created_at": now,
+                "email_due": spec.severity.emailed,
+            },
         )
         .scalar_one()
     )
@@ -123,13 +122,12 @@ class OpenCounts:
     oldest: datetime | None
 
 
-def open_counts(db: Database) -> OpenCounts:
-    with db.session() as session:
-        rows = session.execute(
-            select(Alert.severity, func.count(), func.min(Alert.created_at))
-            .where(Alert.acknowledged_at.is_(None))
-            .group_by(Alert.severity)
-        ).all()
+def open_counts(session: Session) -> OpenCounts:
+    rows = session.execute(
+        select(Alert.severity, func.count(), func.min(Alert.created_at))
+        .where(Alert.acknowledged_at.is_(None))
+        .group_by(Alert.severity)
+    ).all()
     counts = {severity.value: 0 for severity in Severity}
     oldest: datetime | None = None
     for severity, count, first in rows:

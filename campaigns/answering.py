@@ -9,10 +9,9 @@ unseen. The MessageSid is claimed first, so a replayed webhook has no second eff
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
@@ -29,7 +28,6 @@ from campaigns.keywords import (
     Intent,
     Lexicon,
     Match,
-    Tier,
     classify,
 )
 from campaigns.links import LinkSigner
@@ -107,11 +105,7 @@ class Inbound:
 
 @dataclass(frozen=True)
 class Answer:
-    replies: tuple[str, ...]  # the texts to send back, in order
-    duplicate: bool = False
-    inbound_id: int | None = None
-    classification: Classification | None = None
-    decision: Decision | None = None
+    replies: tuple[str, ...]  # the texts to send back, in order (none for a replay)
 
 
 class Answerer:
@@ -135,42 +129,27 @@ class Answerer:
     def handle(self, inbound: Inbound, now: datetime) -> Answer:
         with self.db.session() as session:
             # Claim the MessageSid first: a replay stops here, with no second effect.
-            inbound_id = (
-                session.connection().execute(*_claim(session, inbound, now)).scalar_one_or_none()
-            )
+            inbound_id = _claim(session, inbound, now)
             if inbound_id is None:
-                return Answer((), duplicate=True)
+                return Answer(())
             patient, opted_out = reachability.sms_sender(session, inbound.sender)
             language = patient.language if patient is not None else "en"
             found = with_provider_keyword(
                 classify(inbound.body, self.lexicon(language), opted_out=opted_out),
                 inbound.opt_out_type,
             )
-            situation = self._situation(session, patient, inbound, found, opted_out, now)
+            situation, waiting = self._situation(session, patient, inbound, found, opted_out, now)
             decision = decide(found, situation)
-            link = self._act(session, decision, found, situation, patient, inbound, inbound_id, now)
+            link = self._act(
+                session, decision, found, situation, patient, inbound, inbound_id, waiting, now
+            )
             texts = tuple(
                 self.renderer.render_reply(key, language, link or "").body
                 for key in decision.replies
             )
             patient_id = patient.id if patient is not None else None
             actions = [action.value for action in decision.actions]
-            session.connection().execute(
-                _RECORD,
-                {
-                    "inbound_id": inbound_id,
-                    "patient_id": patient_id,
-                    "language": found.language,
-                    "intent": found.intent.value,
-                    "tier": found.tier.value,
-                    "matched": found.as_dict(),
-                    "replies": [
-                        {"template": key, "text": text}
-                        for key, text in zip(decision.replies, texts, strict=True)
-                    ],
-                    "actions": actions,
-                },
-            )
+            _record(session, inbound_id, patient_id, found, decision.replies, texts, actions)
             # The text itself and the words that matched stay in inbound_messages; the audit
             # trail gets what was decided (never the text).
             audit.record(
@@ -194,7 +173,7 @@ class Answerer:
                 ",".join(actions) or "none",
                 ",".join(decision.replies) or "nothing",
             )
-            return Answer(texts, False, inbound_id, found, decision)
+            return Answer(texts)
 
     def fallback(self, inbound: Inbound, now: datetime) -> tuple[str, ...]:
         """When storing or acting failed: never leave a danger sign unanswered, and put the text
@@ -228,32 +207,16 @@ class Answerer:
     ) -> None:
         """A second, minimal transaction: the text, what we answered, and an alert for staff."""
         with self.db.session() as session:
-            inbound_id = (
-                session.connection().execute(*_claim(session, inbound, now)).scalar_one_or_none()
-            )
+            inbound_id = _claim(session, inbound, now)
             if inbound_id is None:
                 return  # the first attempt was stored after all
             patient_id = session.execute(
                 select(Patient.id).where(Patient.phone == inbound.sender)
             ).scalar_one_or_none()
-            session.connection().execute(
-                _RECORD,
-                {
-                    "inbound_id": inbound_id,
-                    "patient_id": patient_id,
-                    "language": "en",
-                    "intent": found.intent.value if found else None,
-                    "tier": found.tier.value if found else None,
-                    "matched": found.as_dict() if found else {},
-                    "replies": [
-                        {"template": k, "text": t} for k, t in zip(keys, texts, strict=True)
-                    ],
-                    "actions": [HANDLING_FAILED],
-                },
-            )
+            _record(session, inbound_id, patient_id, found, keys, texts, [HANDLING_FAILED])
             severity = Severity.REVIEW
             if found is not None and found.safety:
-                severity = Severity.RED if found.tier is Tier.RED else Severity.AMBER
+                severity = Severity.of_tier(found.tier)
             alerts.raise_alert(
                 session,
                 AlertSpec(severity, HANDLING_FAILED, keys[0] if found and found.safety else None),
@@ -271,27 +234,32 @@ class Answerer:
         found: Classification,
         opted_out: bool,
         now: datetime,
-    ) -> Situation:
+    ) -> tuple[Situation, Alert | None]:
+        """What the rules need to know, and the birth alert waiting for a date, if any."""
         if patient is None:
-            return Situation(known=False, opted_out=opted_out, opt_out_type=inbound.opt_out_type)
+            stranger = Situation(
+                known=False, opted_out=opted_out, opt_out_type=inbound.opt_out_type
+            )
+            return stranger, None
         # Each fact is looked up only when the rules can use it: most texts need none.
         found_date: date | None = None
-        waiting = False
+        waiting: Alert | None = None
         if found.intent in (Intent.BORN, Intent.UNRECOGNISED):
             found_date = birth_date_in(inbound.body, now.astimezone(zone(patient.timezone)).date())
             if found_date is not None and found.intent is Intent.UNRECOGNISED:
-                waiting = _awaiting_birth_date(session, patient.id, now) is not None
+                waiting = _awaiting_birth_date(session, patient.id, now)
         recent = None
         if found.intent is Intent.BOOK:
             recent = alerts.recent_safety_reply(session, patient.id, now)
-        return Situation(
+        situation = Situation(
             known=True,
             opted_out=opted_out,
             opt_out_type=inbound.opt_out_type,
             recent_safety_reply=recent,
-            awaiting_birth_date=waiting,
+            awaiting_birth_date=waiting is not None,
             birth_date=found_date,
         )
+        return situation, waiting
 
     def _act(
         self,
@@ -302,6 +270,7 @@ class Answerer:
         patient: Patient | None,
         inbound: Inbound,
         inbound_id: int,
+        waiting: Alert | None,
         now: datetime,
     ) -> str | None:
         """Apply the decision's actions in this transaction; returns a booking link if made."""
@@ -316,7 +285,6 @@ class Answerer:
                     patient_id=pid,
                     inbound_id=inbound_id,
                     matched=found.words,
-                    intents=[m.intent.value for m in found.matches],
                     **_birth_detail(decision, situation),
                 )
             elif action is Action.OPT_OUT:
@@ -342,8 +310,8 @@ class Answerer:
             elif action is Action.BOOKING_LINK:
                 link = self.links.booking_url(patient.id, now)
                 audit.record(session, now, ACTOR, "booking_link_sent", patient_id=patient.id)
-            elif action is Action.BIRTH_DATE and situation.birth_date is not None:
-                _propose_birth_date(session, patient.id, situation.birth_date, now)
+            elif action is Action.BIRTH_DATE and waiting and situation.birth_date:
+                _propose_birth_date(session, waiting, situation.birth_date, now)
         return link
 
     def _opt_out(
@@ -399,34 +367,36 @@ def with_provider_keyword(found: Classification, opt_out_type: str | None) -> Cl
     intent = PROVIDER_KEYWORDS.get(opt_out_type or "")
     if intent is None or intent in found.intents:
         return found
-    match = Match(intent, intent.value, (f"OptOutType={opt_out_type}",))
-    rank = list(Intent)
-    matches = tuple(sorted((*found.matches, match), key=lambda m: rank.index(m.intent)))
-    return replace(found, intent=matches[0].intent, matches=matches)
+    return found.with_match(Match(intent, intent.value, (f"OptOutType={opt_out_type}",)))
 
 
-_CLAIM_COLUMNS = (
-    "provider",
-    "provider_id",
-    "sender",
-    "body",
-    "received_at",
-    "matched",
-    "replies",
-    "actions",
-    "opt_out_type",
-)
-_CLAIMS: dict[str, Any] = {}  # per dialect, built once
+def _record(
+    session: Session,
+    inbound_id: int,
+    patient_id: int | None,
+    found: Classification | None,
+    keys: Sequence[str],
+    texts: Sequence[str],
+    actions: list[str],
+) -> None:
+    """How the text was read, what was answered and what was done, on its row."""
+    session.connection().execute(
+        _RECORD,
+        {
+            "inbound_id": inbound_id,
+            "patient_id": patient_id,
+            "language": found.language if found else "en",
+            "intent": found.intent.value if found else None,
+            "tier": found.tier.value if found else None,
+            "matched": found.as_dict() if found else {},
+            "replies": [{"template": k, "text": t} for k, t in zip(keys, texts, strict=True)],
+            "actions": actions,
+        },
+    )
 
 
-def _claim(session: Session, inbound: Inbound, now: datetime) -> tuple[Any, dict[str, Any]]:
-    """INSERT ... ON CONFLICT DO NOTHING RETURNING id (the new row's id, or none for a replay),
-    with its values."""
-    dialect = session.get_bind().dialect.name
-    statement = _CLAIMS.get(dialect)
-    if statement is None:
-        placeholders: dict[str, Any] = {name: bindparam(name) for name in _CLAIM_COLUMNS}
-        statement = _CLAIMS[dialect] = insert_ignoring(session, InboundMessage, **placeholders)
+def _claim(session: Session, inbound: Inbound, now: datetime) -> int | None:
+    """Store the text under its MessageSid: the new row's id, or None for a replay."""
     values = {
         "provider": "twilio",
         "provider_id": inbound.provider_id,
@@ -438,7 +408,9 @@ def _claim(session: Session, inbound: Inbound, now: datetime) -> tuple[Any, dict
         "actions": [],
         "opt_out_type": inbound.opt_out_type,
     }
-    return statement, values
+    statement = insert_ignoring(session, InboundMessage, tuple(values))
+    found: int | None = session.connection().execute(statement, values).scalar_one_or_none()
+    return found
 
 
 def _birth_detail(decision: Decision, situation: Situation) -> dict[str, str]:
@@ -465,17 +437,14 @@ def _awaiting_birth_date(session: Session, patient_id: int, now: datetime) -> Al
     return alert
 
 
-def _propose_birth_date(session: Session, patient_id: int, birth_date: date, now: datetime) -> None:
-    alert = _awaiting_birth_date(session, patient_id, now)
-    if alert is None:
-        return
+def _propose_birth_date(session: Session, alert: Alert, birth_date: date, now: datetime) -> None:
     alert.detail = {**alert.detail, "birth_date": birth_date.isoformat()}
     audit.record(
         session,
         now,
         ACTOR,
         "birth_date_reported",
-        patient_id=patient_id,
+        patient_id=alert.patient_id,
         alert=alert.id,
         birth_date=birth_date.isoformat(),
     )

@@ -266,11 +266,11 @@ def status(json_out: JsonFlag = False) -> None:
     with services() as built:
         with built.db.session() as session:
             found = views.backlog(session, built.clock.now())
+            waiting = alerts.open_counts(session).by_severity
         stopped = {
             channel: {"provider": h.provider, "code": h.code, "reason": h.reason}
             for channel, h in halts.halted(built.db).items()
         }
-        waiting = alerts.open_counts(built.db).by_severity
     if json_out:
         typer.echo(
             json.dumps(

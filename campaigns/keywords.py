@@ -99,6 +99,11 @@ class Classification:
     def words(self) -> list[str]:
         return [word for match in self.matches for word in match.words]
 
+    def with_match(self, match: Match) -> Classification:
+        """The same reading with one more intent matched, ranked like the others."""
+        matches = tuple(sorted((*self.matches, match), key=lambda m: _RANK[m.intent]))
+        return Classification(matches[0].intent, matches, self.language)
+
     def match(self, intent: Intent) -> Match | None:
         return next((m for m in self.matches if m.intent is intent), None)
 

@@ -40,6 +40,11 @@ class Severity(StrEnum):
     ROUTINE = "routine"  # a birth to confirm
     REVIEW = "review"  # a reply nobody could read automatically
 
+    @classmethod
+    def of_tier(cls, tier: Tier) -> Severity:
+        """A danger sign's severity: RED for the RED tier, AMBER otherwise."""
+        return cls.RED if tier is Tier.RED else cls.AMBER
+
     @property
     def emailed(self) -> bool:
         """RED and AMBER also go to the clinic's alert address."""
@@ -159,7 +164,7 @@ def _safety(found: Classification, situation: Situation) -> Decision:
         actions.append(Action.OPT_OUT)
         if not situation.opted_out and len(replies) < MAX_REPLIES:
             replies.append(_reply(found, Intent.OPT_OUT))
-    severity = Severity.RED if top_tier is Tier.RED else Severity.AMBER
+    severity = Severity.of_tier(top_tier)
     return _decision(replies, actions, AlertSpec(severity, found.intent.value, replies[0]))
 
 

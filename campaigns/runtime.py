@@ -32,7 +32,10 @@ class InlineQueue:
 
 def tick(services: Services, queue: delivery.SendQueue) -> int:
     """One dispatch round: email new alerts, then claim what is due and send it."""
-    email_alerts(services)
+    try:
+        email_alerts(services)
+    except Exception:  # the sweep tries again next tick; sending must not wait on it
+        log.exception("emailing alerts failed; trying again next tick")
     return delivery.dispatch_due(services.db, queue, services.clock, services.policy)
 
 

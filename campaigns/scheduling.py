@@ -7,12 +7,12 @@ to its record. So a cancellation either waits for an in-flight send to finish or
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import Connection, CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from campaigns.catalog import Catalog
@@ -29,7 +29,7 @@ from campaigns.domain import (
 from campaigns.errors import NotFoundError
 from campaigns.planning import PlanInput, PlannedSend, plan
 from campaigns.storage.bulk import NULL, copy_lines, is_postgres, iso, write_rows
-from campaigns.storage.db import Database
+from campaigns.storage.db import Database, among
 from campaigns.storage.models import (
     ConsentEvent,
     Enrollment,
@@ -63,27 +63,55 @@ def lock_patient(session: Session, patient_id: int) -> Patient:
 
 
 def consent_state(session: Session, patient_id: int) -> ConsentState:
-    rows = session.execute(
-        select(ConsentEvent.purpose, ConsentEvent.channel, ConsentEvent.granted)
-        .where(ConsentEvent.patient_id == patient_id)
+    return consent_states(session.connection(), [patient_id])[patient_id]
+
+
+def consent_states(connection: Connection, patient_ids: Sequence[int]) -> dict[int, ConsentState]:
+    """Each patient's consent today, replayed from the ledger in one query."""
+    postgres = connection.dialect.name == "postgresql"
+    rows: dict[int, list[Any]] = {pid: [] for pid in patient_ids}
+    for row in connection.execute(
+        select(
+            ConsentEvent.patient_id,
+            ConsentEvent.purpose,
+            ConsentEvent.channel,
+            ConsentEvent.granted,
+        )
+        .where(among(ConsentEvent.patient_id, patient_ids, postgres=postgres))
         .order_by(ConsentEvent.id)
-    ).all()
+    ):
+        rows[row.patient_id].append(row)
+    return {pid: state_of(found) for pid, found in rows.items()}
+
+
+def state_of(rows: Iterable[Any]) -> ConsentState:
+    """Today's consent from ledger rows (oldest first) with purpose, channel and granted."""
     return current(
-        ConsentRecord(ConsentPurpose(p), Channel(c) if c else None, g) for p, c, g in rows
+        ConsentRecord(
+            ConsentPurpose(r.purpose), Channel(r.channel) if r.channel else None, r.granted
+        )
+        for r in rows
     )
 
 
 def suppressed_channels(session: Session, patient: Patient) -> frozenset[Channel]:
     addresses = {Channel.SMS: patient.phone, Channel.EMAIL: patient.email}
     hashes = {address_hash(a): c for c, a in addresses.items() if a}
-    if not hashes:
-        return frozenset()
-    found = session.execute(
-        select(Suppression.channel, Suppression.address_hash).where(
-            Suppression.address_hash.in_(hashes)
-        )
-    ).all()
+    found = suppressions(session.connection(), hashes)
     return frozenset(Channel(c) for c, h in found if hashes.get(h) == Channel(c))
+
+
+def suppressions(connection: Connection, hashes: Collection[str]) -> set[tuple[str, str]]:
+    """The (channel, address hash) suppressions among these address hashes, in one query."""
+    if not hashes:
+        return set()
+    postgres = connection.dialect.name == "postgresql"
+    found = connection.execute(
+        select(Suppression.channel, Suppression.address_hash).where(
+            among(Suppression.address_hash, hashes, postgres=postgres)
+        )
+    )
+    return {(channel, hashed) for channel, hashed in found}
 
 
 def cancel_live(session: Session, enrollment_ids: Iterable[int], reason: str, now: datetime) -> int:

@@ -26,18 +26,17 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, select, text, update
+from sqlalchemy import Table, bindparam, select, text, update
 from sqlalchemy.orm import Session
 
 from campaigns import halts, reachability
 from campaigns.clock import Clock
-from campaigns.consent import ConsentRecord, ConsentState, current
+from campaigns.consent import ConsentState
 from campaigns.contacts import address_hash
 from campaigns.content import ContentRenderer, Recipient
 from campaigns.delivery import DeliveryPolicy
 from campaigns.domain import (
     Channel,
-    ConsentPurpose,
     ConsentSource,
     EnrollmentStatus,
     MessageStatus,
@@ -58,14 +57,12 @@ from campaigns.providers.base import (
     UnknownOutcomeError,
 )
 from campaigns.ratelimit import RateLimiter
-from campaigns.scheduling import Planner, lock_patient
+from campaigns.scheduling import Planner, consent_states, lock_patient, suppressions
 from campaigns.storage.db import Database, among
 from campaigns.storage.models import (
-    ConsentEvent,
     Enrollment,
     Patient,
     ScheduledMessage,
-    Suppression,
 )
 from campaigns.window import SendWindow, zone
 
@@ -288,41 +285,8 @@ class Deliverer:
                     r[18],
                 )
             )
-        return jobs, self._consents(connection, patient_ids), self._suppressions(connection, jobs)
-
-    @staticmethod
-    def _consents(connection: Connection, patient_ids: list[int]) -> dict[int, ConsentState]:
-        postgres = connection.dialect.name == "postgresql"
-        events: dict[int, list[ConsentRecord]] = {pid: [] for pid in patient_ids}
-        for pid, purpose, channel, granted in connection.execute(
-            select(
-                ConsentEvent.patient_id,
-                ConsentEvent.purpose,
-                ConsentEvent.channel,
-                ConsentEvent.granted,
-            )
-            .where(among(ConsentEvent.patient_id, patient_ids, postgres=postgres))
-            .order_by(ConsentEvent.id)
-        ):
-            events[pid].append(
-                ConsentRecord(
-                    ConsentPurpose(purpose), Channel(channel) if channel else None, granted
-                )
-            )
-        return {pid: current(records) for pid, records in events.items()}
-
-    @staticmethod
-    def _suppressions(connection: Connection, jobs: list[Job]) -> set[tuple[str, str]]:
-        postgres = connection.dialect.name == "postgresql"
         hashes = {address_hash(j.address) for j in jobs if j.address}
-        if not hashes:
-            return set()
-        found = connection.execute(
-            select(Suppression.channel, Suppression.address_hash).where(
-                among(Suppression.address_hash, hashes, postgres=postgres)
-            )
-        )
-        return {(channel, hashed) for channel, hashed in found}
+        return jobs, consent_states(connection, patient_ids), suppressions(connection, hashes)
 
     def _decide(
         self,

@@ -112,15 +112,27 @@ def insert_if_absent(session: Session, model: type[Any], **values: Any) -> bool:
     Asks for the new row's key back and counts rows, not `rowcount`: for an ORM-enabled
     INSERT with RETURNING the driver's rowcount does not say whether the conflict fired.
     """
-    return (
-        session.connection().execute(insert_ignoring(session, model, **values)).first() is not None
-    )
+    statement = insert_ignoring(session, model, tuple(values))
+    return session.connection().execute(statement, values).first() is not None
 
 
-def insert_ignoring(session: Session, model: type[Any], **values: Any) -> Any:
-    """The INSERT ... ON CONFLICT DO NOTHING RETURNING <key> statement for this database."""
+_IGNORING: dict[tuple[str, str, tuple[str, ...]], Any] = {}
+
+
+def insert_ignoring(session: Session, model: type[Any], columns: tuple[str, ...]) -> Any:
+    """The INSERT ... ON CONFLICT DO NOTHING RETURNING <key> statement for this database and
+    these columns, built once (building it cost more than running it); run it with values."""
     dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    table = model.__table__
-    key = next(iter(table.primary_key.columns))
-    return insert(table).values(**values).on_conflict_do_nothing().returning(key)
+    cache_key = (model.__tablename__, dialect, columns)
+    found = _IGNORING.get(cache_key)
+    if found is None:
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        table = model.__table__
+        key = next(iter(table.primary_key.columns))
+        found = _IGNORING[cache_key] = (
+            insert(table)
+            .values({name: bindparam(name) for name in columns})
+            .on_conflict_do_nothing()
+            .returning(key)
+        )
+    return found

@@ -2,7 +2,7 @@
 
 Each alert waits until someone acknowledges it; the oldest RED comes first. A birth alert
 carries the date the patient gave, and confirming it records the birth, which switches the
-plan to the after-birth steps, and acknowledges the alert in one go.
+plan to the after-birth steps, and then acknowledges the alert.
 """
 
 from __future__ import annotations
@@ -13,16 +13,27 @@ from typing import Annotated
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import case, select
+from sqlalchemy.orm import Session
 
 from campaigns import alerts, enrollments
 from campaigns.errors import InputError, NotFoundError, StateError
 from campaigns.intake import parse_date
+from campaigns.keywords import Intent
+from campaigns.replies import Severity
+from campaigns.scheduling import active_enrollments
 from campaigns.storage.models import Alert, Enrollment, InboundMessage, Patient
 from campaigns.web.deps import ServicesDep
-from campaigns.web.staff import STAFF, _back, _page
+from campaigns.web.staff import STAFF, _back, _page, _pending
 
 router = APIRouter(prefix="/staff", include_in_schema=False)
-_ORDER = case({"red": 0, "amber": 1, "routine": 2, "review": 3}, value=Alert.severity, else_=4)
+# Most urgent first: Severity lists them in that order.
+_ORDER = case({s.value: rank for rank, s in enumerate(Severity)}, value=Alert.severity, else_=99)
+
+
+def _latest_live(session: Session, patient_id: int) -> Enrollment | None:
+    """The enrollment a birth is recorded on: the patient's newest live one."""
+    live = active_enrollments(session, patient_id, enrollments.LIVE)
+    return live[-1] if live else None
 
 
 @router.get("/alerts", response_class=HTMLResponse)
@@ -50,14 +61,7 @@ def alert_page(request: Request, services: ServicesDep, alert_id: int) -> HTMLRe
             raise HTTPException(404, "no such alert")
         patient = session.get(Patient, alert.patient_id) if alert.patient_id else None
         message = session.get(InboundMessage, alert.inbound_id) if alert.inbound_id else None
-        live = None
-        if patient is not None:
-            live = session.execute(
-                select(Enrollment)
-                .where(Enrollment.patient_id == patient.id, Enrollment.status.in_(enrollments.LIVE))
-                .order_by(Enrollment.id.desc())
-                .limit(1)
-            ).scalar_one_or_none()
+        live = _latest_live(session, patient.id) if patient is not None else None
     return _page(request, "alert.html", alert=alert, patient=patient, message=message, live=live)
 
 
@@ -85,24 +89,16 @@ def confirm_birth(
         alert = session.get(Alert, alert_id)
         if alert is None or alert.patient_id is None:
             raise HTTPException(404, "no such alert")
-        if alert.kind != "born" or alert.acknowledged_at is not None:
+        if alert.kind != Intent.BORN.value or alert.acknowledged_at is not None:
             return _back(back, problem=f"alert {alert_id} is not a birth waiting to be confirmed")
-        enrollment_id = session.execute(
-            select(Enrollment.id)
-            .where(
-                Enrollment.patient_id == alert.patient_id,
-                Enrollment.status.in_(enrollments.LIVE),
-            )
-            .order_by(Enrollment.id.desc())
-            .limit(1)
-        ).scalar_one_or_none()
-    if enrollment_id is None:
+        live = _latest_live(session, alert.patient_id)
+    if live is None:
         return _back(back, problem="this patient has no live enrollment to record a birth on")
     try:
         planned = enrollments.record_birth(
             services.db,
             services.planner,
-            enrollment_id,
+            live.id,
             parse_date(birth_date, "birth_date"),
             now,
             actor=STAFF,
@@ -112,5 +108,5 @@ def confirm_birth(
     # Acknowledged meanwhile by someone else: fine, the birth is what mattered.
     with contextlib.suppress(StateError):
         alerts.acknowledge(services.db, alert_id, now, actor=STAFF, note="birth confirmed")
-    pending = sum(1 for p in planned if p.status.value == "pending")
-    return _back("/staff/alerts", notice=f"Birth recorded; {pending} after-birth messages planned.")
+    notice = f"Birth recorded; {_pending(planned)} after-birth messages planned."
+    return _back("/staff/alerts", notice=notice)

@@ -16,7 +16,6 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 
 from campaigns import audit, reachability
-from campaigns.bootstrap import clinic_from
 from campaigns.domain import Channel, ConsentSource
 from campaigns.links import ExpiredTokenError, TokenError
 from campaigns.scheduling import consent_state, lock_patient, suppressed_channels
@@ -33,7 +32,7 @@ def _problem(request: Request, services: ServicesDep, purpose: str, expired: boo
     return pages.TemplateResponse(
         request,
         "public/link_problem.html",
-        {"clinic": clinic_from(services.settings), "purpose": purpose, "expired": expired},
+        {"clinic": services.renderer.clinic, "purpose": purpose, "expired": expired},
         status_code=410 if expired else 400,
         headers=NO_STORE,
     )
@@ -90,7 +89,7 @@ def unsubscribe_page(request: Request, services: ServicesDep, token: str) -> Res
     return pages.TemplateResponse(
         request,
         "public/unsubscribe.html",
-        {"clinic": clinic_from(services.settings), "done": False},
+        {"clinic": services.renderer.clinic, "done": False},
         headers=NO_STORE,
     )
 
@@ -127,6 +126,6 @@ def unsubscribe(request: Request, services: ServicesDep, token: str) -> Response
     return pages.TemplateResponse(
         request,
         "public/unsubscribe.html",
-        {"clinic": clinic_from(services.settings), "done": True},
+        {"clinic": services.renderer.clinic, "done": True},
         headers=NO_STORE,
     )

@@ -35,11 +35,11 @@ def readyz(services: ServicesDep) -> Response:
 @router.get("/metrics", response_class=PlainTextResponse)
 def metrics(services: ServicesDep) -> str:
     """Prometheus text format: messages by status, the due backlog and its lag, halts, alerts."""
-    with services.db.session() as session:
-        found = views.backlog(session, services.clock.now())
-    stopped = halts.halted(services.db)
     now = services.clock.now()
-    open_alerts = alerts.open_counts(services.db)
+    with services.db.session() as session:
+        found = views.backlog(session, now)
+        open_alerts = alerts.open_counts(session)
+    stopped = halts.halted(services.db)
     oldest = (now - open_alerts.oldest).total_seconds() if open_alerts.oldest else 0.0
     lines = [
         "# HELP campaigns_messages Scheduled messages by status.",

@@ -23,7 +23,7 @@ from campaigns.domain import Channel, ConsentSource, EddSource, MessageStatus
 from campaigns.errors import InputError, NotFoundError, StateError
 from campaigns.intake import parse_date, parse_edd_source, parse_enrolment
 from campaigns.pregnancy import gestational_age, trimester_label
-from campaigns.scheduling import consent_state, suppressed_channels
+from campaigns.scheduling import state_of, suppressed_channels
 from campaigns.storage.models import (
     ConsentEvent,
     Enrollment,
@@ -65,7 +65,7 @@ def dashboard(request: Request, services: ServicesDep) -> HTMLResponse:
         active = session.execute(
             select(func.count()).select_from(Enrollment).where(Enrollment.status == "active")
         ).scalar_one()
-    waiting = alerts.open_counts(services.db)
+        waiting = alerts.open_counts(session)
     return _page(
         request,
         "dashboard.html",
@@ -119,7 +119,6 @@ def patient_page(request: Request, services: ServicesDep, patient_id: int) -> HT
             .all()
         )
         entries = views.timeline(session, patient, services.planner, now)
-        consent: ConsentState = consent_state(session, patient.id)
         suppressed = suppressed_channels(session, patient)
         received = (
             session.execute(
@@ -140,6 +139,7 @@ def patient_page(request: Request, services: ServicesDep, patient_id: int) -> HT
             .scalars()
             .all()
         )
+        consent: ConsentState = state_of(ledger)  # the ledger shown below, read once
     local_today = now.astimezone(zone(patient.timezone)).date()
     return _page(
         request,
