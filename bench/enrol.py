@@ -1,10 +1,11 @@
 """Enrolment with planning, on PostgreSQL, through the bulk path (`enrol_many`).
 
-    .venv/bin/python -m bench.enrol [--patients 100000] [--batch 2000]
+    .venv/bin/python -m bench.enrol [--patients 100000] [--batch 10000]
 
 Each patient gets programme consent (a third also marketing by SMS), both channels, a random
 gestational age between 8+0 and 39+6, and a timezone from a realistic mix; every plan is the
-real one (window, holidays, daily cap, catch-ups, skips) and is written in full.
+real one (window, holidays, daily cap, catch-ups, skips); the sends due within the planning
+horizon (14 days) are written as outbox rows, the rest as the horizon reaches them.
 """
 
 from __future__ import annotations

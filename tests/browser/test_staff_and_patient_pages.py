@@ -3,7 +3,6 @@ dashboard to acknowledgement; a patient's booking and unsubscribe links do what 
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 import urllib.parse
@@ -21,8 +20,8 @@ from campaigns.providers.fake import FakeEmailSender, FakeSmsSender
 from campaigns.storage.migrate import upgrade
 from campaigns.web.app import create_app
 from tests.conftest import make_settings
-from tests.integration.helpers import enrol
-from tests.integration.test_replies import phone_of
+from tests.integration.helpers import enrol, phone_of
+from tests.integration.processes import free_port
 
 TOKEN = "test_auth_token_0123456789abcdef"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -37,12 +36,6 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class LiveServer:

@@ -1,4 +1,6 @@
-"""The contract every SMS and email provider meets; each new provider is added to PROVIDERS."""
+"""The contract every SMS and email provider meets; each new provider is added to PROVIDERS.
+
+The real ones (Twilio, SendGrid, SMTP) run through their SDKs against the local servers."""
 
 from __future__ import annotations
 
@@ -22,11 +24,26 @@ from campaigns.providers.base import (
 from campaigns.providers.fake import FakeEmailSender, FakeSmsSender
 from campaigns.providers.outbox import OutboxEmailSender, OutboxSmsSender
 from tests.conftest import make_settings
+from tests.providers.conftest import (  # noqa: F401 - fixtures the real providers need
+    sendgrid_sandbox,
+    sendgrid_sender,
+    twilio_sandbox,
+    twilio_sender,
+)
+from tests.providers.test_smtp import sender as smtp_sender
+from tests.providers.test_smtp import smtp_server  # noqa: F401 - a fixture
 
-SMS_PROVIDERS: dict[str, Callable[[], Any]] = {"outbox": OutboxSmsSender, "fake": FakeSmsSender}
-EMAIL_PROVIDERS: dict[str, Callable[[], Any]] = {
-    "outbox": OutboxEmailSender,
-    "fake": FakeEmailSender,
+# Each maker gets pytest's `request`, to start the local server a real provider talks to.
+SMS_PROVIDERS: dict[str, Callable[[pytest.FixtureRequest], Any]] = {
+    "outbox": lambda _: OutboxSmsSender(),
+    "fake": lambda _: FakeSmsSender(),
+    "twilio": lambda request: twilio_sender(request.getfixturevalue("twilio_sandbox").url),
+}
+EMAIL_PROVIDERS: dict[str, Callable[[pytest.FixtureRequest], Any]] = {
+    "outbox": lambda _: OutboxEmailSender(),
+    "fake": lambda _: FakeEmailSender(),
+    "sendgrid": lambda request: sendgrid_sender(request.getfixturevalue("sendgrid_sandbox").url),
+    "smtp": lambda request: smtp_sender(*request.getfixturevalue("smtp_server")[1:]),
 }
 
 
@@ -52,8 +69,8 @@ def email(message_id: int = 1) -> OutgoingEmail:
 
 
 @pytest.mark.parametrize("name", sorted(SMS_PROVIDERS))
-def test_sms_provider_contract(name: str) -> None:
-    provider: SmsSender = SMS_PROVIDERS[name]()
+def test_sms_provider_contract(name: str, request: pytest.FixtureRequest) -> None:
+    provider: SmsSender = SMS_PROVIDERS[name](request)
     assert provider.name == name
     receipts = [provider.send_sms(sms(i)) for i in range(1, 51)]
     assert all(isinstance(r, SendReceipt) and r.provider == name for r in receipts)
@@ -62,8 +79,8 @@ def test_sms_provider_contract(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(EMAIL_PROVIDERS))
-def test_email_provider_contract(name: str) -> None:
-    provider: EmailSender = EMAIL_PROVIDERS[name]()
+def test_email_provider_contract(name: str, request: pytest.FixtureRequest) -> None:
+    provider: EmailSender = EMAIL_PROVIDERS[name](request)
     assert provider.name == name
     receipts = [provider.send_email(email(i)) for i in range(1, 51)]
     assert all(r.provider == name and r.provider_id for r in receipts)

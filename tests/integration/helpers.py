@@ -11,7 +11,7 @@ from campaigns import enrollments
 from campaigns.bootstrap import Services
 from campaigns.domain import ConsentSource
 from campaigns.intake import parse_enrolment
-from campaigns.storage.models import Enrollment, ScheduledMessage
+from campaigns.storage.models import Enrollment, Patient, ScheduledMessage
 
 _counter = iter(range(100, 10_000))
 
@@ -56,3 +56,10 @@ def enrollment(services: Services, enrollment_id: int) -> Enrollment:
         found = session.get(Enrollment, enrollment_id)
         assert found is not None
         return found
+
+
+def phone_of(services: Services, patient_id: int) -> str:
+    with services.db.session() as session:
+        patient = session.get(Patient, patient_id)
+        assert patient is not None and patient.phone
+        return patient.phone

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -72,3 +73,9 @@ def stop(process: subprocess.Popen[str]) -> str:
         process.wait()
     log: Path = process.log_path  # type: ignore[attr-defined]
     return log.read_text(errors="replace")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

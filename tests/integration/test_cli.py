@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import sqlite3
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -20,7 +19,15 @@ from campaigns.domain import Channel
 from campaigns.replies import AlertSpec, Severity
 from campaigns.storage.db import Database
 from tests.conftest import REDIS_URL
-from tests.integration.processes import ROOT, campaigns, compose_command, env_with, spawn, stop
+from tests.integration.processes import (
+    ROOT,
+    campaigns,
+    compose_command,
+    env_with,
+    free_port,
+    spawn,
+    stop,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -244,12 +251,6 @@ def test_demo_seed_enrols_the_sample_patients_once(env: dict[str, str]) -> None:
     again = campaigns("demo", "--seed", env=env)
     assert again.stdout.strip() == "demo patients: already enrolled"
     assert counts(env)["patients"] == 5
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_serve_as_compose_runs_it_answers_health_and_the_staff_ui(

@@ -169,6 +169,11 @@ def test_random_losses_racing_many_sends_never_let_a_message_through(
     watching.engine.dispose()
     assert watching.violations == []
     assert watching.calls > 100
+    # The race really happened: some patient had texts sent before, and cancelled after.
+    raced = [
+        {r.status for r in rows(services, p.enrollment_id)} >= {"sent", "cancelled"} for p in lost
+    ]
+    assert any(raced), "every reply committed before or after all the sends: no race"
     for patient in lost:
         statuses = {r.status for r in rows(services, patient.enrollment_id)}
         assert statuses <= {"sent", "cancelled", "skipped"}

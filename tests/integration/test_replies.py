@@ -18,6 +18,7 @@ from twilio.request_validator import RequestValidator
 from campaigns import runtime
 from campaigns.bootstrap import Services
 from campaigns.clock import MovableClock
+from campaigns.providers.base import RetryableError
 from campaigns.storage.models import (
     Alert,
     AuditEvent,
@@ -29,7 +30,7 @@ from campaigns.storage.models import (
 )
 from campaigns.web.app import create_app
 from campaigns.web.webhooks import form_params, twilio_signed
-from tests.integration.helpers import enrol, rows
+from tests.integration.helpers import enrol, phone_of, rows
 
 TOKEN = "test_auth_token_0123456789abcdef"
 PUBLIC = "https://clinic.example"
@@ -99,13 +100,6 @@ def texts(response: Any) -> list[str]:
 
 def say(client: TestClient, sender: str, body: str, **extra: str) -> list[str]:
     return texts(post(client, incoming(sender, body, **extra)))
-
-
-def phone_of(services: Services, patient_id: int) -> str:
-    with services.db.session() as session:
-        patient = session.get(Patient, patient_id)
-        assert patient is not None and patient.phone
-        return patient.phone
 
 
 def alerts_of(services: Services) -> list[Alert]:
@@ -551,3 +545,18 @@ def test_only_an_open_birth_alert_can_confirm_a_birth(
     with app_services.db.session() as session:
         enrollment = session.get(Enrollment, done.enrollment_id)
         assert enrollment is not None and enrollment.birth_date is None
+
+
+def test_an_alert_email_that_fails_goes_on_the_next_sweep(
+    client: TestClient, app_services: Services
+) -> None:
+    done = enrol(app_services, weeks=20)
+    say(client, phone_of(app_services, done.patient_id), "chest pain")
+    email = app_services.email
+    email.fail_next(RetryableError("503", "try later"))  # type: ignore[attr-defined]
+    assert runtime.email_alerts(app_services) == 0
+    [alert] = alerts_of(app_services)
+    assert alert.emailed_at is None and alert.email_claimed_at is None  # free for the next sweep
+    assert runtime.email_alerts(app_services) == 1
+    assert alerts_of(app_services)[0].emailed_at is not None
+    assert runtime.email_alerts(app_services) == 0

@@ -20,8 +20,8 @@ from campaigns.answering import Answer, Inbound
 from campaigns.bootstrap import Services
 from campaigns.clock import MovableClock
 from campaigns.delivery import claim_due
-from campaigns.storage.models import Patient, ScheduledMessage
-from tests.integration.helpers import enrol, rows
+from campaigns.storage.models import ScheduledMessage
+from tests.integration.helpers import enrol, phone_of, rows
 from tests.integration.test_races import BlockingSms, WatchingSms
 
 _sids = count(1)
@@ -30,13 +30,6 @@ _sids = count(1)
 def reply(services: Services, phone: str, body: str) -> Answer:
     message = Inbound(f"SMrace{next(_sids):026d}", phone, body)
     return services.answerer.handle(message, services.clock.now())
-
-
-def phone_of(services: Services, patient_id: int) -> str:
-    with services.db.session() as session:
-        patient = session.get(Patient, patient_id)
-        assert patient is not None and patient.phone
-        return patient.phone
 
 
 @pytest.mark.parametrize("body", ["STOP", "we lost the baby"])
@@ -122,6 +115,11 @@ def test_random_stops_and_losses_racing_many_sends_never_let_a_text_through(
     watching.engine.dispose()
     assert watching.violations == []
     assert watching.calls > 100
+    # The race really happened: some patient had texts sent before, and cancelled after.
+    raced = [
+        {r.status for r in rows(services, p.enrollment_id)} >= {"sent", "cancelled"} for p in chosen
+    ]
+    assert any(raced), "every reply committed before or after all the sends: no race"
     for patient in chosen:
         statuses = {r.status for r in rows(services, patient.enrollment_id)}
         assert statuses <= {"sent", "cancelled", "skipped"}, statuses
