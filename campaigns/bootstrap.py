@@ -26,8 +26,12 @@ from campaigns.replies import BIRTH_DATE, UNKNOWN_SENDER, UNRECOGNISED
 from campaigns.scheduling import Planner
 from campaigns.sending import Deliverer
 from campaigns.settings import Settings
-from campaigns.storage.db import Database
+from campaigns.storage.db import Database, Timeouts
 from campaigns.window import SendWindow
+
+#: Twilio waits 15 s for a webhook's answer: a lock or statement that takes longer than these
+#: fails, and the webhook answers from its fallback instead of timing out.
+WEB_TIMEOUTS = Timeouts(lock_seconds=5, statement_seconds=10)
 
 
 @dataclass
@@ -101,7 +105,10 @@ def policy_from(settings: Settings) -> DeliveryPolicy:
         retry_base_seconds=settings.retry_base_seconds,
         retry_max_seconds=settings.retry_max_seconds,
         claim_timeout_seconds=settings.claim_timeout_seconds,
-        sending_timeout_seconds=settings.sending_timeout_seconds,
+        send_lease_seconds=settings.send_lease_seconds,
+        reconcile_after_seconds=settings.reconcile_after_seconds,
+        review_after_seconds=settings.review_after_seconds,
+        rates={Channel.SMS: settings.sms_rate, Channel.EMAIL: settings.email_rate},
     )
 
 
@@ -153,12 +160,19 @@ def rate_limiters(
 ) -> dict[Channel, RateLimiter]:
     """One limit per provider account, shared by every worker through Redis."""
     account = settings.twilio_account_sid or "default"
+    threads = settings.send_concurrency
     return {
         Channel.SMS: limiter(
-            settings.sms_rate, f"ratelimit:{sms.name}:{account}", settings.rate_limit_redis
+            settings.sms_rate,
+            f"ratelimit:{sms.name}:{account}",
+            settings.rate_limit_redis,
+            concurrency=threads,
         ),
         Channel.EMAIL: limiter(
-            settings.email_rate, f"ratelimit:{email.name}", settings.rate_limit_redis
+            settings.email_rate,
+            f"ratelimit:{email.name}",
+            settings.rate_limit_redis,
+            concurrency=threads,
         ),
     }
 
@@ -169,8 +183,12 @@ def build(
     clock: Clock | None = None,
     sms: SmsSender | None = None,
     email: EmailSender | None = None,
+    web: bool = False,
 ) -> Services:
-    """Everything a process needs; raises (and the process stops) if a definition is wrong."""
+    """Everything a process needs; raises (and the process stops) if a definition is wrong.
+
+    `web`: a process that answers HTTP: its database waits are bounded (WEB_TIMEOUTS), so a
+    webhook answers (or fails over to its fallback) before the provider gives up on it."""
     catalog = Catalog.load(settings.templates_dir)
     renderer = ContentRenderer(settings.templates_dir, clinic_from(settings))
     check_sms_fit(list(catalog.values()), renderer)
@@ -180,7 +198,9 @@ def build(
     return Services(
         settings=settings,
         # Provider calls run in threads without a connection; the database work is per batch.
-        db=Database.from_url(settings.database_url, pool_size=5),
+        db=Database.from_url(
+            settings.database_url, pool_size=5, timeouts=WEB_TIMEOUTS if web else None
+        ),
         catalog=catalog,
         window=settings.window(),
         renderer=renderer,

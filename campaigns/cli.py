@@ -46,10 +46,10 @@ def fail(message: str, code: int = 2) -> None:
 
 
 @contextmanager
-def services() -> Iterator[Services]:
+def services(*, web: bool = False) -> Iterator[Services]:
     """Build the wiring; a bad setting or campaign file stops here with its message."""
     try:
-        built = build(get_settings())
+        built = build(get_settings(), web=web)
     except (CatalogError, WindowError, ValueError) as exc:
         fail(str(exc))
         raise  # unreachable: fail() exits
@@ -90,7 +90,7 @@ def serve(
     several = workers > 1
     if several and get_settings().embedded:
         fail("--workers: more than one web process needs CAMPAIGNS_BROKER_URL (Redis)")
-    with services() as built:  # checks settings and content before anything listens
+    with services(web=True) as built:  # checks settings and content before anything listens
         mode = "embedded worker and beat" if built.settings.embedded else f"{workers} web process"
         typer.echo(
             f"campaigns: {mode}{'es' if several else ''}, SMS via {built.sms.name}, "
@@ -303,28 +303,77 @@ def requeue(
         list[int] | None, typer.Argument(help="Message ids to send again.")
     ] = None,
     all_failed: Annotated[
-        bool, typer.Option("--all-failed", help="Every failed or unknown one.")
+        bool, typer.Option("--all-failed", help="Every failed message (not unknown ones).")
+    ] = False,
+    unknown: Annotated[
+        bool,
+        typer.Option(
+            "--unknown",
+            help="Unknown sends that reconciliation with the provider could not settle.",
+        ),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Also unknown sends not yet reconciled: they may have reached the patient, "
+            "who would then get them twice.",
+        ),
     ] = False,
 ) -> None:
-    """Put failed (dead-letter) or unknown messages back in the queue."""
+    """Put failed messages (and, asked for, unknown ones) back in the queue; all or none."""
     from campaigns import delivery
 
-    with services() as built:
-        ids = list(message_ids or [])
-        if all_failed:
-            ids += delivery.dead_letters(built.db)
-        if not ids:
-            fail("give message ids, or --all-failed")
-        done = delivery.requeue(built.db, ids, built.clock.now(), actor="cli")
-        skipped = sorted(set(ids) - set(done))
+    ids = list(message_ids or [])
+    if not ids and not all_failed and not unknown:
+        fail("give message ids, --all-failed or --unknown")
+    if force and not ids and not unknown:
+        fail("--force goes with --unknown or with message ids")
+    if force:
         typer.echo(
-            f"requeued {len(done)} messages"
-            + (
-                f"; not failed or unknown, left alone: {', '.join(map(str, skipped))}"
-                if skipped
-                else ""
-            )
+            "warning: --force requeues unknown sends the provider has not been asked about; "
+            "a patient may receive such a message twice",
+            err=True,
         )
+    with services() as built:
+        now = built.clock.now()
+        done = len(delivery.requeue(built.db, ids, now, actor="cli", unknown=unknown, force=force))
+        if all_failed:
+            done += _requeue_pages(lambda after: delivery.failed_ids(built.db, after), built, now)
+        if unknown and not ids:
+            done += _requeue_pages(
+                lambda after: delivery.unknown_ids(built.db, reviewed_only=not force, after=after),
+                built,
+                now,
+                unknown=True,
+                force=force,
+            )
+        typer.echo(f"requeued {done} messages")
+        if unknown and not force:
+            left = delivery.unknown_left(built.db)
+            if left:
+                typer.echo(
+                    f"{left} unknown sends are still being reconciled with their provider "
+                    "and were left alone"
+                )
+
+
+def _requeue_pages(
+    page: Callable[[int], list[int]],
+    built: Services,
+    now: datetime,
+    *,
+    unknown: bool = False,
+    force: bool = False,
+) -> int:
+    """Requeue page after page (1,000 ids each) until none is left: no silent cap."""
+    from campaigns import delivery
+
+    done, after = 0, 0
+    while ids := page(after):
+        done += len(delivery.requeue(built.db, ids, now, actor="cli", unknown=unknown, force=force))
+        after = ids[-1]
+    return done
 
 
 @app.command()
@@ -333,8 +382,18 @@ def sandbox(
     sendgrid_port: Annotated[int, typer.Option(help="Port for the SendGrid stand-in.")] = 4011,
     latency_ms: Annotated[int, typer.Option(help="Delay added to every API call.")] = 0,
     events_url: Annotated[str, typer.Option(help="Where SendGrid events go.")] = "",
+    email_activity: Annotated[
+        bool,
+        typer.Option(
+            "--email-activity/--no-email-activity",
+            help="Answer SendGrid's Email Activity lookups (off: an account without the add-on).",
+        ),
+    ] = True,
 ) -> None:
-    """Run local Twilio- and SendGrid-compatible servers (no accounts needed)."""
+    """Run local Twilio- and SendGrid-compatible servers (no accounts needed).
+
+    Faults are injected over HTTP on either server: PUT /_sandbox/faults with JSON
+    {"status", "delay", "accept", "count", "fraction"} (see campaigns/sandbox/common.py)."""
     import time as time_module
 
     from campaigns.sandbox.sendgrid_server import TEST_API_KEY, TEST_PUBLIC_KEY, SendGridSandbox
@@ -347,6 +406,7 @@ def sandbox(
         sendgrid_port,
         latency=latency,
         events_url=events_url or settings.public_url.rstrip("/") + "/webhooks/sendgrid/events",
+        activity=email_activity,
     )
     twilio.start()
     sendgrid.start()
@@ -363,6 +423,10 @@ def sandbox(
         f"  CAMPAIGNS_EMAIL_PROVIDER=sendgrid SENDGRID_API_KEY={TEST_API_KEY} "
         f"SENDGRID_API_HOST={sendgrid.url} SENDGRID_FROM=hello@santi.example "
         f"SENDGRID_EVENT_PUBLIC_KEY={TEST_PUBLIC_KEY}"
+    )
+    typer.echo(
+        f"Inject faults with PUT {twilio.url}/_sandbox/faults (or {sendgrid.url}/_sandbox/faults)"
+        + ("" if email_activity else "; SendGrid answers Email Activity lookups 403")
     )
     try:
         while True:

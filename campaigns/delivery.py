@@ -1,34 +1,37 @@
 """The outbox state machine: claim due rows, hand them on, reap stale ones, requeue dead
-letters. (Sending a claimed batch is campaigns.sending.)
+letters. (Sending a claimed batch is campaigns.sending; settling unknown sends is
+campaigns.reconciling.)
 
     pending -> claimed -> sending -> sent           (delivered/undelivered/bounced come later)
     pending -> cancelled | skipped | expired
-    sending -> unknown  (crashed after the provider may have accepted: never resent blindly)
-    failed              (permanent error or attempts exhausted: the dead-letter list)
+    sending -> pending   (the call never started: released, no attempt used)
+    sending -> unknown   (the call started and its answer was lost: reconciled, never blind)
+    unknown -> sent | pending | failed   (what the provider's records say)
+    failed               (permanent error or attempts exhausted: the dead-letter list)
 
-A send runs in two transactions. The first flips claimed -> sending with a compare-and-set on the
-claim token, so a row is handed to a provider at most once. The second takes the patient's row
-lock (FOR SHARE), re-checks everything that could have changed (enrollment, suppression,
-consent, expiry, window), calls the provider and records the outcome before releasing the lock.
-Cancellations take the same lock FOR UPDATE, so nothing is sent after a cancel commits.
+A claim is committed before its batch is published, so a lost publish is a delay, not a loss:
+rows claimed but never taken by a worker return to pending after the claim timeout, and rows
+of a batch whose worker stopped renewing its lease are taken back by the reaper.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import ColumnElement, CursorResult, and_, case, delete, func, select, update
 
 from campaigns import audit, halts
 from campaigns.clock import Clock
 from campaigns.domain import Channel, MessageStatus
-from campaigns.storage.db import Database
-from campaigns.storage.models import Enrollment, ScheduledMessage
+from campaigns.errors import StateError
+from campaigns.storage import outbox
+from campaigns.storage.db import Database, among
+from campaigns.storage.models import Enrollment, ScheduledMessage, SendLease
 
 log = logging.getLogger(__name__)
 SM = ScheduledMessage
@@ -48,8 +51,20 @@ class DeliveryPolicy:
     max_attempts: int = 5
     retry_base_seconds: int = 60
     retry_max_seconds: int = 3600
-    claim_timeout_seconds: int = 600
-    sending_timeout_seconds: int = 300
+    claim_timeout_seconds: int = 60
+    send_lease_seconds: int = 30
+    reconcile_after_seconds: int = 120
+    review_after_seconds: int = 3600
+    #: Messages per second each channel's provider account takes (0: no limit).
+    rates: Mapping[Channel, float] = field(default_factory=dict)
+
+    def claim_cap(self, channel: Channel) -> int | None:
+        """How many rows of a rate-limited channel may wait claimed: what its workers can send
+        in half a claim timeout, so a claim never expires merely for waiting its turn."""
+        rate = self.rates.get(channel, 0.0)
+        if rate <= 0:
+            return None
+        return max(self.send_batch_size, int(rate * self.claim_timeout_seconds / 2))
 
 
 @dataclass(frozen=True)
@@ -68,15 +83,21 @@ def claim_due(
     limit: int,
     send_batch_size: int,
     skip_channels: Collection[str] = (),
+    only_channel: str | None = None,
 ) -> Claimed:
     """Claim up to `limit` due rows in one statement and commit; publish only after this."""
     token = str(uuid.uuid4())
+    filters: list[ColumnElement[bool]] = []
+    if skip_channels:
+        filters.append(SM.channel.not_in(list(skip_channels)))
+    if only_channel is not None:
+        filters.append(SM.channel == only_channel)
     due = (
         select(SM.id)
         .where(
             SM.status == MessageStatus.PENDING.value,
             SM.next_attempt_at <= now,
-            *([SM.channel.not_in(list(skip_channels))] if skip_channels else []),
+            *filters,
         )
         .order_by(SM.next_attempt_at)
         .limit(limit)
@@ -115,31 +136,109 @@ def claim_due(
 def dispatch_due(
     db: Database, queue: SendQueue, clock: Clock, policy: DeliveryPolicy, *, max_rounds: int = 10
 ) -> int:
-    """One beat tick: claim what is due, in rounds, and hand each batch to the queue."""
+    """One beat tick: claim what is due, in rounds, and hand each batch to the queue.
+
+    A rate-limited channel is claimed only up to what its workers can send before a claim
+    times out (`DeliveryPolicy.claim_cap`); the others as fast as they come due."""
     total = 0
-    stopped = halts.halted(db)  # a halted channel's messages wait in the database
-    for _ in range(max_rounds):
-        claimed = claim_due(
-            db,
-            clock.now(),
-            policy.dispatch_batch_size,
-            policy.send_batch_size,
-            skip_channels=stopped,
-        )
-        for channel, ids in claimed.batches:
-            queue.publish(channel, ids, claimed.token)
-        total += claimed.count
-        if claimed.count < policy.dispatch_batch_size:
-            break
+    stopped = set(halts.halted(db))  # a halted channel's messages wait in the database
+    capped = {
+        channel: cap
+        for channel in Channel
+        if channel.value not in stopped and (cap := policy.claim_cap(channel)) is not None
+    }
+    if capped:
+        waiting = claimed_counts(db)
+        for channel, cap in capped.items():
+            room = min(cap - waiting.get(channel.value, 0), policy.dispatch_batch_size)
+            if room > 0:
+                claimed = claim_due(
+                    db, clock.now(), room, policy.send_batch_size, only_channel=channel.value
+                )
+                total += publish(db, queue, claimed, clock.now())
+    skip = stopped | {channel.value for channel in capped}
+    if len(skip) < len(Channel):
+        for _ in range(max_rounds):
+            claimed = claim_due(
+                db,
+                clock.now(),
+                policy.dispatch_batch_size,
+                policy.send_batch_size,
+                skip_channels=skip,
+            )
+            total += publish(db, queue, claimed, clock.now())
+            if claimed.count < policy.dispatch_batch_size:
+                break
     if total:
         log.info("dispatched %d due messages", total)
     return total
 
 
-def reap(db: Database, now: datetime, policy: DeliveryPolicy) -> tuple[int, int]:
-    """Return stale claims to pending; mark stale sends unknown. Returns (reclaimed, unknown)."""
+def publish(db: Database, queue: SendQueue, claimed: Claimed, now: datetime) -> int:
+    """Hand each claimed batch on; a batch the broker refused goes straight back to pending
+    (not after the claim timeout). Returns how many messages were handed on."""
+    handed = 0
+    for channel, ids in claimed.batches:
+        try:
+            queue.publish(channel, ids, claimed.token)
+        except Exception:
+            log.exception("a batch of %d %s messages could not be published", len(ids), channel)
+            try:
+                release_claims(db, ids, claimed.token, now)
+            except Exception:
+                log.exception("and could not be released: the reaper returns it")
+            continue
+        handed += len(ids)
+    return handed
+
+
+def release_claims(db: Database, ids: Sequence[int], token: str, now: datetime) -> int:
     with db.session() as session:
-        reclaimed = session.execute(
+        result = session.execute(
+            update(SM)
+            .where(
+                among(SM.id, ids, postgres=db.is_postgres),
+                SM.status == MessageStatus.CLAIMED.value,
+                SM.claim_token == token,
+            )
+            .values(status=MessageStatus.PENDING.value, claim_token=None, updated_at=now)
+        )
+    return _rowcount(result)
+
+
+def claimed_counts(db: Database) -> dict[str, int]:
+    """Claimed rows waiting for a worker, by channel (the in-flight index serves it)."""
+    with db.session() as session:
+        return {
+            channel: int(count)
+            for channel, count in session.execute(
+                select(SM.channel, func.count())
+                .where(SM.status == MessageStatus.CLAIMED.value)
+                .group_by(SM.channel)
+            )
+        }
+
+
+@dataclass(frozen=True)
+class Reaped:
+    claims: int  # claimed, never taken by a worker: back to pending
+    released: int  # a lost batch's rows whose call never started: back to pending
+    unknown: int  # a lost batch's rows whose call started: to be reconciled
+
+    def __bool__(self) -> bool:
+        return bool(self.claims or self.released or self.unknown)
+
+
+def reap(db: Database, now: datetime, policy: DeliveryPolicy) -> Reaped:
+    """Take back what lost workers and lost tasks left: stale claims, and the rows of batches
+    whose lease lapsed (never started: pending again; started: unknown, to be reconciled)."""
+    lapsed = outbox.lease_lapsed(now - timedelta(seconds=policy.send_lease_seconds))
+    # The calls started at least a lease ago; ask their providers once they are old enough.
+    ask_at = now + timedelta(
+        seconds=max(0, policy.reconcile_after_seconds - policy.send_lease_seconds)
+    )
+    with db.session() as session:
+        claims = session.execute(
             update(SM)
             .where(
                 SM.status == MessageStatus.CLAIMED.value,
@@ -147,54 +246,106 @@ def reap(db: Database, now: datetime, policy: DeliveryPolicy) -> tuple[int, int]
             )
             .values(status=MessageStatus.PENDING.value, claim_token=None, updated_at=now)
         )
+        released = session.execute(
+            update(SM)
+            .where(SM.status == MessageStatus.SENDING.value, SM.call_started_at.is_(None), lapsed)
+            .values(
+                status=MessageStatus.PENDING.value,
+                claim_token=None,
+                attempts=case((SM.attempts > 0, SM.attempts - 1), else_=0),
+                next_attempt_at=now,
+                reason="worker_lost",
+                updated_at=now,
+            )
+        )
+        # The token stays: if the worker was only cut off, its record still lands.
         unknown = session.execute(
             update(SM)
             .where(
-                SM.status == MessageStatus.SENDING.value,
-                SM.send_started_at < now - timedelta(seconds=policy.sending_timeout_seconds),
+                SM.status == MessageStatus.SENDING.value, SM.call_started_at.is_not(None), lapsed
             )
-            .values(status=MessageStatus.UNKNOWN.value, reason="stale_sending", updated_at=now)
+            .values(
+                status=MessageStatus.UNKNOWN.value,
+                reason="worker_lost",
+                reconcile_at=ask_at,
+                updated_at=now,
+            )
         )
-    counts = (_rowcount(reclaimed), _rowcount(unknown))
-    if any(counts):
-        log.warning("reaper: %d stale claims returned to pending, %d sends marked unknown", *counts)
-    return counts
+        session.execute(
+            delete(SendLease).where(
+                SendLease.renewed_at < now - timedelta(seconds=policy.send_lease_seconds)
+            )
+        )
+    reaped = Reaped(_rowcount(claims), _rowcount(released), _rowcount(unknown))
+    if reaped:
+        log.warning(
+            "reaper: %d stale claims and %d unstarted sends back to pending, %d sends to reconcile",
+            reaped.claims,
+            reaped.released,
+            reaped.unknown,
+        )
+    return reaped
 
 
 def _rowcount(result: Any) -> int:
     return int(cast(CursorResult[Any], result).rowcount)
 
 
-REQUEUABLE = (MessageStatus.FAILED.value, MessageStatus.UNKNOWN.value)
+#: Left for staff by the reconciler: the provider could not say whether it went.
+NEEDS_REVIEW = "needs_review"
 
 
-def requeue(db: Database, message_ids: Sequence[int], now: datetime, *, actor: str) -> list[int]:
-    """Put failed or unknown messages back in the queue (an operator's decision, audited).
+def requeue(
+    db: Database,
+    message_ids: Sequence[int],
+    now: datetime,
+    *,
+    actor: str,
+    unknown: bool = False,
+    force: bool = False,
+) -> list[int]:
+    """Put failed messages back in the queue (an operator's decision, audited); all or none.
 
-    An `unknown` message may have reached the patient: requeue it only once the provider's
-    records show it did not. Every send still re-checks enrollment, consent and window.
-    """
+    `unknown` sends are refused unless `unknown` is set and reconciliation has left them for
+    staff (the provider could not say whether they went), or `force` is set: such a message may
+    already have reached the patient, so a requeue may text her twice. Every send still
+    re-checks enrollment, consent and window. Raises StateError naming every id it refuses,
+    and writes nothing then."""
+    wanted = sorted({int(i) for i in message_ids})
     with db.session() as session:
-        found = session.execute(
-            select(SM.id, SM.status, Enrollment.patient_id)
-            .join(Enrollment, Enrollment.id == SM.enrollment_id)
-            .where(SM.id.in_(list(message_ids)), SM.status.in_(REQUEUABLE))
-        ).all()
-        ids = [row.id for row in found]
-        if ids:
+        found = {
+            row.id: row
+            for row in session.execute(
+                select(SM.id, SM.status, SM.reason, SM.reconcile_at, Enrollment.patient_id)
+                .join(Enrollment, Enrollment.id == SM.enrollment_id)
+                .where(among(SM.id, wanted, postgres=db.is_postgres))
+                .with_for_update(of=SM)
+            )
+        }
+        reasons = {i: _refusal(found.get(i), unknown=unknown, force=force) for i in wanted}
+        refused = {i: why for i, why in reasons.items() if why}
+        if refused:
+            raise StateError(
+                "not requeued (nothing was): "
+                + "; ".join(f"{i} {why}" for i, why in sorted(refused.items()))
+            )
+        if wanted:
             session.execute(
                 update(SM)
-                .where(SM.id.in_(ids), SM.status.in_(REQUEUABLE))
+                .where(among(SM.id, wanted, postgres=db.is_postgres))
                 .values(
                     status=MessageStatus.PENDING.value,
                     next_attempt_at=now,
                     attempts=0,
                     claim_token=None,
+                    call_started_at=None,
+                    reconcile_at=None,
                     reason="requeued",
                     updated_at=now,
                 )
             )
-        for row in found:
+        for i in wanted:
+            row = found[i]
             audit.record(
                 session,
                 now,
@@ -203,14 +354,58 @@ def requeue(db: Database, message_ids: Sequence[int], now: datetime, *, actor: s
                 patient_id=row.patient_id,
                 message_id=row.id,
                 previous_status=row.status,
+                forced=force and row.status == MessageStatus.UNKNOWN.value,
             )
-    return sorted(ids)
+    return wanted
 
 
-def dead_letters(db: Database, limit: int = 1000) -> list[int]:
+def _refusal(row: Any, *, unknown: bool, force: bool) -> str:
+    if row is None:
+        return "does not exist"
+    if row.status == MessageStatus.FAILED.value:
+        return ""
+    if row.status != MessageStatus.UNKNOWN.value:
+        return f"is {row.status}"
+    if force:
+        return ""
+    if not unknown:
+        return "is unknown (it may have been sent: see --unknown)"
+    if row.reason != NEEDS_REVIEW:
+        return "is unknown and still being reconciled with the provider (or use --force)"
+    return ""
+
+
+def failed_ids(db: Database, after: int = 0, limit: int = 1000) -> list[int]:
+    """Failed (dead-letter) ids after `after`, in id order: page through with the last id."""
+    return _ids(db, SM.status == MessageStatus.FAILED.value, after, limit)
+
+
+def unknown_ids(
+    db: Database, *, reviewed_only: bool, after: int = 0, limit: int = 1000
+) -> list[int]:
+    """Unknown ids: only those reconciliation left for staff, or every one."""
+    condition = SM.status == MessageStatus.UNKNOWN.value
+    if reviewed_only:
+        condition = and_(condition, SM.reason == NEEDS_REVIEW)
+    return _ids(db, condition, after, limit)
+
+
+def unknown_left(db: Database) -> int:
+    """Unknown sends still being reconciled (not yet left for staff)."""
+    with db.session() as session:
+        return int(
+            session.execute(
+                select(func.count()).where(
+                    SM.status == MessageStatus.UNKNOWN.value, SM.reason != NEEDS_REVIEW
+                )
+            ).scalar_one()
+        )
+
+
+def _ids(db: Database, condition: Any, after: int, limit: int) -> list[int]:
     with db.session() as session:
         return list(
             session.execute(
-                select(SM.id).where(SM.status.in_(REQUEUABLE)).order_by(SM.id).limit(limit)
+                select(SM.id).where(condition, SM.id > after).order_by(SM.id).limit(limit)
             ).scalars()
         )

@@ -346,10 +346,11 @@ def end_for_loss(
         "loss_recorded",
         patient_id=patient.id,
         enrollment_id=live[0].id if live else None,
-        cancelled=cancelled,
+        cancelled=cancelled.count,
+        in_flight=cancelled.in_flight,
         enrollments=[e.id for e in live],
     )
-    return cancelled
+    return cancelled.count
 
 
 def pause(
@@ -371,10 +372,11 @@ def pause(
             "paused",
             patient_id=patient.id,
             enrollment_id=enrollment.id,
-            cancelled=cancelled,
+            cancelled=cancelled.count,
+            in_flight=cancelled.in_flight,
             reason=reason,
         )
-        return cancelled
+        return cancelled.count
 
 
 def resume(
@@ -419,10 +421,11 @@ def stop(db: Database, enrollment_id: int, now: datetime, *, actor: str, reason:
             "stopped",
             patient_id=patient.id,
             enrollment_id=enrollment.id,
-            cancelled=cancelled,
+            cancelled=cancelled.count,
+            in_flight=cancelled.in_flight,
             reason=reason,
         )
-        return cancelled
+        return cancelled.count
 
 
 def _require(enrollment: Enrollment, allowed: Sequence[str], action: str) -> None:

@@ -132,9 +132,10 @@ def opt_out(
         patient_id=patient.id,
         channel=channel.value,
         reason=reason,
-        cancelled=cancelled,
+        cancelled=cancelled.count,
+        in_flight=cancelled.in_flight,
     )
-    return cancelled
+    return cancelled.count
 
 
 def opt_in(
@@ -204,6 +205,7 @@ def mark_invalid(
         patient_id=patient.id,
         channel=channel.value,
         reason=reason,
-        cancelled=cancelled,
+        cancelled=cancelled.count,
+        in_flight=cancelled.in_flight,
     )
-    return cancelled
+    return cancelled.count

@@ -10,14 +10,13 @@ import logging
 import threading
 import time
 
-from campaigns import alerts, delivery, housekeeping
+from campaigns import alerts, delivery, housekeeping, reconciling
 from campaigns.bootstrap import Services
 from campaigns.domain import Channel
 from campaigns.scheduling import extend_plans
 
 log = logging.getLogger(__name__)
-REAP_EVERY_SECONDS = 60.0
-HOUSEKEEPING_EVERY_SECONDS = 600.0
+UPKEEP_EVERY_SECONDS = 60.0
 
 
 class InlineQueue:
@@ -51,9 +50,15 @@ def email_alerts(services: Services) -> int:
     )
 
 
-def upkeep(services: Services) -> None:
+def recover(services: Services) -> None:
+    """Take back what lost batches left, and settle unknown sends with their providers."""
     now = services.clock.now()
     delivery.reap(services.db, now, services.policy)
+    reconciling.reconcile(services.db, services.sms, services.email, now, services.policy)
+
+
+def upkeep(services: Services) -> None:
+    now = services.clock.now()
     extend_plans(services.db, services.planner, now)
     housekeeping.pause_overdue(services.db, now)
     housekeeping.complete_finished(services.db, services.catalog, now)
@@ -74,11 +79,15 @@ class EmbeddedRuntime:
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
-        interval = self.services.settings.dispatch_interval_seconds
-        last_upkeep = 0.0
+        settings = self.services.settings
+        interval = settings.dispatch_interval_seconds
+        last_recover = last_upkeep = 0.0
         while not self._stop.is_set():
             try:
-                if time.monotonic() - last_upkeep >= REAP_EVERY_SECONDS:
+                if time.monotonic() - last_recover >= settings.upkeep_interval_seconds:
+                    recover(self.services)
+                    last_recover = time.monotonic()
+                if time.monotonic() - last_upkeep >= UPKEEP_EVERY_SECONDS:
                     upkeep(self.services)
                     last_upkeep = time.monotonic()
                 tick(self.services, self.queue)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, CursorResult, select, update
+from sqlalchemy import ColumnElement, Connection, CursorResult, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from campaigns.catalog import Catalog
@@ -114,44 +114,72 @@ def suppressions(connection: Connection, hashes: Collection[str]) -> set[tuple[s
     return {(channel, hashed) for channel, hashed in found}
 
 
-def cancel_live(session: Session, enrollment_ids: Iterable[int], reason: str, now: datetime) -> int:
-    """Cancel every row not yet handed to a provider; returns how many."""
-    result = session.execute(
-        update(ScheduledMessage)
-        .where(
-            ScheduledMessage.enrollment_id.in_(list(enrollment_ids)),
-            ScheduledMessage.status.in_([s.value for s in CANCELLABLE]),
-        )
-        .values(
-            status=MessageStatus.CANCELLED.value, reason=reason, claim_token=None, updated_at=now
-        )
-    )
-    return int(cast(CursorResult[Any], result).rowcount)
+@dataclass(frozen=True)
+class Cancelled:
+    """What a cancellation stopped, and what it could not: sends already with a provider."""
+
+    count: int
+    in_flight: list[int]  # ids whose call had started before the cancellation committed
+
+
+#: Rows a cancellation can still stop: not yet handed to a provider (their go-ahead has not
+#: committed). The send path re-checks these under the same lock before any call.
+_STOPPABLE = or_(
+    ScheduledMessage.status.in_([s.value for s in CANCELLABLE]),
+    and_(
+        ScheduledMessage.status == MessageStatus.SENDING.value,
+        ScheduledMessage.call_started_at.is_(None),
+    ),
+)
+_WITH_PROVIDER = and_(
+    ScheduledMessage.status.in_([MessageStatus.SENDING.value, MessageStatus.UNKNOWN.value]),
+    ScheduledMessage.call_started_at.is_not(None),
+)
+
+
+def cancel_live(
+    session: Session, enrollment_ids: Iterable[int], reason: str, now: datetime
+) -> Cancelled:
+    """Cancel every row not yet handed to a provider (in the caller's transaction, which holds
+    the patient's lock)."""
+    return _cancel(session, list(enrollment_ids), None, reason, now)
 
 
 def cancel_channel(
     session: Session, patient_id: int, channel: Channel, reason: str, now: datetime
-) -> int:
+) -> Cancelled:
     """Cancel a patient's not-yet-sent messages on one channel, across their enrollments."""
     # The enrollment ids first: with them the UPDATE uses the enrollment_id index, where an
     # IN (subquery) was planned as a scan of the whole outbox (8 ms at 30,000 rows).
     enrollment_ids = list(
         session.execute(select(Enrollment.id).where(Enrollment.patient_id == patient_id)).scalars()
     )
+    return _cancel(session, enrollment_ids, channel, reason, now)
+
+
+def _cancel(
+    session: Session,
+    enrollment_ids: list[int],
+    channel: Channel | None,
+    reason: str,
+    now: datetime,
+) -> Cancelled:
     if not enrollment_ids:
-        return 0
+        return Cancelled(0, [])
+    scope: list[ColumnElement[bool]] = [ScheduledMessage.enrollment_id.in_(enrollment_ids)]
+    if channel is not None:
+        scope.append(ScheduledMessage.channel == channel.value)
     result = session.execute(
         update(ScheduledMessage)
-        .where(
-            ScheduledMessage.enrollment_id.in_(enrollment_ids),
-            ScheduledMessage.channel == channel.value,
-            ScheduledMessage.status.in_([s.value for s in CANCELLABLE]),
-        )
+        .where(*scope, _STOPPABLE)
         .values(
             status=MessageStatus.CANCELLED.value, reason=reason, claim_token=None, updated_at=now
         )
     )
-    return int(cast(CursorResult[Any], result).rowcount)
+    in_flight = session.execute(
+        select(ScheduledMessage.id).where(*scope, _WITH_PROVIDER).order_by(ScheduledMessage.id)
+    ).scalars()
+    return Cancelled(int(cast(CursorResult[Any], result).rowcount), list(in_flight))
 
 
 def usable_channels(

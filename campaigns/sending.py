@@ -1,135 +1,99 @@
-"""Sending a claimed batch: the last checks, the provider calls, the record.
+"""Sending a claimed batch: short checks under the patients' locks, a go-ahead per call, and
+the record of every outcome. No transaction is open while a provider is called or while a
+call waits for its rate-limit slot.
 
-    T1  compare-and-set claimed -> sending for the whole batch (by claim token), committed:
-        a row is handed to a provider at most once, whatever is redelivered.
-    T2  lock the batch's patients FOR SHARE (in id order), then read everything that decides
-        a send with fresh statements (enrollment, address, suppression, consent, expiry,
-        window), render, call the providers concurrently (each call takes its rate-limit slot
-        just before it), record every outcome with one executemany, commit.
+    start     claimed -> sending for the batch (compare-and-set on the claim token), under the
+              batch's own token and a lease its worker renews while it sends;
+    prepare   lock the patients FOR SHARE, read what decides each send, settle what may not go
+              (cancelled, expired, window closed), render the rest; commit;
+    per call  wait for the rate-limit slot; then the go-ahead: lock FOR SHARE again, re-read,
+              re-check, and commit `call_started_at` (with what will be sent) for the rows
+              still owned and allowed; only then call the provider;
+    record    what the provider answered, fenced by the batch token (group commits);
+    finish    rows whose call never started go back to pending; the lease ends.
 
 Every change that can stop a send (loss, pause, STOP, a new due date) takes FOR UPDATE on the
-patient first, so it waits for a batch holding that patient or is seen by it: nothing is sent
-after a cancellation commits. A crash inside T2 leaves the batch `sending`; the reaper marks it
-`unknown` and provider callbacks (which carry our id) settle what actually went.
+patient and cancels the rows whose call has not started, so it waits at most for a go-ahead
+transaction (milliseconds), never for a provider. The guarantee: a cancellation that commits
+before a message's go-ahead commits stops that message; one that commits after it finds the
+message already with the provider and lists it as in flight. A worker that dies leaves rows
+`sending` under a lease nobody renews: the reaper returns those never started to pending and
+marks the started ones `unknown`, which campaigns.reconciling settles with the provider.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import random
+import os
+import socket
+import threading
+import time
+import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from enum import StrEnum
-from typing import Any, cast
+from datetime import timedelta
 
-from sqlalchemy import Table, bindparam, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import SQLAlchemyError
 
 from campaigns import halts, reachability
+from campaigns import send_rules as rules
 from campaigns.clock import Clock
-from campaigns.consent import ConsentState
-from campaigns.contacts import address_hash
 from campaigns.content import ContentRenderer, Recipient
 from campaigns.delivery import DeliveryPolicy
-from campaigns.domain import (
-    Channel,
-    ConsentSource,
-    EnrollmentStatus,
-    MessageStatus,
-    StepKind,
-)
+from campaigns.domain import Channel, ConsentSource
+from campaigns.grouping import GroupCommitter
 from campaigns.links import LinkSigner
 from campaigns.providers.base import (
-    ConfigurationError,
     EmailSender,
-    InvalidAddressError,
-    OptedOutError,
     OutgoingEmail,
     OutgoingSms,
-    PermanentError,
     ProviderError,
-    RetryableError,
+    SendReceipt,
     SmsSender,
-    UnknownOutcomeError,
 )
 from campaigns.ratelimit import RateLimiter
-from campaigns.scheduling import Planner, consent_states, lock_patient, suppressions
-from campaigns.storage.db import Database, among
-from campaigns.storage.models import (
-    Enrollment,
-    Patient,
-    ScheduledMessage,
-)
-from campaigns.window import SendWindow, zone
+from campaigns.scheduling import Planner, lock_patient
+from campaigns.send_rules import Facts, Followup, Outcome, Verdict
+from campaigns.storage import outbox
+from campaigns.storage.db import Database
+from campaigns.window import SendWindow
 
 log = logging.getLogger(__name__)
-SM = ScheduledMessage
-HALT_RETRY = timedelta(minutes=5)
-Followup = Callable[[], None]
+RECORD_TRIES = 3
+
+__all__ = ["Deliverer", "Outcome"]
 
 
-class Outcome(StrEnum):
-    SENT = "sent"
-    CANCELLED = "cancelled"
-    EXPIRED = "expired"
-    DEFERRED = "deferred"  # window closed: back to pending for the next opening
-    RETRY = "retry"  # transient error: back to pending with backoff
-    FAILED = "failed"
-    UNKNOWN = "unknown"
-    NOT_CLAIMED = "not_claimed"  # cancelled, re-claimed or already handled: nothing to do
-    HALTED = "halted"  # the provider account is misconfigured: the channel stops
+@dataclass(frozen=True)
+class Job:
+    """One message of the batch that may go: its facts at preparation and what to send."""
+
+    facts: Facts
+    outgoing: OutgoingSms | OutgoingEmail
+    content: outbox.Content
+
+    @property
+    def id(self) -> int:
+        return self.facts.id
 
 
 @dataclass
-class Job:
-    """One message of the batch, as read under the patient's lock, and what became of it."""
+class Batch:
+    token: str
+    stopping: threading.Event = field(default_factory=threading.Event)
+    outcomes: Counter[Outcome] = field(default_factory=Counter)
+    followups: list[tuple[Facts, Verdict, str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    gate: GroupCommitter[Job, float | None] | None = None
+    recorder: GroupCommitter[tuple[Job, Verdict], None] | None = None
 
-    id: int
-    attempts: int
-    next_attempt_at: datetime
-    step_key: str
-    channel: Channel
-    kind: StepKind
-    expires_at: datetime | None
-    enrollment_status: str
-    campaign: str
-    patient_id: int
-    name: str
-    phone: str | None
-    email: str | None
-    timezone: str
-    language: str
-    discreet: bool
-    address_invalid: bool
-    marketing_hold_until: datetime | None
-    outcome: Outcome = Outcome.UNKNOWN
-    changes: dict[str, Any] = field(default_factory=dict)
-    outgoing: OutgoingSms | OutgoingEmail | None = None
-    followup: Followup | None = None
-
-    @property
-    def address(self) -> str | None:
-        return self.phone if self.channel is Channel.SMS else self.email
-
-
-_RECORDED = (
-    "status",
-    "reason",
-    "claim_token",
-    "attempts",
-    "next_attempt_at",
-    "provider",
-    "provider_id",
-    "error_code",
-    "sent_at",
-    "body",
-    "subject",
-    "template_ref",
-)
+    def note(self, verdict: Verdict, facts: Facts | None = None, detail: str = "") -> None:
+        with self.lock:
+            self.outcomes[verdict.outcome] += 1
+            if verdict.followup is not None and facts is not None:
+                self.followups.append((facts, verdict, detail))
 
 
 class Deliverer:
@@ -150,10 +114,26 @@ class Deliverer:
         self.sms, self.email, self.clock, self.policy = sms, email, clock, policy
         self.planner = planner
         self.limiters = dict(limiters)  # Unlimited where no rate is set
+        self.retry_policy = rules.RetryPolicy(
+            policy.max_attempts,
+            policy.retry_base_seconds,
+            policy.retry_max_seconds,
+            timedelta(seconds=policy.reconcile_after_seconds),
+        )
+        # A go-ahead older than this is not used: the lease may have lapsed meanwhile (a
+        # frozen process), and another worker may be sending the message again.
+        self.go_ahead_valid = policy.send_lease_seconds / 2
         self._pool = ThreadPoolExecutor(policy.send_concurrency, thread_name_prefix="send")
+        self._leases = LeaseKeeper(db, clock, policy.send_lease_seconds / 3)
+        self._active: dict[str, Batch] = {}
+        self._active_lock = threading.Lock()
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        with self._active_lock:
+            for batch in self._active.values():
+                batch.stopping.set()  # calls not yet started will not start
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._leases.close()
 
     def send_one(self, message_id: int, claim_token: str) -> Outcome:
         [(outcome, _)] = self.send_batch([message_id], claim_token).most_common(1)
@@ -161,378 +141,310 @@ class Deliverer:
 
     def send_batch(self, message_ids: Sequence[int], claim_token: str) -> Counter[Outcome]:
         ids = list(dict.fromkeys(int(i) for i in message_ids))
+        batch = Batch(str(uuid.uuid4()))
         try:
-            return self._send_batch(ids, claim_token)
-        except Exception:
-            # Rows stay `sending`: the reaper marks them unknown; never resent blindly.
-            log.exception("a batch of %d messages failed unexpectedly", len(ids))
-            return Counter({Outcome.UNKNOWN: len(ids)})
-
-    def _send_batch(self, ids: list[int], claim_token: str) -> Counter[Outcome]:
-        now = self.clock.now()
-        with self.db.session() as session:
-            started: dict[int, int] = dict(
-                session.connection()
-                .execute(  # Core: no ORM objects to synchronise
-                    update(SM)
-                    .where(
-                        among(SM.id, ids, postgres=self.db.is_postgres),
-                        SM.status == MessageStatus.CLAIMED.value,
-                        SM.claim_token == claim_token,
-                    )
-                    .values(
-                        status=MessageStatus.SENDING.value,
-                        attempts=SM.attempts + 1,
-                        send_started_at=now,
-                        updated_at=now,
-                    )
-                    .returning(
-                        SM.id,
-                        select(Enrollment.patient_id)
-                        .where(Enrollment.id == SM.enrollment_id)
-                        .scalar_subquery(),
-                    )
+            with self.db.session() as session:
+                taken = outbox.start_batch(
+                    session.connection(), ids, claim_token, batch.token, _worker(), self.clock.now()
                 )
-                .all()
-            )
+        except Exception:
+            # Still claimed (or, if the commit did happen, sending under a lease nobody
+            # renews): either way the reaper hands the rows back within a minute.
+            log.exception("a batch of %d messages could not be started", len(ids))
+            return Counter({Outcome.NOT_CLAIMED: len(ids)})
         outcomes: Counter[Outcome] = Counter()
-        if len(started) < len(ids):
-            outcomes[Outcome.NOT_CLAIMED] = len(ids) - len(started)
-        if not started:
+        if len(taken) < len(ids):
+            outcomes[Outcome.NOT_CLAIMED] = len(ids) - len(taken)
+        if not taken:
+            self._end(batch)
             return outcomes
-        with self.db.session() as session:
-            jobs, consent, suppressed = self._load(
-                session, list(started), sorted(set(started.values()))
-            )
-            now = self.clock.now()
-            for job in jobs:
-                self._decide(job, consent, suppressed, now)
-            calls = [job for job in jobs if job.outgoing is not None]
-            list(self._pool.map(self._call, calls))
-            self._record(session, jobs, self.clock.now())
-        outcomes.update(job.outcome for job in jobs)
-        for job in jobs:
-            if job.followup is not None:
-                try:
-                    job.followup()  # its own transaction, after the sends are recorded
-                except Exception:
-                    log.exception("follow-up for message %d failed", job.id)
+        self._leases.hold(batch.token)
+        with self._active_lock:
+            self._active[batch.token] = batch
+        try:
+            self._run(batch, taken)
+        except Exception:
+            log.exception("a batch of %d messages failed; unsent ones go back", len(taken))
+        finally:
+            with self._active_lock:
+                self._active.pop(batch.token, None)
+            self._leases.drop(batch.token)
+            self._end(batch, list(taken))
+        self._follow_up(batch)
+        outcomes.update(batch.outcomes)
         return outcomes
 
-    def _load(
-        self, session: Session, ids: list[int], patient_ids: list[int]
-    ) -> tuple[list[Job], dict[int, ConsentState], set[tuple[str, str]]]:
-        # Core on the session's connection: these reads need no ORM objects.
-        connection = session.connection()
-        postgres = connection.dialect.name == "postgresql"
-        # The lock first (in id order), then fresh reads: READ COMMITTED gives each later
-        # statement a snapshot that includes anything committed while we waited.
-        connection.execute(
-            select(Patient.id)
-            .where(among(Patient.id, patient_ids, postgres=postgres))
-            .order_by(Patient.id)
-            .with_for_update(read=True)
-        ).all()
-        rows = connection.execute(
-            select(
-                SM.id,
-                SM.attempts,
-                SM.next_attempt_at,
-                SM.step_key,
-                SM.channel,
-                SM.kind,
-                SM.expires_at,
-                Enrollment.status,
-                Enrollment.campaign,
-                Patient.id,
-                Patient.name,
-                Patient.phone,
-                Patient.email,
-                Patient.timezone,
-                Patient.language,
-                Patient.discreet,
-                Patient.phone_invalid_at,
-                Patient.email_invalid_at,
-                Patient.marketing_hold_until,
+    def _run(self, batch: Batch, taken: Mapping[int, int]) -> None:
+        jobs = self._prepare(batch, taken)
+        if not jobs:
+            return
+        batch.gate = GroupCommitter(lambda group: self._go_ahead(batch, group))
+        batch.recorder = GroupCommitter(lambda group: self._record(batch, group))
+        futures: list[Future[None]] = [
+            self._pool.submit(self._send_one, batch, job) for job in jobs
+        ]
+        for future in futures:
+            if not future.cancelled():
+                future.result()  # _send_one never raises
+
+    def _prepare(self, batch: Batch, taken: Mapping[int, int]) -> list[Job]:
+        """Settle what may not go and render the rest, in one short transaction."""
+        now = self.clock.now()
+        jobs: list[Job] = []
+        settled: list[tuple[Facts, Verdict]] = []
+        with self.db.session() as session:
+            connection = session.connection()
+            outbox.lock_patients(connection, list(taken.values()))
+            for facts in outbox.load_facts(connection, list(taken), batch.token):
+                verdict = rules.check(facts, now, self.window)
+                if verdict is None:
+                    try:
+                        jobs.append(self._render(facts))
+                        continue
+                    except Exception:
+                        log.exception("message %d could not be rendered", facts.id)
+                        verdict = rules.render_failed(facts)
+                settled.append((facts, verdict))
+            outbox.settle_unstarted(connection, batch.token, [(f.id, v) for f, v in settled], now)
+        for facts, verdict in settled:
+            batch.note(verdict, facts)
+        return jobs
+
+    def _render(self, facts: Facts) -> Job:
+        recipient = Recipient(facts.name.split()[0], facts.language, facts.discreet)
+        if facts.channel is Channel.SMS:
+            assert facts.phone is not None
+            sms = self.renderer.render_sms(facts.campaign, facts.step_key, recipient)
+            return Job(
+                facts,
+                OutgoingSms(facts.id, facts.phone, sms.body, facts.expires_at),
+                outbox.Content(facts.id, sms.body, None, sms.template_ref),
             )
-            .join(Enrollment, Enrollment.id == SM.enrollment_id)
-            .join(Patient, Patient.id == Enrollment.patient_id)
-            .where(among(SM.id, ids, postgres=postgres), SM.status == MessageStatus.SENDING.value)
-        ).all()
-        jobs = []
-        for r in rows:
-            channel = Channel(r[4])
-            invalid = (r[16] if channel is Channel.SMS else r[17]) is not None
-            jobs.append(
-                Job(
-                    r[0],
-                    r[1],
-                    r[2],
-                    r[3],
-                    channel,
-                    StepKind(r[5]),
-                    r[6],
-                    r[7],
-                    r[8],
-                    r[9],
-                    r[10],
-                    r[11],
-                    r[12],
-                    r[13],
-                    r[14],
-                    r[15],
-                    invalid,
-                    r[18],
+        assert facts.email is not None
+        unsubscribe = self.links.unsubscribe_url(facts.patient_id, facts.id)
+        email = self.renderer.render_email(facts.campaign, facts.step_key, recipient, unsubscribe)
+        return Job(
+            facts,
+            OutgoingEmail(
+                facts.id,
+                facts.email,
+                email.subject,
+                email.html,
+                email.text,
+                f"{facts.campaign}:{facts.step_key}",
+                unsubscribe,
+            ),
+            outbox.Content(facts.id, email.text, email.subject, email.template_ref),
+        )
+
+    def _send_one(self, batch: Batch, job: Job) -> None:
+        """One message, in a pool thread: its slot, its go-ahead, its call, its record.
+        Whatever fails here fails for this message only."""
+        assert batch.gate is not None
+        assert batch.recorder is not None
+        try:
+            if batch.stopping.is_set():
+                return
+            # The slot first: providers count requests as they arrive, and the go-ahead must
+            # be the last thing before the call, however long the slot took.
+            self.limiters[job.facts.channel].acquire()
+            if batch.stopping.is_set():
+                return
+            allowed_at = batch.gate.submit(job)
+        except Exception:
+            log.exception("message %d got no go-ahead; it goes back to pending", job.id)
+            return
+        if allowed_at is None:
+            return  # cancelled, reaped or not allowed any more: settled by the go-ahead
+        sender = self.sms if job.facts.channel is Channel.SMS else self.email
+        detail = ""
+        if time.monotonic() - allowed_at > self.go_ahead_valid:
+            verdict = rules.release(job.facts, self.clock.now(), "go_ahead_expired")
+        else:
+            try:
+                verdict = rules.delivered(job.facts, self._call(job), self.clock.now())
+            except ProviderError as error:
+                detail = error.detail
+                verdict = rules.after_error(
+                    job.facts, sender.name, error, self.clock.now(), self.window, self.retry_policy
                 )
-            )
-        hashes = {address_hash(j.address) for j in jobs if j.address}
-        return jobs, consent_states(connection, patient_ids), suppressions(connection, hashes)
+            except Exception:
+                log.exception("message %d: unexpected error from %s", job.id, sender.name)
+                verdict = rules.unexpected(
+                    job.facts, sender.name, self.clock.now(), self.retry_policy
+                )
+        _log_outcome(job, verdict)
+        try:
+            batch.recorder.submit((job, verdict))
+        except Exception:
+            # The call happened; its record did not. The lease lapses, the row turns
+            # `unknown`, and reconciliation asks the provider.
+            log.exception("message %d: outcome %s not recorded", job.id, verdict.outcome)
+            return
+        batch.note(verdict, job.facts, detail)
 
-    def _decide(
-        self,
-        job: Job,
-        consent: Mapping[int, ConsentState],
-        suppressed: set[tuple[str, str]],
-        now: datetime,
-    ) -> None:
-        """Everything that can stop a send, checked under the lock; else render it."""
-        if job.enrollment_status != EnrollmentStatus.ACTIVE.value:
-            return self._finish(job, MessageStatus.CANCELLED, f"enrollment_{job.enrollment_status}")
-        if job.address is None:
-            return self._finish(job, MessageStatus.FAILED, "no_address")
-        if job.address_invalid:
-            return self._finish(job, MessageStatus.CANCELLED, "invalid_address")
-        if (job.channel.value, address_hash(job.address)) in suppressed:
-            return self._finish(job, MessageStatus.CANCELLED, "suppressed")
-        if not consent[job.patient_id].allows(job.kind, job.channel):
-            return self._finish(job, MessageStatus.CANCELLED, "no_consent")
-        if (
-            job.kind is StepKind.MARKETING
-            and job.marketing_hold_until is not None
-            and now < job.marketing_hold_until
-        ):
-            # A danger sign in the last 30 days: nothing that sells (CLINICAL.md section 4).
-            return self._finish(job, MessageStatus.CANCELLED, "safety_hold")
-        if job.expires_at is not None and now >= job.expires_at:
-            return self._finish(job, MessageStatus.EXPIRED, "expired_before_send")
-        tz = zone(job.timezone)
-        if not self.window.is_open(now, tz):
-            job.outcome = Outcome.DEFERRED
-            job.changes = {
-                "status": MessageStatus.PENDING.value,
-                "claim_token": None,
-                "attempts": job.attempts - 1,  # a closed window is not an attempt
-                "next_attempt_at": self.window.next_open(now, tz),
+    def _call(self, job: Job) -> SendReceipt:
+        if isinstance(job.outgoing, OutgoingSms):
+            return self.sms.send_sms(job.outgoing)
+        return self.email.send_email(job.outgoing)
+
+    def _go_ahead(self, batch: Batch, jobs: Sequence[Job]) -> list[float | None]:
+        """The last check before calls start, for every job waiting for one, in one short
+        transaction; returns, per job, when its go-ahead committed (None: not allowed)."""
+        now = self.clock.now()
+        settled: list[tuple[Facts, Verdict]] = []
+        with self.db.session() as session:
+            connection = session.connection()
+            outbox.lock_patients(connection, [job.facts.patient_id for job in jobs])
+            fresh = {
+                f.id: f
+                for f in outbox.load_facts(connection, [job.id for job in jobs], batch.token)
             }
-            return None
+            go: list[outbox.Content] = []
+            for job in jobs:
+                facts = fresh.get(job.id)
+                if facts is None:
+                    continue  # taken back: a cancellation or the reaper has it now
+                verdict = rules.check(facts, now, self.window)
+                if verdict is None and facts.content_inputs() != job.facts.content_inputs():
+                    verdict = rules.changed_since_rendered(facts, now)
+                if verdict is None:
+                    go.append(job.content)
+                else:
+                    settled.append((facts, verdict))
+            outbox.settle_unstarted(connection, batch.token, [(f.id, v) for f, v in settled], now)
+            allowed = outbox.allow_calls(connection, batch.token, go, now)
+        committed = time.monotonic()
+        for facts, verdict in settled:
+            batch.note(verdict, facts)
+        taken_back = sum(1 for job in jobs if job.id not in fresh)
+        if taken_back:
+            with batch.lock:
+                batch.outcomes[Outcome.NOT_CLAIMED] += taken_back
+        return [committed if job.id in allowed else None for job in jobs]
+
+    def _record(self, batch: Batch, items: Sequence[tuple[Job, Verdict]]) -> list[None]:
+        """Outcomes of calls that happened: retried, because the alternative is asking the
+        provider later (the statement is idempotent: a second run finds nothing to fence)."""
+        verdicts = [(job.id, verdict) for job, verdict in items]
+        for attempt in range(1, RECORD_TRIES + 1):
+            try:
+                with self.db.session() as session:
+                    outbox.record_calls(
+                        session.connection(), batch.token, verdicts, self.clock.now()
+                    )
+                return [None] * len(items)
+            except SQLAlchemyError:
+                if attempt == RECORD_TRIES:
+                    raise
+                log.warning("recording %d outcomes failed (try %d); again", len(items), attempt)
+                time.sleep(0.2 * 3**attempt)
+        raise AssertionError("unreachable")
+
+    def _end(self, batch: Batch, ids: Sequence[int] = ()) -> None:
+        """Rows whose call never started go back to pending; the lease ends."""
         try:
-            job.outgoing = self._render(job)
+            with self.db.session() as session:
+                connection = session.connection()
+                released = outbox.release_unstarted(connection, ids, batch.token, self.clock.now())
+                outbox.end_lease(connection, batch.token)
         except Exception:
-            log.exception("message %d could not be rendered", job.id)
-            self._finish(job, MessageStatus.FAILED, "render_error")
-        return None
-
-    def _render(self, job: Job) -> OutgoingSms | OutgoingEmail:
-        recipient = Recipient(job.name.split()[0], job.language, job.discreet)
-        if job.channel is Channel.SMS:
-            assert job.phone is not None
-            sms = self.renderer.render_sms(job.campaign, job.step_key, recipient)
-            job.changes = {"body": sms.body, "subject": None, "template_ref": sms.template_ref}
-            return OutgoingSms(job.id, job.phone, sms.body, job.expires_at)
-        assert job.email is not None
-        unsubscribe = self.links.unsubscribe_url(job.patient_id, job.id)
-        email = self.renderer.render_email(job.campaign, job.step_key, recipient, unsubscribe)
-        job.changes = {
-            "body": email.text,
-            "subject": email.subject,
-            "template_ref": email.template_ref,
-        }
-        return OutgoingEmail(
-            job.id,
-            job.email,
-            email.subject,
-            email.html,
-            email.text,
-            f"{job.campaign}:{job.step_key}",
-            unsubscribe,
-        )
-
-    def _call(self, job: Job) -> None:
-        """One provider call (in a pool thread): no database here, only the job's own fields."""
-        assert job.outgoing is not None
-        # At the last moment: providers count requests as they arrive.
-        self.limiters[job.channel].acquire()
-        provider = (self.sms if job.channel is Channel.SMS else self.email).name
-        try:
-            if isinstance(job.outgoing, OutgoingSms):
-                receipt = self.sms.send_sms(job.outgoing)
-            else:
-                receipt = self.email.send_email(job.outgoing)
-        except ProviderError as error:
-            self._provider_error(job, provider, error)
+            log.exception("batch end not recorded; its lease lapses and the reaper takes it")
             return
-        except Exception:
-            log.exception("message %d: unexpected error from %s", job.id, provider)
-            self._finish(job, MessageStatus.UNKNOWN, "unexpected_error", provider=provider)
-            return
-        job.outcome = Outcome.SENT
-        job.changes.update(
-            status=MessageStatus.SENT.value,
-            reason=None,
-            claim_token=None,
-            provider=receipt.provider,
-            provider_id=receipt.provider_id,
-            error_code=None,
-            sent_at=self.clock.now(),
-        )
-        log.info("message %d sent by %s as %s", job.id, receipt.provider, receipt.provider_id)
+        if released:
+            log.warning("%d messages of a batch did not start and went back to pending", released)
+            with batch.lock:
+                batch.outcomes[Outcome.RELEASED] += released
 
-    def _provider_error(self, job: Job, provider: str, error: ProviderError) -> None:
-        channel, now, code = job.channel, self.clock.now(), error.code
-        job.changes.update(error_code=code, provider=provider)
-        if isinstance(error, UnknownOutcomeError):
-            log.warning("message %d: outcome unknown (%s)", job.id, code)
-            self._finish(job, MessageStatus.UNKNOWN, "provider_outcome_unknown")
-        elif isinstance(error, OptedOutError):
-            log.warning("message %d: recipient opted out at %s (%s)", job.id, provider, code)
-            self._finish(job, MessageStatus.FAILED, "opted_out")
-            job.followup = self._with_patient(
-                job.patient_id,
-                lambda s, p: reachability.opt_out(
-                    s,
-                    p,
-                    channel,
+    def _follow_up(self, batch: Batch) -> None:
+        """What providers' answers asked for beyond the rows, each in its own transaction."""
+        for facts, verdict, detail in batch.followups:
+            try:
+                self._apply(facts, verdict, detail)
+            except Exception:
+                log.exception("follow-up %s for message %d failed", verdict.followup, facts.id)
+
+    def _apply(self, facts: Facts, verdict: Verdict, detail: str) -> None:
+        provider = verdict.provider or "?"
+        code = verdict.error_code or ""
+        now = self.clock.now()
+        if verdict.followup is Followup.HALT:
+            halts.halt(self.db, facts.channel, provider, code, detail, now)
+            return
+        with self.db.session() as session:
+            patient = lock_patient(session, facts.patient_id)
+            if verdict.followup is Followup.OPT_OUT:
+                reachability.opt_out(
+                    session,
+                    patient,
+                    facts.channel,
                     now,
                     source=ConsentSource.PROVIDER,
                     reason=f"{provider}:{code}",
                     actor=f"provider:{provider}",
-                ),
-            )
-        elif isinstance(error, InvalidAddressError):
-            log.warning("message %d: address refused by %s (%s)", job.id, provider, code)
-            self._finish(job, MessageStatus.FAILED, "invalid_address")
-            job.followup = self._with_patient(
-                job.patient_id,
-                lambda s, p: reachability.mark_invalid(
-                    s,
+                )
+            elif verdict.followup is Followup.INVALID_ADDRESS:
+                reachability.mark_invalid(
+                    session,
                     self.planner,
-                    p,
-                    channel,
+                    patient,
+                    facts.channel,
                     now,
                     reason=f"{provider}:{code}",
                     actor=f"provider:{provider}",
-                ),
-            )
-        elif isinstance(error, PermanentError):
-            log.warning("message %d failed permanently (%s)", job.id, code)
-            self._finish(job, MessageStatus.FAILED, type(error).__name__)
-        elif isinstance(error, ConfigurationError):
-            # Not the patient's fault: the message waits, unspent, until the channel resumes.
-            self._retry_at(job, now + HALT_RETRY, spent=False)
-            job.outcome = Outcome.HALTED
-            job.followup = lambda: halts.halt(self.db, channel, provider, code, error.detail, now)
-        elif job.attempts >= self.policy.max_attempts:
-            log.error("message %d: attempts exhausted (%s)", job.id, code)
-            self._finish(job, MessageStatus.FAILED, "attempts_exhausted")
-        else:
-            delay = min(
-                self.policy.retry_base_seconds * 2 ** (job.attempts - 1),
-                self.policy.retry_max_seconds,
-            ) * random.uniform(0.8, 1.2)
-            if isinstance(error, RetryableError) and error.retry_after:
-                delay = max(delay, error.retry_after)
-            self._retry_at(job, now + timedelta(seconds=delay), spent=True)
-            job.outcome = Outcome.RETRY
+                )
 
-    def _retry_at(self, job: Job, when: datetime, *, spent: bool) -> None:
-        job.changes.update(
-            status=MessageStatus.PENDING.value,
-            claim_token=None,
-            next_attempt_at=self.window.next_open(when, zone(job.timezone)),
-            attempts=job.attempts if spent else job.attempts - 1,
+
+class LeaseKeeper:
+    """Renews the leases of this process's batches while they send, from one thread."""
+
+    def __init__(self, db: Database, clock: Clock, every: float) -> None:
+        self.db, self.clock, self.every = db, clock, every
+        self._tokens: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def hold(self, token: str) -> None:
+        with self._lock:
+            self._tokens.add(token)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="leases", daemon=True)
+                self._thread.start()
+
+    def drop(self, token: str) -> None:
+        with self._lock:
+            self._tokens.discard(token)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            with self._lock:
+                tokens = sorted(self._tokens)
+            if not tokens:
+                continue
+            try:
+                with self.db.session() as session:
+                    outbox.renew_leases(session.connection(), tokens, self.clock.now())
+            except Exception:
+                # Sends go on; if renewals keep failing the leases lapse and, once the
+                # database is back, the reaper takes the batches (their go-aheads stop).
+                log.warning("could not renew %d batch leases; trying again", len(tokens))
+
+
+def _worker() -> str:
+    """Who holds a lease, for operators: host and process (after any fork)."""
+    return f"{socket.gethostname()}:{os.getpid()}"[:128]
+
+
+def _log_outcome(job: Job, verdict: Verdict) -> None:
+    if verdict.outcome is Outcome.SENT:
+        log.info("message %d sent by %s as %s", job.id, verdict.provider, verdict.provider_id)
+    else:
+        log.warning(
+            "message %d: %s (%s %s)", job.id, verdict.outcome, verdict.reason, verdict.error_code
         )
-
-    @staticmethod
-    def _finish(job: Job, status: MessageStatus, reason: str, **more: Any) -> None:
-        job.outcome = Outcome(status.value)
-        job.changes.update(status=status.value, reason=reason, claim_token=None, **more)
-
-    def _with_patient(
-        self, patient_id: int, action: Callable[[Session, Patient], object]
-    ) -> Followup:
-        """Run `action` in a new transaction holding the patient's lock (FOR UPDATE)."""
-
-        def run() -> None:
-            with self.db.session() as session:
-                action(session, lock_patient(session, patient_id))
-
-        return run
-
-    @staticmethod
-    def _record(session: Session, jobs: list[Job], now: datetime) -> None:
-        """Every outcome at once; each row gets all the columns an outcome may change."""
-        keep = {
-            "status": MessageStatus.SENDING.value,
-            "reason": None,
-            "claim_token": None,
-            "provider": None,
-            "provider_id": None,
-            "error_code": None,
-            "sent_at": None,
-            "body": None,
-            "subject": None,
-            "template_ref": None,
-        }
-        rows = [
-            {
-                **keep,
-                "attempts": job.attempts,
-                "next_attempt_at": job.next_attempt_at,
-                **job.changes,
-            }
-            for job in jobs
-        ]
-        if not rows:
-            return
-        connection = session.connection()
-        if connection.dialect.name == "postgresql":
-            # One statement over one JSON parameter: far less work than a hundred bound
-            # UPDATEs, and json.dumps is cheaper than adapting a dozen Python lists to arrays.
-            connection.execute(
-                text(_RECORD_SQL),
-                {
-                    "now": now,
-                    "rows": json.dumps(
-                        [{"id": job.id, **row} for job, row in zip(jobs, rows, strict=True)],
-                        default=_iso,
-                    ),
-                },
-            )
-            return
-        table = cast(Table, SM.__table__)
-        connection.execute(
-            update(table)
-            .where(table.c.id == bindparam("message"))
-            .values(updated_at=bindparam("stamp"), **{k: bindparam(f"new_{k}") for k in _RECORDED}),
-            [
-                {"message": job.id, "stamp": now, **{f"new_{k}": row[k] for k in _RECORDED}}
-                for job, row in zip(jobs, rows, strict=True)
-            ],
-        )
-
-
-_COLUMN_TYPES = {"attempts": "int", "next_attempt_at": "timestamptz", "sent_at": "timestamptz"}
-# Built from the fixed column names above, never from input.
-_RECORD_SQL = (
-    "UPDATE scheduled_messages AS sm SET updated_at = :now, "  # noqa: S608
-    + ", ".join(f"{name} = v.{name}" for name in _RECORDED)
-    + " FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(id bigint, "
-    + ", ".join(f"{name} {_COLUMN_TYPES.get(name, 'text')}" for name in _RECORDED)
-    + ") WHERE sm.id = v.id"
-)
-
-
-def _iso(value: object) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()  # aware UTC datetimes: the offset travels with them
-    raise TypeError(f"cannot record a {type(value).__name__}")

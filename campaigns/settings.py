@@ -97,8 +97,20 @@ class Settings(BaseSettings):
     send_batch_size: int = Field(default=200, ge=1)
     #: Provider calls in flight per worker process: a whole batch at once by default.
     send_concurrency: int = Field(default=200, ge=1, le=512)
-    claim_timeout_seconds: int = Field(default=600, ge=10)
-    sending_timeout_seconds: int = Field(default=300, ge=10)
+    #: A claimed batch no worker has started after this goes back to pending (its task was
+    #: lost with the broker, or the worker died before taking it).
+    claim_timeout_seconds: int = Field(default=60, ge=2)
+    #: A sending batch whose worker has not renewed its lease for this long is taken back:
+    #: rows whose call never started go back to pending, the others are reconciled.
+    send_lease_seconds: int = Field(default=30, ge=2)
+    #: An unknown send is looked up at its provider once it is this old (the provider's
+    #: records and callbacks have caught up by then).
+    reconcile_after_seconds: int = Field(default=120, ge=1)
+    #: An unknown send the provider cannot be asked about (or will not answer) goes to staff
+    #: after this, unless a delivery callback settled it first.
+    review_after_seconds: int = Field(default=3600, ge=1)
+    #: How often beat runs the reaper and the reconciler.
+    upkeep_interval_seconds: float = Field(default=10.0, gt=0)
     max_attempts: int = Field(default=5, ge=1)
     retry_base_seconds: int = Field(default=60, ge=1)
     retry_max_seconds: int = Field(default=3600, ge=1)

@@ -29,7 +29,17 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "schedule": settings.dispatch_interval_seconds,
             "options": {"expires": settings.dispatch_interval_seconds * 5},
         },
-        "reap": {"task": "campaigns.reap", "schedule": 60.0, "options": {"expires": 120}},
+        # Lost tasks and dead workers are found within seconds, not at the next minute.
+        "reap": {
+            "task": "campaigns.reap",
+            "schedule": settings.upkeep_interval_seconds,
+            "options": {"expires": settings.upkeep_interval_seconds * 5},
+        },
+        "reconcile": {
+            "task": "campaigns.reconcile",
+            "schedule": settings.upkeep_interval_seconds,
+            "options": {"expires": settings.upkeep_interval_seconds * 5},
+        },
         "extend-plans": {
             "task": "campaigns.extend_plans",
             "schedule": 3600.0,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from campaigns import delivery, housekeeping, runtime, scheduling
+from campaigns import delivery, housekeeping, reconciling, runtime, scheduling
 from campaigns.bootstrap import Services, build
 from campaigns.domain import Channel
 from campaigns.settings import get_settings
@@ -48,9 +48,16 @@ def email_alerts() -> int:
 
 
 @celery_app.task(name="campaigns.reap")  # type: ignore[untyped-decorator]
-def reap() -> tuple[int, int]:
+def reap() -> dict[str, int]:
     s = services()
-    return delivery.reap(s.db, s.clock.now(), s.policy)
+    reaped = delivery.reap(s.db, s.clock.now(), s.policy)
+    return {"claims": reaped.claims, "released": reaped.released, "unknown": reaped.unknown}
+
+
+@celery_app.task(name="campaigns.reconcile")  # type: ignore[untyped-decorator]
+def reconcile() -> dict[str, int]:
+    s = services()
+    return dict(reconciling.reconcile(s.db, s.sms, s.email, s.clock.now(), s.policy))
 
 
 @celery_app.task(name="campaigns.extend_plans")  # type: ignore[untyped-decorator]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Protocol
 
 
@@ -36,16 +37,58 @@ class SendReceipt:
     provider_id: str
 
 
+class LookupVerdict(StrEnum):
+    FOUND = "found"  # the provider has this message: it was accepted
+    NOT_FOUND = "not_found"  # the provider's records were searched and it is not there
+    UNSUPPORTED = "unsupported"  # this provider or account cannot be asked
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A send whose answer we never got: what we asked the provider to deliver, and when."""
+
+    message_id: int  # our scheduled message id (in Twilio's callback URL ?m=, SendGrid custom_args)
+    to: str  # E.164 phone or email address
+    body: str  # the SMS text, or the email's plain text
+    subject: str | None  # email only
+    started_at: datetime  # aware UTC: when the call was allowed to start
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What the provider said when asked whether an attempt's message exists.
+
+    `evidence` is one short line for staff and operators (what was asked, what came back); it
+    never holds a phone number, an email address or a message body.
+    """
+
+    verdict: LookupVerdict
+    provider_id: str | None = None  # Twilio SM sid / SendGrid X-Message-Id
+    provider_status: str | None = None  # the provider's own status word (queued, delivered ...)
+    error_code: str | None = None
+    evidence: str = ""
+
+
 class SmsSender(Protocol):
     name: str
 
     def send_sms(self, message: OutgoingSms) -> SendReceipt: ...
+
+    def find_sms(self, attempt: Attempt) -> Lookup:
+        """Whether the provider has the attempt's message. Raises RetryableError when it cannot
+        be answered now (429, 5xx, unreachable, timeout), ConfigurationError when our
+        credentials are refused; never an unclassified transport error."""
+        ...
 
 
 class EmailSender(Protocol):
     name: str
 
     def send_email(self, message: OutgoingEmail) -> SendReceipt: ...
+
+    def find_email(self, attempt: Attempt) -> Lookup:
+        """As `SmsSender.find_sms`, for email."""
+        ...
 
 
 class ProviderError(Exception):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Engine, any_, bindparam, create_engine, event
@@ -32,7 +33,22 @@ def among(column: Any, values: Collection[Any], *, postgres: bool) -> ColumnElem
     return cast(ColumnElement[bool], column.in_(list(values)))
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+@dataclass(frozen=True)
+class Timeouts:
+    """Upper bounds on waiting, for connections that answer someone who will not wait (a
+    provider's webhook gives up after 15 s). PostgreSQL only."""
+
+    lock_seconds: float
+    statement_seconds: float
+
+    def options(self) -> str:
+        return (
+            f"-c lock_timeout={int(self.lock_seconds * 1000)} "
+            f"-c statement_timeout={int(self.statement_seconds * 1000)}"
+        )
+
+
+def make_engine(url: str, *, pool_size: int = 10, timeouts: Timeouts | None = None) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url)
@@ -45,6 +61,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         pool_pre_ping=True,
         future=True,
         hide_parameters=True,  # errors are logged: never with phone numbers or message text
+        connect_args={"options": timeouts.options()} if timeouts else {},
     )
 
 
@@ -83,8 +100,10 @@ class Database:
         self._sessions = sessionmaker(engine, expire_on_commit=False, future=True)
 
     @classmethod
-    def from_url(cls, url: str, *, pool_size: int = 10) -> Database:
-        return cls(make_engine(url, pool_size=pool_size))
+    def from_url(
+        cls, url: str, *, pool_size: int = 10, timeouts: Timeouts | None = None
+    ) -> Database:
+        return cls(make_engine(url, pool_size=pool_size, timeouts=timeouts))
 
     @property
     def is_postgres(self) -> bool:

@@ -34,6 +34,7 @@ NAMING = {
 _PENDING = text("status = 'pending'")
 _LIVE = text("status NOT IN ('cancelled', 'skipped', 'expired')")
 _IN_FLIGHT = text("status IN ('claimed', 'sending')")
+_TO_RECONCILE = text("status = 'unknown' AND reconcile_at IS NOT NULL")
 
 
 class Base(DeclarativeBase):
@@ -165,6 +166,13 @@ class ScheduledMessage(Base):
             postgresql_where=_IN_FLIGHT,
             sqlite_where=_IN_FLIGHT,
         ),
+        # Serves the reconciler: unknown sends whose provider is next to be asked.
+        Index(
+            "ix_scheduled_messages_reconcile",
+            "reconcile_at",
+            postgresql_where=_TO_RECONCILE,
+            sqlite_where=_TO_RECONCILE,
+        ),
         Index(
             "ix_scheduled_messages_provider_id",
             "provider_id",
@@ -190,6 +198,12 @@ class ScheduledMessage(Base):
     claimed_at: Mapped[datetime | None]
     claim_token: Mapped[str | None] = mapped_column(String(36))
     send_started_at: Mapped[datetime | None]
+    #: Committed just before the provider call may start: a row `sending` without it never
+    #: reached a provider (safe to send again); with it, the call may have been accepted.
+    call_started_at: Mapped[datetime | None]
+    #: When the reconciler next asks the provider about an `unknown` send; None: not at all
+    #: (resolved, or left for staff with reason `needs_review`).
+    reconcile_at: Mapped[datetime | None]
     provider: Mapped[str | None] = mapped_column(String(32))
     provider_id: Mapped[str | None] = mapped_column(String(128))
     error_code: Mapped[str | None] = mapped_column(String(64))
@@ -200,6 +214,18 @@ class ScheduledMessage(Base):
     template_ref: Mapped[str | None] = mapped_column(String(200))
     subject: Mapped[str | None] = mapped_column(String(300))
     body: Mapped[str | None] = mapped_column(Text)
+
+
+class SendLease(Base):
+    """A batch a worker is sending, kept alive by its heartbeat. A `sending` row whose batch
+    lease has lapsed belongs to a worker that died or lost the database: the reaper takes it."""
+
+    __tablename__ = "send_leases"
+
+    token: Mapped[str] = mapped_column(String(36), primary_key=True)  # the rows' claim_token
+    worker: Mapped[str] = mapped_column(String(128))  # host:pid, for operators
+    started_at: Mapped[datetime]
+    renewed_at: Mapped[datetime]
 
 
 class Suppression(Base):

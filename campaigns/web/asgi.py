@@ -12,4 +12,4 @@ from campaigns.web.app import create_app
 
 def create() -> FastAPI:
     """One web worker: the web only (the worker and beat run as Celery processes)."""
-    return create_app(build(get_settings()), run_embedded=False)
+    return create_app(build(get_settings(), web=True), run_embedded=False)

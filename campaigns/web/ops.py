@@ -14,8 +14,9 @@ router = APIRouter()
 
 
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
-    """The process is up (it answers); says nothing about its dependencies."""
+async def healthz() -> dict[str, str]:
+    """The process is up (it answers); says nothing about its dependencies. On the event loop
+    itself, never in the thread pool: a pool busy with database work cannot delay it."""
     return {"status": "ok"}
 
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import func, or_, select
@@ -262,11 +263,16 @@ async def enrol_submit(request: Request, services: ServicesDep) -> Response:
         "consent": ",".join(values["consent"]),
     }
     now = services.clock.now()
-    try:
+
+    def enrol() -> enrollments.Enrolled:
         request_ = parse_enrolment(fields, services.intake, now)
         [done] = enrollments.enrol_many(
             services.db, services.planner, [request_], now, source=ConsentSource.FORM, actor=STAFF
         )
+        return done
+
+    try:
+        done = await run_in_threadpool(enrol)  # database work stays off the event loop
     except InputError as exc:
         return _page(
             request, "enrol.html", values=values, error=exc, sources=[s.value for s in EddSource]

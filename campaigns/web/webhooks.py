@@ -127,7 +127,9 @@ async def twilio_status(
         return form
     message = request.query_params.get("m", "")
     try:
-        result = inbound.twilio_status(
+        # In a worker thread: it takes the patient's lock; the event loop stays free.
+        result = await run_in_threadpool(
+            inbound.twilio_status,
             _context(services),
             form,
             int(message) if message.isdigit() else None,
@@ -169,7 +171,9 @@ async def sendgrid_events(
         return Response(status_code=400)
     if not isinstance(events, list):
         return Response(status_code=400)
-    counts = inbound.sendgrid_events(_context(services), events, services.clock.now())
+    counts = await run_in_threadpool(
+        inbound.sendgrid_events, _context(services), events, services.clock.now()
+    )
     log.info("sendgrid events: %s", counts)
     return Response(status_code=204)
 

@@ -302,24 +302,6 @@ def test_a_template_that_cannot_render_fails_the_row_without_calling_the_provide
     assert fakes(services)[0].calls == 0
 
 
-def test_the_reaper_returns_stale_claims_and_marks_stale_sends_unknown(
-    services: Services, clock: MovableClock
-) -> None:
-    for _ in range(2):
-        enrol(services, weeks=20, channels="sms", email="")
-    claimed = claim(services)
-    [(_, (first, second))] = claimed.batches
-    with services.db.session() as session:
-        session.execute(
-            update(SM).where(SM.id == second).values(status="sending", send_started_at=clock.now())
-        )
-    clock.advance(timedelta(seconds=services.policy.claim_timeout_seconds + 1))
-    assert delivery.reap(services.db, clock.now(), services.policy) == (1, 1)
-    assert row(services, first).status == "pending"
-    assert row(services, second).status == "unknown"
-    assert row(services, second).reason == "stale_sending"
-
-
 def test_concurrent_dispatchers_never_claim_the_same_row(
     make_services: object, database_url: str
 ) -> None:
@@ -352,23 +334,3 @@ def test_concurrent_dispatchers_never_claim_the_same_row(
     everything = [i for claim_ in claims for i in claim_]
     assert len(everything) == len(set(everything)) == total
     assert sum(1 for c in claims if c) >= 2  # they really did run side by side
-
-
-def test_requeue_puts_dead_letters_back_and_audits_it(services: Services) -> None:
-    message_id, claimed = only_sms_welcome(services)
-    fakes(services)[0].fail_next(PermanentError("21617", "body too long"))
-    services.deliverer.send_one(message_id, claimed.token)
-    assert delivery.dead_letters(services.db) == [message_id]
-    assert delivery.requeue(services.db, [message_id, 99999], services.clock.now(), actor="op") == [
-        message_id
-    ]
-    stored = row(services, message_id)
-    assert (stored.status, stored.attempts, stored.reason) == ("pending", 0, "requeued")
-    again = claim(services)
-    assert services.deliverer.send_batch(again.batches[0][1], again.token) == {Outcome.SENT: 1}
-    with services.db.session() as session:
-        from campaigns.storage.models import AuditEvent
-
-        actions = session.execute(select(AuditEvent.action)).scalars().all()
-    assert "requeued" in actions
-    assert delivery.requeue(services.db, [message_id], services.clock.now(), actor="op") == []

@@ -1,8 +1,10 @@
-"""A cancellation racing a send: nothing is sent after the cancellation commits.
+"""A cancellation racing sends: it commits at once, and nothing starts after it commits.
 
-The send holds the patient's row lock (FOR SHARE; on SQLite the write lock) from its last check
-to its record, and every cancellation takes the same lock first. These tests drive the two at
-once on the real databases.
+The send path holds a patient's lock (FOR SHARE; on SQLite the write lock) only for the short
+transactions that prepare a batch and give each call its go-ahead, never across a provider call
+or a rate-limit wait. A cancellation takes the same lock FOR UPDATE, cancels every row whose
+go-ahead has not committed, and lists those already with a provider (in flight). These tests
+drive the two at once on both databases.
 """
 
 from __future__ import annotations
@@ -11,38 +13,43 @@ import random
 import threading
 import time
 from datetime import timedelta
+from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text, update
+from sqlalchemy import select, update
 
 from campaigns import enrollments
 from campaigns.bootstrap import Services
 from campaigns.clock import MovableClock
 from campaigns.delivery import claim_due
-from campaigns.providers.base import OutgoingSms, SendReceipt
+from campaigns.domain import Channel
+from campaigns.ratelimit import LocalRateLimiter
 from campaigns.sending import Outcome
-from campaigns.storage.models import ScheduledMessage
+from campaigns.storage.models import AuditEvent, ScheduledMessage
 from tests.integration.helpers import enrol, rows
+from tests.integration.watching import BlockingSms, HeldLimiter, WatchingSms
 
 
-class BlockingSms:
-    """Holds every send inside the provider call until released."""
-
-    name = "blocking"
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self.release = threading.Event()
-        self.sent: list[OutgoingSms] = []
-
-    def send_sms(self, message: OutgoingSms) -> SendReceipt:
-        self.entered.set()
-        assert self.release.wait(20), "test never released the provider"
-        self.sent.append(message)
-        return SendReceipt(self.name, f"B{message.message_id}")
+def audit_detail(services: Services, action: str, patient_id: int) -> dict[str, Any]:
+    with services.db.session() as session:
+        [detail] = session.execute(
+            select(AuditEvent.detail).where(
+                AuditEvent.action == action, AuditEvent.patient_id == patient_id
+            )
+        ).scalars()
+        return dict(detail)
 
 
-def test_a_loss_recorded_during_a_send_waits_for_it_and_then_stops_the_rest(
+def all_due_now(services: Services, clock: MovableClock) -> None:
+    with services.db.session() as session:
+        session.execute(
+            update(ScheduledMessage)
+            .where(ScheduledMessage.status == "pending")
+            .values(next_attempt_at=clock.now() - timedelta(seconds=1))
+        )
+
+
+def test_a_loss_during_a_provider_call_commits_at_once_and_lists_the_call_in_flight(
     make_services: object, database_url: str
 ) -> None:
     assert callable(make_services)
@@ -56,25 +63,59 @@ def test_a_loss_recorded_during_a_send_waits_for_it_and_then_stops_the_rest(
     sender = threading.Thread(target=services.deliverer.send_one, args=(message_id, claimed.token))
     sender.start()
     assert blocking.entered.wait(10)
-    finished: list[float] = []
     loss = threading.Thread(
-        target=lambda: finished.append(
-            enrollments.record_loss(
-                services.db, done.enrollment_id, services.clock.now(), actor="test"
-            )
-        )
+        target=enrollments.record_loss,
+        args=(services.db, done.enrollment_id, services.clock.now()),
+        kwargs={"actor": "test"},
     )
     loss.start()
-    time.sleep(0.5)
-    assert loss.is_alive(), "the loss committed while a send was inside the provider call"
+    # The provider holds the call until released: the loss must not wait for it.
+    loss.join(15)
+    assert not loss.is_alive(), "the loss waited for a provider call"
+    assert audit_detail(services, "loss_recorded", done.patient_id)["in_flight"] == [message_id]
     blocking.release.set()
     sender.join(10)
-    loss.join(30)
-    assert finished and finished[0] > 0
     statuses = {r.id: r.status for r in rows(services, done.enrollment_id)}
     assert statuses.pop(message_id) == "sent"  # it was already with the provider
-    assert set(statuses.values()) <= {"cancelled", "skipped"}
+    assert statuses and set(statuses.values()) <= {"cancelled", "skipped"}
     assert len(blocking.sent) == 1
+
+
+def test_a_loss_while_calls_wait_for_their_rate_limit_slot_stops_every_one(
+    make_services: object, database_url: str, clock: MovableClock
+) -> None:
+    """Calls waiting for a slot have no go-ahead yet: a loss that commits meanwhile (without
+    waiting for them) stops them all, however many were queued."""
+    assert callable(make_services)
+    services: Services = make_services(database_url, send_concurrency=50, plan_horizon_days=400)
+    watching = WatchingSms(database_url)
+    services.sms = watching
+    patients = [enrol(services, weeks=12, channels="sms", email="") for _ in range(4)]
+    all_due_now(services, clock)
+    claimed = claim_due(services.db, clock.now(), 40, 40)
+    [(_, ids)] = claimed.batches
+    held = HeldLimiter(expected=len(ids))
+    services.deliverer.limiters[Channel.SMS] = held
+    sender = threading.Thread(target=services.deliverer.send_batch, args=(ids, claimed.token))
+    sender.start()
+    assert held.all_waiting.wait(15), "the calls never reached the rate limit"
+    for patient in patients:
+        finished = threading.Thread(
+            target=enrollments.record_loss,
+            args=(services.db, patient.enrollment_id, clock.now()),
+            kwargs={"actor": "test"},
+        )
+        finished.start()
+        finished.join(15)
+        assert not finished.is_alive(), "a loss waited for calls queued on the rate limit"
+        assert audit_detail(services, "loss_recorded", patient.patient_id)["in_flight"] == []
+    held.release.set()
+    sender.join(30)
+    watching.close()
+    assert watching.calls == 0 and watching.violations == []
+    for patient in patients:
+        statuses = {r.status for r in rows(services, patient.enrollment_id)}
+        assert statuses <= {"cancelled", "skipped"}, statuses
 
 
 def test_a_claimed_message_is_not_sent_once_a_loss_is_recorded(services: Services) -> None:
@@ -94,86 +135,92 @@ def test_a_pause_between_claim_and_send_is_honoured(services: Services) -> None:
     assert services.deliverer.send_batch([message_id], claimed.token) == {Outcome.NOT_CLAIMED: 1}
 
 
-class WatchingSms:
-    """On every call, looks (in its own connection) for a committed loss of this patient."""
-
-    name = "watching"
-    #: One value for the recipient's number; `breach` says whether it forbids the send.
-    query = (
-        "SELECT e.status FROM enrollments e JOIN patients p ON p.id = e.patient_id "
-        "WHERE p.phone = :phone"
-    )
-
-    @staticmethod
-    def breach(value: object) -> str | None:
-        return f"sent after {value}" if value != "active" else None
-
-    def __init__(self, url: str) -> None:
-        self.engine = create_engine(
-            url.replace("postgresql://", "postgresql+psycopg://", 1),
-            isolation_level="AUTOCOMMIT",
-            pool_size=16,
-        )
-        self.violations: list[str] = []
-        self.calls = 0
-        self.lock = threading.Lock()
-
-    def send_sms(self, message: OutgoingSms) -> SendReceipt:
-        # A provider call takes a while; a loss that commits at any point during it is a breach.
-        time.sleep(random.uniform(0.005, 0.02))
-        with self.engine.connect() as connection:
-            value = connection.execute(text(self.query), {"phone": message.to}).scalar_one()
-        breach = self.breach(value)
-        with self.lock:
-            self.calls += 1
-            if breach:
-                self.violations.append(f"message {message.message_id} {breach}")
-        return SendReceipt(self.name, f"W{message.message_id}")
-
-
-@pytest.mark.postgres
-def test_random_losses_racing_many_sends_never_let_a_message_through(
-    make_services: object, postgres_url: str, clock: MovableClock
+def test_random_cancellations_racing_200_rate_limited_calls_never_let_a_text_through(
+    make_services: object, database_url: str, clock: MovableClock
 ) -> None:
+    """Losses, pauses and stops at random moments while 200 calls at a time wait for a shared
+    rate limit: a provider that checks the database on every call finds no call whose
+    go-ahead came after a committed cancellation."""
     assert callable(make_services)
-    services: Services = make_services(postgres_url, send_concurrency=12, plan_horizon_days=400)
-    watching = WatchingSms(postgres_url)
+    services: Services = make_services(database_url, send_concurrency=200, plan_horizon_days=400)
+    watching = WatchingSms(database_url)
     services.sms = watching
+    services.deliverer.limiters[Channel.SMS] = LocalRateLimiter(400)
     patients = [enrol(services, weeks=12, channels="sms", email="") for _ in range(40)]
-    with services.db.session() as session:  # every planned message is due at once
-        session.execute(
-            update(ScheduledMessage)
-            .where(ScheduledMessage.status == "pending")
-            .values(next_attempt_at=clock.now() - timedelta(seconds=1))
-        )
-    lost = random.Random(7).sample(patients, 20)
+    all_due_now(services, clock)
+    chosen = random.Random(7).sample(patients, 24)
+    rng = random.Random(3)
+    waits: list[float] = []
 
     def sender() -> None:
         claimed = claim_due(services.db, clock.now(), 10_000, 10_000)
         ids = [i for _, batch in claimed.batches for i in batch]
-        random.Random(3).shuffle(ids)  # every batch mixes many patients, as in production
-        for start in range(0, len(ids), 25):
-            services.deliverer.send_batch(ids[start : start + 25], claimed.token)
+        rng.shuffle(ids)  # every batch mixes many patients, as in production
+        for start in range(0, len(ids), 200):
+            services.deliverer.send_batch(ids[start : start + 200], claimed.token)
 
-    def recorder() -> None:
+    def canceller() -> None:
         time.sleep(0.05)  # let the sends get going
-        for patient in lost:
-            time.sleep(random.uniform(0, 0.01))
-            enrollments.record_loss(services.db, patient.enrollment_id, clock.now(), actor="t")
+        for number, patient in enumerate(chosen):
+            time.sleep(random.uniform(0, 0.03))
+            started = time.monotonic()
+            if number % 3 == 0:
+                enrollments.record_loss(services.db, patient.enrollment_id, clock.now(), actor="t")
+            elif number % 3 == 1:
+                enrollments.pause(services.db, patient.enrollment_id, clock.now(), actor="t")
+            else:
+                enrollments.stop(
+                    services.db, patient.enrollment_id, clock.now(), actor="t", reason="staff"
+                )
+            waits.append(time.monotonic() - started)
 
-    threads = [threading.Thread(target=sender), threading.Thread(target=recorder)]
+    threads = [threading.Thread(target=sender), threading.Thread(target=canceller)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(120)
-    watching.engine.dispose()
+        thread.join(180)
+    watching.close()
     assert watching.violations == []
     assert watching.calls > 100
     # The race really happened: some patient had texts sent before, and cancelled after.
     raced = [
-        {r.status for r in rows(services, p.enrollment_id)} >= {"sent", "cancelled"} for p in lost
+        {r.status for r in rows(services, p.enrollment_id)} >= {"sent", "cancelled"} for p in chosen
     ]
-    assert any(raced), "every reply committed before or after all the sends: no race"
-    for patient in lost:
+    assert any(raced), "every cancellation committed before or after all the sends: no race"
+    for patient in chosen:
         statuses = {r.status for r in rows(services, patient.enrollment_id)}
-        assert statuses <= {"sent", "cancelled", "skipped"}
+        assert statuses <= {"sent", "cancelled", "skipped"}, statuses
+    assert len(waits) == len(chosen)
+
+
+@pytest.mark.postgres
+def test_a_cancellation_waits_only_for_a_go_ahead_not_for_calls(
+    make_services: object, postgres_url: str, clock: MovableClock
+) -> None:
+    """While 200 calls are held inside the provider, a patient's loss commits without them."""
+    assert callable(make_services)
+    services: Services = make_services(postgres_url, send_concurrency=200, plan_horizon_days=400)
+    blocking = BlockingSms()
+    services.sms = blocking
+    patients = [enrol(services, weeks=12, channels="sms", email="") for _ in range(10)]
+    all_due_now(services, clock)
+    claimed = claim_due(services.db, clock.now(), 200, 200)
+    [(_, ids)] = claimed.batches
+    sender = threading.Thread(target=services.deliverer.send_batch, args=(ids, claimed.token))
+    sender.start()
+    assert blocking.entered.wait(10)
+    loss = threading.Thread(
+        target=enrollments.record_loss,
+        args=(services.db, patients[0].enrollment_id, clock.now()),
+        kwargs={"actor": "test"},
+    )
+    loss.start()
+    loss.join(15)
+    assert not loss.is_alive(), "the loss waited for calls inside the provider"
+    blocking.release.set()
+    sender.join(30)
+    in_flight = audit_detail(services, "loss_recorded", patients[0].patient_id)["in_flight"]
+    sent = {m.message_id for m in blocking.sent}
+    mine = {r.id for r in rows(services, patients[0].enrollment_id)}
+    # What went to the patient after the loss is exactly what the loss found in flight.
+    assert sent & mine == set(in_flight)
