@@ -68,8 +68,16 @@ class LocalRateLimiter:
 
 
 class RedisRateLimiter:
-    def __init__(self, client: redis.Redis, key: str, rate: float) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        key: str,
+        rate: float,
+        *,
+        retry_redis_after: float = RETRY_REDIS_AFTER_SECONDS,
+    ) -> None:
         self.key, self.interval = key, 1.0 / rate
+        self.retry_redis_after = retry_redis_after
         self._reserve = client.register_script(_RESERVE)
         self._fallback = LocalRateLimiter(rate)
         self._lock = threading.Lock()
@@ -95,7 +103,7 @@ class RedisRateLimiter:
     def _went_down(self, exc: redis.RedisError) -> None:
         with self._lock:
             first = self._down_until == 0.0
-            self._down_until = time.monotonic() + RETRY_REDIS_AFTER_SECONDS
+            self._down_until = time.monotonic() + self.retry_redis_after
         if first:
             log.warning(
                 "rate limit %s: Redis unreachable (%s); limiting in this process until it is back",

@@ -383,3 +383,60 @@ def test_status_shows_alerts_waiting_for_staff(env: dict[str, str]) -> None:
     shown = campaigns("status", env=env)
     assert "ALERTS waiting for staff: 1 red" in shown.stdout
     assert json.loads(campaigns("status", "--json", env=env).stdout)["alerts_open"]["red"] == 1
+
+
+def test_requeue_takes_failed_only_refuses_unknown_and_names_what_it_refuses(
+    env: dict[str, str],
+) -> None:
+    assert campaigns("enroll", *GOOD, "--edd", edd(20), env=env).returncode == 0
+    path = env["CAMPAIGNS_DATABASE_URL"].removeprefix("sqlite:///")
+    with sqlite3.connect(path) as connection:
+        ids = [r[0] for r in connection.execute("SELECT id FROM scheduled_messages ORDER BY id")]
+        assert len(ids) >= 3
+        failed, unknown, reviewed = ids[:3]
+        connection.execute(
+            "UPDATE scheduled_messages SET status = 'failed' WHERE id = ?", (failed,)
+        )
+        connection.execute(
+            "UPDATE scheduled_messages SET status = 'unknown', reason = 'provider_outcome_unknown'"
+            " WHERE id = ?",
+            (unknown,),
+        )
+        connection.execute(
+            "UPDATE scheduled_messages SET status = 'unknown', reason = 'needs_review' WHERE id = ?",
+            (reviewed,),
+        )
+
+    def status(message_id: int) -> str:
+        with sqlite3.connect(path) as connection:
+            return str(
+                connection.execute(
+                    "SELECT status FROM scheduled_messages WHERE id = ?", (message_id,)
+                ).fetchone()[0]
+            )
+
+    # An unknown send among the ids: refused, named, and nothing is requeued.
+    refused = campaigns("requeue", str(failed), str(unknown), env=env)
+    assert refused.returncode == 1
+    assert f"{unknown} is unknown" in refused.stderr + refused.stdout
+    assert status(failed) == "failed"
+    missing = campaigns("requeue", "999999", env=env)
+    assert missing.returncode == 1 and "999999 does not exist" in missing.stderr + missing.stdout
+    assert campaigns("requeue", "--force", env=env).returncode == 2
+
+    # --all-failed takes failed ones only.
+    done = campaigns("requeue", "--all-failed", env=env)
+    assert done.returncode == 0 and "requeued 1 messages" in done.stdout
+    assert (status(failed), status(unknown), status(reviewed)) == ("pending", "unknown", "unknown")
+
+    # --unknown takes only what reconciliation left for staff, and says what it left.
+    done = campaigns("requeue", "--unknown", env=env)
+    assert done.returncode == 0 and "requeued 1 messages" in done.stdout
+    assert "1 unknown sends are still being reconciled" in done.stdout
+    assert (status(unknown), status(reviewed)) == ("unknown", "pending")
+
+    # --force spells out the risk, then takes the rest.
+    forced = campaigns("requeue", "--unknown", "--force", env=env)
+    assert forced.returncode == 0 and "requeued 1 messages" in forced.stdout
+    assert "may receive such a message twice" in forced.stderr
+    assert status(unknown) == "pending"

@@ -1,0 +1,126 @@
+"""The web stays responsive while webhooks wait for the database: their database work runs in
+worker threads (never on the event loop), bounded by lock and statement timeouts below the
+providers' webhook timeout."""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+
+import httpx2 as httpx
+import pytest
+import uvicorn
+from sqlalchemy import create_engine, select, text
+from twilio.request_validator import RequestValidator
+
+from campaigns.bootstrap import Services, build
+from campaigns.storage.models import ScheduledMessage
+from campaigns.web.app import create_app
+from tests.conftest import make_settings
+from tests.integration.processes import free_port, wait_until
+from tests.integration.test_webhooks import PUBLIC, STATUS, TOKEN, sent
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def server(make_services: object, postgres_url: str) -> Iterator[tuple[str, Services]]:
+    assert callable(make_services)
+    services: Services = make_services(postgres_url, public_url=PUBLIC, twilio_auth_token=TOKEN)
+    port = free_port()
+    config = uvicorn.Config(create_app(services), host="127.0.0.1", port=port, log_level="warning")
+    web = uvicorn.Server(config)
+    thread = threading.Thread(target=web.run, daemon=True)
+    thread.start()
+    wait_until(lambda: web.started, 15, "the web app")
+    yield f"http://127.0.0.1:{port}", services
+    web.should_exit = True
+    thread.join(10)
+
+
+def test_health_answers_while_a_status_callback_waits_for_a_patient_lock(
+    server: tuple[str, Services], postgres_url: str
+) -> None:
+    base, services = server
+    row = sent(services, "sms")
+    params = {"MessageSid": str(row.provider_id), "MessageStatus": "delivered"}
+    url = f"{STATUS}?m={row.id}"
+    signature = RequestValidator(TOKEN).compute_signature(PUBLIC + url, params)
+    holder = create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    lock = holder.connect()
+    transaction = lock.begin()
+    patient_id = lock.execute(
+        text(
+            "SELECT p.id FROM patients p JOIN enrollments e ON e.patient_id = p.id "
+            "WHERE e.id = :e FOR UPDATE OF p"
+        ),
+        {"e": row.enrollment_id},
+    ).scalar_one()
+    answers: list[int] = []
+
+    def callback() -> None:
+        with httpx.Client(timeout=30) as client:
+            answered = client.post(
+                base + url,
+                content=urllib.parse.urlencode(params),
+                headers={
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "X-Twilio-Signature": signature,
+                },
+            )
+            answers.append(answered.status_code)
+
+    waiting = threading.Thread(target=callback)
+    waiting.start()
+
+    def callback_waits_on_the_lock() -> bool:
+        with holder.connect() as look:
+            return bool(
+                look.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND wait_event_type = 'Lock'"
+                    )
+                ).scalar_one()
+            )
+
+    wait_until(callback_waits_on_the_lock, 15, "the status callback to wait for the lock")
+    try:
+        with httpx.Client(timeout=5) as client:
+            started = time.monotonic()
+            assert client.get(base + "/healthz").status_code == 200
+            assert client.get(base + "/readyz").status_code == 200
+            answered_in = time.monotonic() - started
+        assert waiting.is_alive(), "the callback should still be waiting for the lock"
+    finally:
+        transaction.rollback()
+        lock.close()
+    waiting.join(15)
+    holder.dispose()
+    assert answers == [204]
+    assert answered_in < 5
+    with services.db.session() as session:
+        status = session.execute(
+            select(ScheduledMessage.status).where(ScheduledMessage.id == row.id)
+        ).scalar_one()
+    assert status == "delivered"
+    assert patient_id
+
+
+def test_web_processes_bound_their_database_waits(postgres_url: str) -> None:
+    services = build(make_settings(database_url=postgres_url), web=True)
+    try:
+        with services.db.session() as session:
+            lock = session.execute(text("SHOW lock_timeout")).scalar_one()
+            statement = session.execute(text("SHOW statement_timeout")).scalar_one()
+        assert (lock, statement) == ("5s", "10s")
+    finally:
+        services.close()
+    worker = build(make_settings(database_url=postgres_url))
+    try:
+        with worker.db.session() as session:
+            assert session.execute(text("SHOW statement_timeout")).scalar_one() == "0"
+    finally:
+        worker.close()
