@@ -2,7 +2,8 @@
 
 The provider id is the Message-ID we generate. A refused recipient marks the address invalid;
 a 4xx reply or a connection failure before DATA is retried; a failure after the message was
-handed over is an unknown outcome, never resent blindly.
+handed over is an unknown outcome, never resent blindly. An SMTP server cannot be asked later
+whether it took a message, so every lookup is UNSUPPORTED and such a row waits for an operator.
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ from email.message import EmailMessage
 from email.utils import formataddr, make_msgid
 
 from campaigns.providers.base import (
+    Attempt,
     ConfigurationError,
     InvalidAddressError,
+    Lookup,
+    LookupVerdict,
     OutgoingEmail,
     PermanentError,
     RetryableError,
@@ -98,3 +102,6 @@ class SmtpEmailSender:
                 raise RetryableError("disconnected", "the SMTP session broke early") from None
             raise UnknownOutcomeError("disconnected", "the SMTP session broke") from None
         return SendReceipt(self.name, message_id)
+
+    def find_email(self, attempt: Attempt) -> Lookup:
+        return Lookup(LookupVerdict.UNSUPPORTED, evidence="SMTP servers keep no searchable record")

@@ -3,17 +3,23 @@
 The SDK gets an explicit timeout and never retries a create itself: retrying is the outbox's
 job, and a blind SDK retry after a 5xx could text a patient twice. `TWILIO_API_BASE_URL`
 (unset in production) points every Twilio host at a local server, as Twilio recommends.
+
+A send whose answer was lost is looked up with `find_sms`: the Messages list filtered by `To`,
+matched on the exact body and the creation time (see its docstring for why two queries).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
-from datetime import UTC, datetime
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
 
-from twilio.base.exceptions import TwilioRestException
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.http.response import Response
 from twilio.rest import Client
 from twilio.rest.api.v2010.account.message import MessageList  # noqa: F401
 from urllib3.exceptions import (
@@ -26,8 +32,11 @@ from urllib3.exceptions import (
 )
 
 from campaigns.providers.base import (
+    Attempt,
     ConfigurationError,
     InvalidAddressError,
+    Lookup,
+    LookupVerdict,
     OptedOutError,
     OutgoingSms,
     PermanentError,
@@ -109,6 +118,28 @@ def error_for(action: Action, code: str, detail: str) -> ProviderError:
     return _ERRORS[action](code, detail)
 
 
+def lookup_error_for(code: int | None, http_status: int | None) -> ProviderError | None:
+    """The error a failed lookup raises, through the same table as a send; None when Twilio
+    refused the question itself (the lookup then answers UNSUPPORTED).
+
+    A GET changes nothing at Twilio, so a 5xx (unknown for a send) is simply retried.
+    """
+    action = classify(code, http_status)
+    shown = str(code or http_status)
+    if action in (Action.RETRY, Action.UNKNOWN):
+        return RetryableError(shown, f"Twilio could not answer the lookup (HTTP {http_status})")
+    if action is Action.HALT:
+        return ConfigurationError(shown, f"Twilio refused our credentials (HTTP {http_status})")
+    return None
+
+
+#: Our clock and Twilio's may disagree: a match may be created this long before our start.
+CLOCK_SKEW = timedelta(minutes=2)
+#: A lookup reads at most this many messages to the number per query (newest first).
+LOOKUP_LIMIT = 1000
+LOOKUP_PAGE_SIZE = 50  # Twilio's default page
+
+
 class TwilioSmsSender:
     name = "twilio"
 
@@ -186,3 +217,104 @@ class TwilioSmsSender:
                 "connection_lost", "the connection broke mid-request"
             ) from None
         return SendReceipt(self.name, str(created.sid))
+
+    def find_sms(self, attempt: Attempt) -> Lookup:
+        """Whether Twilio has the attempt's message: an outbound message to `attempt.to` with
+        exactly `attempt.body`, created no earlier than `started_at` less CLOCK_SKEW.
+
+        First the list Twilio documents for this (`DateSent>=YYYY-MM-DD`, a GMT day, from the
+        day of that earliest time). A message Twilio accepted but has not sent yet (queued,
+        accepted, scheduled) has no `date_sent`, so a DateSent filter cannot return it; when the
+        first list has no match, the newest messages to the number are read unfiltered and
+        searched the same way (all of them: one queued during the first list may be sent by
+        the second). NOT_FOUND only when both were read to the end.
+        """
+        since = attempt.started_at.astimezone(UTC) - CLOCK_SKEW
+        day = since.date().isoformat()
+        try:
+            # A str goes to Twilio as given: the SDK would send a datetime as
+            # "YYYY-MM-DDTHH:MM:SSZ", while Twilio documents day granularity.
+            sent, _ = self._messages_to(attempt.to, date_sent_after=day)
+            match = _matching(sent, attempt.body, since)
+            newest: list[Any] | None = None
+            newest_more = False
+            if match is None:
+                newest, newest_more = self._messages_to(attempt.to)
+                match = _matching(newest, attempt.body, since)
+        except TwilioException as exc:
+            status, code = _failure_of(exc)
+            if status is None:  # the SDK could not read a 200 page: not a passing fault
+                return Lookup(
+                    LookupVerdict.UNSUPPORTED, evidence="twilio: the list could not be read"
+                )
+            error = lookup_error_for(code, status)
+            if error is not None:
+                raise error from None
+            return Lookup(
+                LookupVerdict.UNSUPPORTED,
+                error_code=str(code or status),
+                evidence=f"twilio: the lookup was refused (HTTP {status}, code {code})",
+            )
+        except NewConnectionError:
+            raise RetryableError("connection_refused", "could not connect to Twilio") from None
+        except ConnectTimeoutError:
+            raise RetryableError("connect_timeout", "could not reach Twilio in time") from None
+        except ReadTimeoutError:
+            raise RetryableError("timeout", "no answer from Twilio in time") from None
+        except (HTTPError, OSError):
+            raise RetryableError("connection_lost", "the lookup's connection broke") from None
+        except ValueError:  # a page that is not JSON (a proxy's error page)
+            raise RetryableError("bad_response", "Twilio's answer could not be read") from None
+        asked = f"twilio: {len(sent)} messages to the number sent since {day}"
+        if newest is not None:
+            unsent = sum(1 for m in newest if m.date_sent is None)
+            asked += f", {len(newest)} newest of any date ({unsent} not sent yet)"
+        if match is not None:
+            return Lookup(
+                LookupVerdict.FOUND,
+                str(match.sid),
+                str(match.status) if match.status is not None else None,
+                str(match.error_code) if match.error_code is not None else None,
+                evidence=f"{asked}; {match.sid} matched body and time",
+            )
+        if newest_more:
+            # More than LOOKUP_LIMIT to one number and none matched: an unread page could hold
+            # it. (The unfiltered list, read whole, covers everything the dated one missed.)
+            return Lookup(
+                LookupVerdict.UNSUPPORTED,
+                evidence=f"{asked}; none matched in the newest {LOOKUP_LIMIT}, the rest unread",
+            )
+        return Lookup(LookupVerdict.NOT_FOUND, evidence=f"{asked}; none matched body and time")
+
+    def _messages_to(self, to: str, **filters: Any) -> tuple[list[Any], bool]:
+        """Up to LOOKUP_LIMIT messages to `to` (newest first), and whether there were more."""
+        found = self.client().messages.list(
+            to=to, limit=LOOKUP_LIMIT + 1, page_size=LOOKUP_PAGE_SIZE, **filters
+        )
+        return found[:LOOKUP_LIMIT], len(found) > LOOKUP_LIMIT
+
+
+def _matching(messages: Iterable[Any], body: str, since: datetime) -> Any | None:
+    for message in messages:
+        outbound = str(message.direction or "").startswith("outbound")
+        created = message.date_created
+        if outbound and message.body == body and isinstance(created, datetime) and created >= since:
+            return message
+    return None
+
+
+def _failure_of(exc: TwilioException) -> tuple[int | None, int | None]:
+    """HTTP status and Twilio error code of a failed call. A list page that is not a 200
+    raises a bare TwilioException("Unable to fetch page", response), not a
+    TwilioRestException, so the code is read from the response body here."""
+    if isinstance(exc, TwilioRestException):
+        return exc.status, exc.code
+    response = next((a for a in exc.args if isinstance(a, Response)), None)
+    if response is None:
+        return None, None
+    try:
+        payload = json.loads(response.text)
+    except ValueError:
+        payload = None
+    code = payload.get("code") if isinstance(payload, dict) else None
+    return response.status_code, code if isinstance(code, int) else None

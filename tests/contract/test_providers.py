@@ -5,15 +5,18 @@ The real ones (Twilio, SendGrid, SMTP) run through their SDKs against the local 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from campaigns.bootstrap import email_sender, sms_sender
 from campaigns.providers.base import (
+    Attempt,
     EmailSender,
     InvalidAddressError,
+    Lookup,
+    LookupVerdict,
     OutgoingEmail,
     OutgoingSms,
     ProviderError,
@@ -48,10 +51,11 @@ EMAIL_PROVIDERS: dict[str, Callable[[pytest.FixtureRequest], Any]] = {
 
 
 def sms(message_id: int = 1) -> OutgoingSms:
+    # Each text its own: Twilio is asked by number, body and time, not by our id.
     return OutgoingSms(
         message_id,
         "+447400000001",
-        "Santi: a test. Reply STOP to end",
+        f"Santi: test {message_id}. Reply STOP to end",
         datetime(2030, 1, 1, tzinfo=UTC),
     )
 
@@ -68,23 +72,71 @@ def email(message_id: int = 1) -> OutgoingEmail:
     )
 
 
+#: Providers that cannot be asked whether they took a message.
+CANNOT_BE_ASKED = {"smtp"}
+
+
+def sms_attempt(message: OutgoingSms, started_at: datetime) -> Attempt:
+    return Attempt(message.message_id, message.to, message.body, None, started_at)
+
+
+def email_attempt(message: OutgoingEmail, started_at: datetime) -> Attempt:
+    return Attempt(message.message_id, message.to, message.text, message.subject, started_at)
+
+
+def assert_found_as_sent(name: str, lookups: list[Lookup], receipts: list[SendReceipt]) -> None:
+    """A message the provider accepted is FOUND under the receipt's id, or the provider
+    cannot be asked at all; never NOT_FOUND, which would have it sent twice."""
+    if name in CANNOT_BE_ASKED:
+        assert {lookup.verdict for lookup in lookups} == {LookupVerdict.UNSUPPORTED}
+        return
+    assert [(lookup.verdict, lookup.provider_id) for lookup in lookups] == [
+        (LookupVerdict.FOUND, receipt.provider_id) for receipt in receipts
+    ]
+    assert all(lookup.evidence for lookup in lookups)
+
+
 @pytest.mark.parametrize("name", sorted(SMS_PROVIDERS))
 def test_sms_provider_contract(name: str, request: pytest.FixtureRequest) -> None:
     provider: SmsSender = SMS_PROVIDERS[name](request)
     assert provider.name == name
+    started = datetime.now(UTC)
     receipts = [provider.send_sms(sms(i)) for i in range(1, 51)]
     assert all(isinstance(r, SendReceipt) and r.provider == name for r in receipts)
     assert all(r.provider_id for r in receipts)
     assert len({r.provider_id for r in receipts}) == 50  # ids are unique: callbacks find rows
+    lookups = [provider.find_sms(sms_attempt(sms(i), started)) for i in range(1, 51)]
+    assert_found_as_sent(name, lookups, receipts)
+    never = provider.find_sms(sms_attempt(sms(51), started))
+    assert never.verdict in (LookupVerdict.NOT_FOUND, LookupVerdict.UNSUPPORTED)
 
 
 @pytest.mark.parametrize("name", sorted(EMAIL_PROVIDERS))
 def test_email_provider_contract(name: str, request: pytest.FixtureRequest) -> None:
     provider: EmailSender = EMAIL_PROVIDERS[name](request)
     assert provider.name == name
+    started = datetime.now(UTC)
     receipts = [provider.send_email(email(i)) for i in range(1, 51)]
     assert all(r.provider == name and r.provider_id for r in receipts)
     assert len({r.provider_id for r in receipts}) == 50
+    lookups = [provider.find_email(email_attempt(email(i), started)) for i in range(1, 51)]
+    assert_found_as_sent(name, lookups, receipts)
+    never = provider.find_email(email_attempt(email(51), started - timedelta(hours=1)))
+    assert never.verdict in (LookupVerdict.NOT_FOUND, LookupVerdict.UNSUPPORTED)
+
+
+def test_the_fake_answers_lookups_and_fails_them_on_cue() -> None:
+    fake = FakeSmsSender()
+    started = datetime.now(UTC)
+    receipt = fake.send_sms(sms(1))
+    assert fake.find_sms(sms_attempt(sms(1), started)).provider_id == receipt.provider_id
+    assert fake.find_sms(sms_attempt(sms(2), started)).verdict is LookupVerdict.NOT_FOUND
+    fake.fail_lookup_next(RetryableError("503", "provider down"))
+    with pytest.raises(RetryableError):
+        fake.find_sms(sms_attempt(sms(1), started))
+    fake.lookups_supported = False
+    assert fake.find_sms(sms_attempt(sms(1), started)).verdict is LookupVerdict.UNSUPPORTED
+    assert fake.lookups == 4
 
 
 @pytest.mark.parametrize("setting", ["outbox", "fake"])
