@@ -139,6 +139,7 @@ def email_sender(settings: Settings) -> EmailSender:
             from_name=settings.clinic_name,
             host=settings.sendgrid_api_host,
             timeout=settings.provider_timeout_seconds,
+            activity_lag=settings.sendgrid_activity_lag_seconds,
         )
     if settings.email_provider == "smtp":
         assert settings.smtp_from

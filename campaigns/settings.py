@@ -68,6 +68,9 @@ class Settings(BaseSettings):
         default=None, validation_alias="SENDGRID_EVENT_PUBLIC_KEY"
     )
     sendgrid_from: str | None = Field(default=None, validation_alias="SENDGRID_FROM")
+    #: How long an email SendGrid accepted may take to appear in its Email Activity API: until
+    #: then, not finding it there proves nothing (SendGrid documents no figure).
+    sendgrid_activity_lag_seconds: float = Field(default=600.0, ge=0)
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 587
     smtp_username: str | None = None
@@ -128,6 +131,12 @@ class Settings(BaseSettings):
         except WindowError as exc:
             raise ValueError(str(exc)) from None
         self._check_providers()
+        if self.reconcile_after_seconds < self.provider_timeout_seconds:
+            # A call that timed out may still be processed by the provider for that long.
+            raise ValueError(
+                "CAMPAIGNS_RECONCILE_AFTER_SECONDS must be at least "
+                "CAMPAIGNS_PROVIDER_TIMEOUT_SECONDS"
+            )
         if self.environment == "production" and (
             self.secret_key.get_secret_value() == DEVELOPMENT_SECRET
             or len(self.secret_key.get_secret_value()) < 32

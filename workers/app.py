@@ -11,6 +11,7 @@ from typing import Any
 from celery import Celery
 
 from campaigns.settings import Settings, get_settings
+from workers import watchdog
 
 DISPATCH_QUEUE = "dispatch"
 SEND_QUEUES = ("send.sms", "send.email")
@@ -75,3 +76,8 @@ def create_celery(settings: Settings) -> Celery:
 
 
 celery_app = create_celery(get_settings())
+# Beat queues a dispatch every few seconds: a worker quiet for ten of those, with work waiting
+# and nothing running, has lost its consumer (see workers.watchdog).
+watchdog.install(
+    get_settings().broker_url, stuck_after=max(15.0, 10 * get_settings().dispatch_interval_seconds)
+)

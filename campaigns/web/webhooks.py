@@ -9,11 +9,13 @@ import json
 import logging
 import time
 import urllib.parse
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sendgrid.helpers.eventwebhook import EventWebhook
+from sqlalchemy.exc import DBAPIError
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
@@ -26,6 +28,7 @@ router = APIRouter(prefix="/webhooks", include_in_schema=False)
 TWILIO_MAX_BYTES = 64 * 1024
 SENDGRID_MAX_BYTES = 5 * 1024 * 1024
 REPLAY_WINDOW_SECONDS = 600
+T = TypeVar("T")
 
 
 class FormParams(dict[str, list[str]]):
@@ -105,8 +108,9 @@ async def twilio_sms(
     answerer = services.answerer
     now = services.clock.now()
     try:
-        # In a worker thread: the transaction takes the patient's lock and may wait for a send.
-        answer = await run_in_threadpool(answerer.handle, message, now)
+        # In a worker thread: the transaction takes the patient's lock (held by a send only
+        # for its short go-ahead), so the event loop stays free for other requests.
+        answer = await run_in_threadpool(_once_more_if_disconnected, answerer.handle, message, now)
     except Exception:
         # No silent failure: the patient still gets the safety answer (or the generic one with
         # 111/999), and the text goes to staff as an alert if the database takes it. Twilio does
@@ -129,6 +133,7 @@ async def twilio_status(
     try:
         # In a worker thread: it takes the patient's lock; the event loop stays free.
         result = await run_in_threadpool(
+            _once_more_if_disconnected,
             inbound.twilio_status,
             _context(services),
             form,
@@ -172,10 +177,27 @@ async def sendgrid_events(
     if not isinstance(events, list):
         return Response(status_code=400)
     counts = await run_in_threadpool(
-        inbound.sendgrid_events, _context(services), events, services.clock.now()
+        _once_more_if_disconnected,
+        inbound.sendgrid_events,
+        _context(services),
+        events,
+        services.clock.now(),
     )
     log.info("sendgrid events: %s", counts)
     return Response(status_code=204)
+
+
+def _once_more_if_disconnected(work: Callable[..., T], *args: Any) -> T:
+    """Run the work; if the database connection was lost under it (a restart, a killed
+    backend), once more on a fresh one. Nothing committed the first time (each piece of work
+    is one transaction, and a replay is recognised), and a provider does not call twice."""
+    try:
+        return work(*args)
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        log.warning("database connection lost during a webhook; trying once more")
+        return work(*args)
 
 
 def sendgrid_signed(public_key: str, body: bytes, signature: str, timestamp: str) -> bool:

@@ -403,7 +403,8 @@ def test_requeue_takes_failed_only_refuses_unknown_and_names_what_it_refuses(
             (unknown,),
         )
         connection.execute(
-            "UPDATE scheduled_messages SET status = 'unknown', reason = 'needs_review' WHERE id = ?",
+            "UPDATE scheduled_messages SET status = 'unknown', reason = 'needs_review' "
+            "WHERE id = ?",
             (reviewed,),
         )
 
