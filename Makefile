@@ -10,7 +10,7 @@ export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
 
-.PHONY: install run test lint services chromium bench clean
+.PHONY: install run test unit faults lint services chromium bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -41,6 +41,14 @@ chromium:
 test: install node_modules/.installed services chromium
 	$(VENV)/bin/pytest
 
+# The fast loop: pure rules and content, no services needed.
+unit: install
+	$(VENV)/bin/pytest tests/unit tests/content -q
+
+# The fault suite alone (also part of `make test`).
+faults: install services
+	$(VENV)/bin/pytest tests/faults
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -51,6 +59,7 @@ bench: install services
 	$(VENV)/bin/python -m bench.dispatch
 	$(VENV)/bin/python -m bench.providers
 	$(VENV)/bin/python -m bench.inbound
+	$(VENV)/bin/python -m bench.faults
 
 clean:
 	rm -rf $(VENV) $(TOOLS) campaigns.db
