@@ -30,7 +30,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -53,7 +53,7 @@ from campaigns.providers.base import (
     SendReceipt,
     SmsSender,
 )
-from campaigns.ratelimit import RateLimiter
+from campaigns.ratelimit import RateLimiter, Unlimited
 from campaigns.scheduling import Planner, lock_patient
 from campaigns.send_rules import Facts, Followup, Outcome, Verdict
 from campaigns.storage import outbox
@@ -87,7 +87,13 @@ class Batch:
     followups: list[tuple[Facts, Verdict, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     gate: GroupCommitter[Job, float | None] | None = None
-    recorder: GroupCommitter[tuple[Job, Verdict], None] | None = None
+    recorder: Recorder | None = None
+    #: Rows whose verdict is written (or taken back by someone else): nothing to release.
+    done: set[int] = field(default_factory=set)
+
+    def finished(self, ids: Iterable[int]) -> None:
+        with self.lock:
+            self.done.update(ids)
 
     def note(self, verdict: Verdict, facts: Facts | None = None, detail: str = "") -> None:
         with self.lock:
@@ -156,39 +162,55 @@ class Deliverer:
         if len(taken) < len(ids):
             outcomes[Outcome.NOT_CLAIMED] = len(ids) - len(taken)
         if not taken:
-            self._end(batch)
+            self._finish(batch, [], [])
             return outcomes
         self._leases.hold(batch.token)
         with self._active_lock:
             self._active[batch.token] = batch
+        rest: list[tuple[Job, Verdict]] = []
         try:
-            self._run(batch, taken)
+            rest = self._run(batch, taken)
         except Exception:
             log.exception("a batch of %d messages failed; unsent ones go back", len(taken))
         finally:
             with self._active_lock:
                 self._active.pop(batch.token, None)
             self._leases.drop(batch.token)
-            self._end(batch, list(taken))
+            self._finish(batch, list(taken), rest)
         self._follow_up(batch)
         outcomes.update(batch.outcomes)
         return outcomes
 
-    def _run(self, batch: Batch, taken: Mapping[int, int]) -> None:
-        jobs = self._prepare(batch, taken)
+    def _run(self, batch: Batch, taken: Mapping[int, int]) -> list[tuple[Job, Verdict]]:
+        """Prepare, then every call; returns the outcomes not yet written."""
+        jobs, granted = self._prepare(batch, taken)
         if not jobs:
-            return
+            return []
         batch.gate = GroupCommitter(lambda group: self._go_ahead(batch, group))
-        batch.recorder = GroupCommitter(lambda group: self._record(batch, group))
+        # Without a rate limit a batch is over in moments: one write at its end. Paced by a
+        # rate limit it lasts longer: a write every second, so a crash loses little.
+        unpaced = all(isinstance(self.limiters[j.facts.channel], Unlimited) for j in jobs)
+        batch.recorder = Recorder(
+            lambda items: self._record(batch, items), every=len(jobs) if unpaced else 100
+        )
         futures: list[Future[None]] = [
-            self._pool.submit(self._send_one, batch, job) for job in jobs
+            self._pool.submit(self._send_one, batch, job, granted.get(job.id)) for job in jobs
         ]
-        for future in futures:
-            if not future.cancelled():
-                future.result()  # _send_one never raises
+        try:
+            for future in futures:
+                if not future.cancelled():
+                    future.result()  # _send_one never raises
+        finally:
+            rest = batch.recorder.close()
+        return rest
 
-    def _prepare(self, batch: Batch, taken: Mapping[int, int]) -> list[Job]:
-        """Settle what may not go and render the rest, in one short transaction."""
+    def _prepare(
+        self, batch: Batch, taken: Mapping[int, int]
+    ) -> tuple[list[Job], dict[int, float]]:
+        """Settle what may not go and render the rest, in one short transaction. Calls that
+        can start at once (no rate limit to wait for, a free thread) get their go-ahead in the
+        same transaction: nothing more could change before they start. Returns the jobs, and
+        when the go-ahead of those that have one committed."""
         now = self.clock.now()
         jobs: list[Job] = []
         settled: list[tuple[Facts, Verdict]] = []
@@ -206,9 +228,15 @@ class Deliverer:
                         verdict = rules.render_failed(facts)
                 settled.append((facts, verdict))
             outbox.settle_unstarted(connection, batch.token, [(f.id, v) for f, v in settled], now)
+            at_once = [
+                job for job in jobs if isinstance(self.limiters[job.facts.channel], Unlimited)
+            ][: self.policy.send_concurrency]
+            allowed = outbox.allow_calls(connection, batch.token, [j.content for j in at_once], now)
+        committed = time.monotonic()
+        batch.finished(f.id for f, _ in settled)
         for facts, verdict in settled:
             batch.note(verdict, facts)
-        return jobs
+        return jobs, dict.fromkeys(allowed, committed)
 
     def _render(self, facts: Facts) -> Job:
         recipient = Recipient(facts.name.split()[0], facts.language, facts.discreet)
@@ -237,25 +265,26 @@ class Deliverer:
             outbox.Content(facts.id, email.text, email.subject, email.template_ref),
         )
 
-    def _send_one(self, batch: Batch, job: Job) -> None:
+    def _send_one(self, batch: Batch, job: Job, allowed_at: float | None) -> None:
         """One message, in a pool thread: its slot, its go-ahead, its call, its record.
         Whatever fails here fails for this message only."""
         assert batch.gate is not None
         assert batch.recorder is not None
-        try:
-            if batch.stopping.is_set():
-                return
-            # The slot first: providers count requests as they arrive, and the go-ahead must
-            # be the last thing before the call, however long the slot took.
-            self.limiters[job.facts.channel].acquire()
-            if batch.stopping.is_set():
-                return
-            allowed_at = batch.gate.submit(job)
-        except Exception:
-            log.exception("message %d got no go-ahead; it goes back to pending", job.id)
-            return
         if allowed_at is None:
-            return  # cancelled, reaped or not allowed any more: settled by the go-ahead
+            try:
+                if batch.stopping.is_set():
+                    return
+                # The slot first: providers count requests as they arrive, and the go-ahead
+                # must be the last thing before the call, however long the slot took.
+                self.limiters[job.facts.channel].acquire()
+                if batch.stopping.is_set():
+                    return
+                allowed_at = batch.gate.submit(job)
+            except Exception:
+                log.exception("message %d got no go-ahead; it goes back to pending", job.id)
+                return
+            if allowed_at is None:
+                return  # cancelled, reaped or not allowed any more: settled by the go-ahead
         sender = self.sms if job.facts.channel is Channel.SMS else self.email
         detail = ""
         if time.monotonic() - allowed_at > self.go_ahead_valid:
@@ -274,13 +303,7 @@ class Deliverer:
                     job.facts, sender.name, self.clock.now(), self.retry_policy
                 )
         _log_outcome(job, verdict)
-        try:
-            batch.recorder.submit((job, verdict))
-        except Exception:
-            # The call happened; its record did not. The lease lapses, the row turns
-            # `unknown`, and reconciliation asks the provider.
-            log.exception("message %d: outcome %s not recorded", job.id, verdict.outcome)
-            return
+        batch.recorder.add((job, verdict))
         batch.note(verdict, job.facts, detail)
 
     def _call(self, job: Job) -> SendReceipt:
@@ -315,6 +338,7 @@ class Deliverer:
             outbox.settle_unstarted(connection, batch.token, [(f.id, v) for f, v in settled], now)
             allowed = outbox.allow_calls(connection, batch.token, go, now)
         committed = time.monotonic()
+        batch.finished([f.id for f, _ in settled] + [j.id for j in jobs if j.id not in fresh])
         for facts, verdict in settled:
             batch.note(verdict, facts)
         taken_back = sum(1 for job in jobs if job.id not in fresh)
@@ -323,38 +347,56 @@ class Deliverer:
                 batch.outcomes[Outcome.NOT_CLAIMED] += taken_back
         return [committed if job.id in allowed else None for job in jobs]
 
-    def _record(self, batch: Batch, items: Sequence[tuple[Job, Verdict]]) -> list[None]:
-        """Outcomes of calls that happened: retried, because the alternative is asking the
-        provider later (the statement is idempotent: a second run finds nothing to fence)."""
+    def _record(self, batch: Batch, items: Sequence[tuple[Job, Verdict]]) -> None:
+        """Outcomes of calls that happened, while the batch goes on."""
+        self._write_end(batch, items, [], end=False)
+        batch.finished(job.id for job, _ in items)
+
+    def _finish(
+        self, batch: Batch, taken: Sequence[int], rest: Sequence[tuple[Job, Verdict]]
+    ) -> None:
+        """The batch's end, in one transaction: the outcomes not yet written, rows whose call
+        never started back to pending, the lease ended. If even that fails, the lease lapses
+        and the reaper and the reconciler take the batch back."""
+        with batch.lock:
+            recorded = batch.done | {job.id for job, _ in rest}
+        unstarted = [i for i in taken if i not in recorded]
+        try:
+            released = self._write_end(batch, rest, unstarted, end=True)
+        except Exception:
+            log.exception("the end of a batch was not recorded; its lease lapses")
+            return
+        if released:
+            log.warning("%d messages of a batch did not start and went back to pending", released)
+            with batch.lock:
+                batch.outcomes[Outcome.RELEASED] += released
+
+    def _write_end(
+        self,
+        batch: Batch,
+        items: Sequence[tuple[Job, Verdict]],
+        unstarted: Sequence[int],
+        *,
+        end: bool,
+    ) -> int:
+        """Retried, because the alternative is asking the provider later; idempotent (a
+        second run finds nothing left to fence). Returns how many rows were released."""
         verdicts = [(job.id, verdict) for job, verdict in items]
         for attempt in range(1, RECORD_TRIES + 1):
             try:
                 with self.db.session() as session:
-                    outbox.record_calls(
-                        session.connection(), batch.token, verdicts, self.clock.now()
-                    )
-                return [None] * len(items)
+                    connection, now = session.connection(), self.clock.now()
+                    outbox.record_calls(connection, batch.token, verdicts, now)
+                    released = outbox.release_unstarted(connection, unstarted, batch.token, now)
+                    if end:
+                        outbox.end_lease(connection, batch.token)
+                return released
             except SQLAlchemyError:
                 if attempt == RECORD_TRIES:
                     raise
                 log.warning("recording %d outcomes failed (try %d); again", len(items), attempt)
                 time.sleep(0.2 * 3**attempt)
         raise AssertionError("unreachable")
-
-    def _end(self, batch: Batch, ids: Sequence[int] = ()) -> None:
-        """Rows whose call never started go back to pending; the lease ends."""
-        try:
-            with self.db.session() as session:
-                connection = session.connection()
-                released = outbox.release_unstarted(connection, ids, batch.token, self.clock.now())
-                outbox.end_lease(connection, batch.token)
-        except Exception:
-            log.exception("batch end not recorded; its lease lapses and the reaper takes it")
-            return
-        if released:
-            log.warning("%d messages of a batch did not start and went back to pending", released)
-            with batch.lock:
-                batch.outcomes[Outcome.RELEASED] += released
 
     def _follow_up(self, batch: Batch) -> None:
         """What providers' answers asked for beyond the rows, each in its own transaction."""
@@ -393,6 +435,61 @@ class Deliverer:
                     reason=f"{provider}:{code}",
                     actor=f"provider:{provider}",
                 )
+
+
+class Recorder:
+    """Outcomes of a batch's calls, written in groups. A call hands its outcome over and goes
+    on; whichever call finds `every` outcomes waiting, or the last write `after` seconds old,
+    writes what is waiting (one statement), and the batch's end writes the rest. So the
+    database is not in the way of the calls, and a worker that dies leaves at most a few
+    seconds of outcomes to reconcile."""
+
+    def __init__(
+        self,
+        write: Callable[[Sequence[tuple[Job, Verdict]]], None],
+        *,
+        every: int = 100,
+        after: float = 1.0,
+    ) -> None:
+        self._write, self.every, self.after = write, every, after
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._waiting: list[tuple[Job, Verdict]] = []
+        self._writing = self._closed = False
+        self._last = time.monotonic()
+
+    def add(self, item: tuple[Job, Verdict]) -> None:
+        with self._lock:
+            self._waiting.append(item)
+            due = len(self._waiting) >= self.every or time.monotonic() - self._last >= self.after
+            if not due or self._writing:
+                return
+            if self._closed:
+                return  # the batch's end writes it
+            self._writing, items, self._waiting = True, self._waiting, []
+        self._write_now(items)
+
+    def close(self) -> list[tuple[Job, Verdict]]:
+        """What is still waiting, once any group being written now is written: the batch's
+        end writes it, in its own last transaction."""
+        with self._lock:
+            while self._writing:
+                self._idle.wait()
+            self._closed = True
+            items, self._waiting = self._waiting, []
+        return items
+
+    def _write_now(self, items: list[tuple[Job, Verdict]]) -> None:
+        try:
+            self._write(items)
+        except Exception:
+            log.exception("recording %d outcomes failed; the batch's end tries again", len(items))
+            with self._lock:
+                self._waiting[:0] = items
+        finally:
+            with self._lock:
+                self._writing, self._last = False, time.monotonic()
+                self._idle.notify_all()
 
 
 class LeaseKeeper:

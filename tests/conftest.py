@@ -71,6 +71,15 @@ def _empty(database: Database) -> None:
 
 
 @pytest.fixture
+def clean_postgres_url(postgres_url: str) -> Iterator[str]:
+    """The session's PostgreSQL database, emptied after the test (for PostgreSQL-only tests)."""
+    yield postgres_url
+    database = Database.from_url(postgres_url, pool_size=1)
+    _empty(database)
+    database.dispose()
+
+
+@pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'test.db'}"
     upgrade(url)

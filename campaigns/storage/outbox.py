@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
@@ -195,67 +196,56 @@ class Content:
 def allow_calls(
     connection: Connection, batch_token: str, contents: Sequence[Content], now: datetime
 ) -> set[int]:
-    """The go-ahead: mark the calls started (with what will be sent) for the rows the batch
-    still owns and has not started, renew the batch's lease; returns the ids allowed. Once this
-    commits, a cancellation no longer takes these rows: they are with the provider."""
+    """The go-ahead: mark the calls started, with what will be sent, for the rows the batch
+    still owns and has not started; returns the ids allowed. Once this commits, a cancellation
+    no longer takes these rows: they are with the provider."""
     if not contents:
         return set()
-    postgres = connection.dialect.name == "postgresql"
-    connection.execute(
-        update(SendLease).where(SendLease.token == batch_token).values(renewed_at=now)
+    fence = (
+        SM.status == SENDING,
+        SM.claim_token == batch_token,
+        SM.call_started_at.is_(None),
     )
-    by_id = {c.message_id: c for c in contents}
-    allowed = connection.execute(
-        update(SM)
-        .where(
-            among(SM.id, list(by_id), postgres=postgres),
-            SM.status == SENDING,
-            SM.claim_token == batch_token,
-            SM.call_started_at.is_(None),
-        )
-        .values(call_started_at=now, updated_at=now)
-        .returning(SM.id)
-    ).scalars()
-    ids = {int(i) for i in allowed}
-    if ids:
-        # What will be sent, stored before it is: one statement for the batch.
-        _write_content(connection, [by_id[i] for i in sorted(ids)], postgres=postgres)
-    return ids
-
-
-def _write_content(connection: Connection, contents: Sequence[Content], *, postgres: bool) -> None:
     rows = [
         {"id": c.message_id, "body": c.body, "subject": c.subject, "template_ref": c.template_ref}
         for c in contents
     ]
-    if postgres:
-        source = _recordset(
-            rows,
-            [
-                ("id", BigInteger()),
-                ("body", String()),
-                ("subject", String()),
-                ("template_ref", String()),
-            ],
-        )
+    if connection.dialect.name == "postgresql":
+        # One statement: the fence, the mark and the content, for every call of the group.
+        allowed = connection.execute(
+            _allow_statement(),
+            {"rows": _json(rows), "token": batch_token, "now": now},
+        ).scalars()
+        return {int(i) for i in allowed}
+    ids = {
+        int(i)
+        for i in connection.execute(
+            update(SM)
+            .where(SM.id.in_([c.message_id for c in contents]), *fence)
+            .values(call_started_at=now, updated_at=now)
+            .returning(SM.id)
+        ).scalars()
+    }
+    if ids:
         connection.execute(
             update(SM)
-            .where(SM.id == source.c.id)
+            .where(SM.id == bindparam("b_id"))
             .values(
-                body=source.c.body, subject=source.c.subject, template_ref=source.c.template_ref
-            )
+                body=bindparam("b_body"),
+                subject=bindparam("b_subject"),
+                template_ref=bindparam("b_template_ref"),
+            ),
+            [{f"b_{k}": v for k, v in row.items()} for row in rows if row["id"] in ids],
         )
-        return
-    connection.execute(
-        update(SM)
-        .where(SM.id == bindparam("b_id"))
-        .values(
-            body=bindparam("b_body"),
-            subject=bindparam("b_subject"),
-            template_ref=bindparam("b_template_ref"),
-        ),
-        [{f"b_{k}": v for k, v in row.items()} for row in rows],
-    )
+    return ids
+
+
+_CONTENT_COLUMNS = [
+    ("id", BigInteger()),
+    ("body", String()),
+    ("subject", String()),
+    ("template_ref", String()),
+]
 
 
 #: The columns a verdict writes, with their types for PostgreSQL's recordset.
@@ -321,34 +311,75 @@ def _write_verdicts(
     if not verdicts:
         return
     rows = [_verdict_row(message_id, verdict) for message_id, verdict in verdicts]
-    if connection.dialect.name == "postgresql":
+    postgres = connection.dialect.name == "postgresql"
+    statement = _verdict_statement(postgres=postgres, started=started)
+    if postgres:
         # One statement over one JSON parameter: far cheaper than a hundred bound UPDATEs.
-        source = _recordset(rows, list(_VERDICT_COLUMNS))
-        connection.execute(
-            update(SM)
-            .where(SM.id == source.c.id, *_fence(batch_token, started=started))
-            .values(_assignments(lambda name: source.c[name], now, started=started))
-        )
+        connection.execute(statement, {"rows": _json(rows), "token": batch_token, "now": now})
         return
     connection.execute(
-        update(SM)
-        .where(SM.id == bindparam("b_id"), *_fence(batch_token, started=started))
-        .values(
-            _assignments(
-                lambda name: bindparam(f"b_{name}", type_=_TYPES[name]), now, started=started
-            )
-        ),
-        [{f"b_{k}": v for k, v in row.items()} for row in rows],
+        statement,
+        [
+            {"token": batch_token, "now": now, **{f"b_{k}": v for k, v in row.items()}}
+            for row in rows
+        ],
     )
 
 
-def _fence(batch_token: str, *, started: bool) -> list[ColumnElement[bool]]:
+# Built once each: building these statements cost more than running them.
+_TOKEN = bindparam("token", type_=String())
+_NOW = bindparam("now", type_=UTCDateTime())
+
+
+@lru_cache(maxsize=4)
+def _verdict_statement(*, postgres: bool, started: bool) -> Any:
+    if postgres:
+        source = _recordset(list(_VERDICT_COLUMNS))
+        return (
+            update(SM)
+            .where(SM.id == source.c.id, *_fence(_TOKEN, started=started))
+            .values(_assignments(lambda name: source.c[name], _NOW, started=started))
+        )
+    return (
+        update(SM)
+        .where(SM.id == bindparam("b_id"), *_fence(_TOKEN, started=started))
+        .values(
+            _assignments(
+                lambda name: bindparam(f"b_{name}", type_=_TYPES[name]), _NOW, started=started
+            )
+        )
+    )
+
+
+@lru_cache(maxsize=1)
+def _allow_statement() -> Any:
+    source = _recordset(_CONTENT_COLUMNS)
+    return (
+        update(SM)
+        .where(
+            SM.id == source.c.id,
+            SM.status == SENDING,
+            SM.claim_token == _TOKEN,
+            SM.call_started_at.is_(None),
+        )
+        .values(
+            call_started_at=_NOW,
+            updated_at=_NOW,
+            body=source.c.body,
+            subject=source.c.subject,
+            template_ref=source.c.template_ref,
+        )
+        .returning(SM.id)
+    )
+
+
+def _fence(batch_token: Any, *, started: bool) -> list[ColumnElement[bool]]:
     if started:
         return [SM.claim_token == batch_token, SM.call_started_at.is_not(None)]
     return [SM.claim_token == batch_token, SM.status == SENDING, SM.call_started_at.is_(None)]
 
 
-def _assignments(source: Callable[[str], Any], now: datetime, *, started: bool) -> dict[str, Any]:
+def _assignments(source: Callable[[str], Any], now: Any, *, started: bool) -> dict[str, Any]:
     values: dict[str, Any] = {
         name: source(name) for name, _ in _VERDICT_COLUMNS if name not in ("id",)
     }
@@ -380,13 +411,17 @@ def _assignments(source: Callable[[str], Any], now: datetime, *, started: bool) 
     return guarded
 
 
-def _recordset(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, Any]]) -> Any:
-    payload = json.dumps(rows, default=_iso, separators=(",", ":"))
+def _recordset(columns: Sequence[tuple[str, Any]]) -> Any:
+    """PostgreSQL rows from the JSON array in the `rows` parameter, typed."""
     return (
-        func.jsonb_to_recordset(cast(bindparam("rows", payload), JSONB))
+        func.jsonb_to_recordset(cast(bindparam("rows", type_=String()), JSONB))
         .table_valued(*(column(name, type_) for name, type_ in columns))
         .render_derived(name="v", with_types=True)
     )
+
+
+def _json(rows: Sequence[Mapping[str, Any]]) -> str:
+    return json.dumps(rows, default=_iso, separators=(",", ":"))
 
 
 def _iso(value: object) -> str:

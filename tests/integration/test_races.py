@@ -195,11 +195,13 @@ def test_random_cancellations_racing_200_rate_limited_calls_never_let_a_text_thr
 
 @pytest.mark.postgres
 def test_a_cancellation_waits_only_for_a_go_ahead_not_for_calls(
-    make_services: object, postgres_url: str, clock: MovableClock
+    make_services: object, clean_postgres_url: str, clock: MovableClock
 ) -> None:
     """While 200 calls are held inside the provider, a patient's loss commits without them."""
     assert callable(make_services)
-    services: Services = make_services(postgres_url, send_concurrency=200, plan_horizon_days=400)
+    services: Services = make_services(
+        clean_postgres_url, send_concurrency=200, plan_horizon_days=400
+    )
     blocking = BlockingSms()
     services.sms = blocking
     patients = [enrol(services, weeks=12, channels="sms", email="") for _ in range(10)]

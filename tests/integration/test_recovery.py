@@ -383,14 +383,16 @@ def test_a_rate_limited_channel_is_claimed_only_as_far_as_its_workers_can_send(
 
 @pytest.mark.postgres
 def test_database_connections_killed_mid_batch_lose_nothing_and_send_nothing_twice(
-    make_services: object, postgres_url: str, clock: MovableClock
+    make_services: object, clean_postgres_url: str, clock: MovableClock
 ) -> None:
     """pg_terminate_backend on every connection of the service while calls are in flight:
     each message ends sent exactly once, or back in the queue and then sent, never lost."""
     assert callable(make_services)
-    services: Services = make_services(postgres_url, send_concurrency=20, plan_horizon_days=400)
+    services: Services = make_services(
+        clean_postgres_url, send_concurrency=20, plan_horizon_days=400
+    )
     killer = create_engine(
-        postgres_url.replace("postgresql://", "postgresql+psycopg://", 1),
+        clean_postgres_url.replace("postgresql://", "postgresql+psycopg://", 1),
         isolation_level="AUTOCOMMIT",
         connect_args={"application_name": "killer"},
     )

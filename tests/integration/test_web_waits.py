@@ -26,9 +26,11 @@ pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
-def server(make_services: object, postgres_url: str) -> Iterator[tuple[str, Services]]:
+def server(make_services: object, clean_postgres_url: str) -> Iterator[tuple[str, Services]]:
     assert callable(make_services)
-    services: Services = make_services(postgres_url, public_url=PUBLIC, twilio_auth_token=TOKEN)
+    services: Services = make_services(
+        clean_postgres_url, public_url=PUBLIC, twilio_auth_token=TOKEN
+    )
     port = free_port()
     config = uvicorn.Config(create_app(services), host="127.0.0.1", port=port, log_level="warning")
     web = uvicorn.Server(config)
