@@ -278,6 +278,7 @@ def status(json_out: JsonFlag = False) -> None:
                     "by_status": found.by_status,
                     "due_now": found.due_now,
                     "oldest_due_seconds": found.oldest_due_seconds,
+                    "unknown_for_staff": found.unknown_for_staff,
                     "halted": stopped,
                     "alerts_open": waiting,
                 }
@@ -287,6 +288,12 @@ def status(json_out: JsonFlag = False) -> None:
     for key, count in sorted(found.by_status.items()):
         typer.echo(f"{key:<12} {count}")
     typer.echo(f"due now: {found.due_now}, oldest waiting {found.oldest_due_seconds:.0f}s")
+    unknown = found.by_status.get("unknown", 0)
+    if unknown:
+        typer.echo(
+            f"unknown: {unknown - found.unknown_for_staff} being reconciled with the provider, "
+            f"{found.unknown_for_staff} left for staff (campaigns requeue --unknown)"
+        )
     for channel, why in sorted(stopped.items()):
         typer.echo(
             f"HALTED {channel}: {why['provider']} error {why['code']} ({why['reason']}); "

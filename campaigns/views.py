@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from campaigns.catalog import Campaign, Catalog
 from campaigns.contacts import mask_phone, normalise_phone
 from campaigns.content import ContentRenderer, Recipient
+from campaigns.delivery import NEEDS_REVIEW
 from campaigns.domain import Channel, MessageStatus
 from campaigns.errors import InputError, NotFoundError
 from campaigns.intake import parse_date
@@ -270,6 +271,8 @@ class Backlog:
     by_status: dict[str, int]
     due_now: int
     oldest_due_seconds: float
+    #: Unknown sends the reconciler could not settle: staff decide (`campaigns requeue --unknown`).
+    unknown_for_staff: int = 0
 
 
 def backlog(session: Session, now: datetime) -> Backlog:
@@ -280,7 +283,14 @@ def backlog(session: Session, now: datetime) -> Backlog:
         )
     ).one()
     lag = (now - oldest).total_seconds() if oldest is not None else 0.0
-    return Backlog({str(k): int(v) for k, v in counts.items()}, int(due_now), lag)
+    for_staff = 0
+    if counts.get(MessageStatus.UNKNOWN.value):
+        for_staff = session.execute(
+            select(func.count()).where(
+                SM.status == MessageStatus.UNKNOWN.value, SM.reason == NEEDS_REVIEW
+            )
+        ).scalar_one()
+    return Backlog({str(k): int(v) for k, v in counts.items()}, int(due_now), lag, int(for_staff))
 
 
 def outbox(

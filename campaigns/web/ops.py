@@ -55,6 +55,9 @@ def metrics(services: ServicesDep) -> str:
         "# HELP campaigns_due_lag_seconds Age of the oldest due message.",
         "# TYPE campaigns_due_lag_seconds gauge",
         f"campaigns_due_lag_seconds {found.oldest_due_seconds:.3f}",
+        "# HELP campaigns_unknown_for_staff Unknown sends the provider could not settle.",
+        "# TYPE campaigns_unknown_for_staff gauge",
+        f"campaigns_unknown_for_staff {found.unknown_for_staff}",
         "# HELP campaigns_channel_halted 1 while a channel is stopped by a provider account error.",
         "# TYPE campaigns_channel_halted gauge",
         *(

@@ -416,6 +416,10 @@ def test_requeue_takes_failed_only_refuses_unknown_and_names_what_it_refuses(
                 ).fetchone()[0]
             )
 
+    shown = campaigns("status", env=env)
+    assert "unknown: 1 being reconciled with the provider, 1 left for staff" in shown.stdout
+    assert json.loads(campaigns("status", "--json", env=env).stdout)["unknown_for_staff"] == 1
+
     # An unknown send among the ids: refused, named, and nothing is requeued.
     refused = campaigns("requeue", str(failed), str(unknown), env=env)
     assert refused.returncode == 1
