@@ -1,9 +1,10 @@
 """Answer a patient's text end to end: store it once, read it, act, and say what to reply.
 
 One transaction per inbound message, holding the patient's row lock (the lock every change
-that can stop a send takes, and that the send path holds FOR SHARE): an opt-out or a loss
-commits together with the cancellation of everything pending, so no send can start after it
-unseen. The MessageSid is claimed first, so a replayed webhook has no second effect.
+that can stop a send takes, and that the send path holds FOR SHARE for its short go-aheads):
+an opt-out or a loss commits together with the cancellation of everything not yet handed to a
+provider, so no send can start after it unseen. The text is stored under its MessageSid
+before anything is done, so a replayed webhook has no second effect.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from campaigns import alerts, audit, enrollments, reachability
@@ -59,26 +60,6 @@ ACTOR = "patient:sms"
 HANDLING_FAILED = "handling_failed"
 #: Twilio's Advanced Opt-Out verdicts, as the intents they stand for.
 PROVIDER_KEYWORDS = {"STOP": Intent.OPT_OUT, "START": Intent.RESUBSCRIBE, "HELP": Intent.HELP}
-
-
-_RECORD = (
-    update(InboundMessage)
-    .where(InboundMessage.id == bindparam("inbound_id"))
-    .values(
-        {
-            name: bindparam(name)
-            for name in (
-                "patient_id",
-                "language",
-                "intent",
-                "tier",
-                "matched",
-                "replies",
-                "actions",
-            )
-        }
-    )
-)
 
 
 @dataclass(frozen=True)
@@ -128,10 +109,6 @@ class Answerer:
 
     def handle(self, inbound: Inbound, now: datetime) -> Answer:
         with self.db.session() as session:
-            # Claim the MessageSid first: a replay stops here, with no second effect.
-            inbound_id = _claim(session, inbound, now)
-            if inbound_id is None:
-                return Answer(())
             patient, opted_out = reachability.sms_sender(session, inbound.sender)
             language = patient.language if patient is not None else "en"
             found = with_provider_keyword(
@@ -140,16 +117,26 @@ class Answerer:
             )
             situation, waiting = self._situation(session, patient, inbound, found, opted_out, now)
             decision = decide(found, situation)
-            link = self._act(
-                session, decision, found, situation, patient, inbound, inbound_id, waiting, now
-            )
+            link = None
+            if patient is not None and Action.BOOKING_LINK in decision.actions:
+                link = self.links.booking_url(patient.id, now)
             texts = tuple(
                 self.renderer.render_reply(key, language, link or "").body
                 for key in decision.replies
             )
             patient_id = patient.id if patient is not None else None
             actions = [action.value for action in decision.actions]
-            _record(session, inbound_id, patient_id, found, decision.replies, texts, actions)
+            # Stored under its MessageSid, with how it was read and answered, before anything
+            # is done: a replay stops here (its transaction rolls back), with no second effect.
+            inbound_id = _claim(
+                session, inbound, now, patient_id, found, decision.replies, texts, actions
+            )
+            if inbound_id is None:
+                session.rollback()
+                return Answer(())
+            self._act(
+                session, decision, found, situation, patient, inbound, inbound_id, waiting, now
+            )
             # The text itself and the words that matched stay in inbound_messages; the audit
             # trail gets what was decided (never the text).
             audit.record(
@@ -207,13 +194,14 @@ class Answerer:
     ) -> None:
         """A second, minimal transaction: the text, what we answered, and an alert for staff."""
         with self.db.session() as session:
-            inbound_id = _claim(session, inbound, now)
-            if inbound_id is None:
-                return  # the first attempt was stored after all
             patient_id = session.execute(
                 select(Patient.id).where(Patient.phone == inbound.sender)
             ).scalar_one_or_none()
-            _record(session, inbound_id, patient_id, found, keys, texts, [HANDLING_FAILED])
+            inbound_id = _claim(
+                session, inbound, now, patient_id, found, keys, texts, [HANDLING_FAILED]
+            )
+            if inbound_id is None:
+                return  # the first attempt was stored after all
             severity = Severity.REVIEW
             if found is not None and found.safety:
                 severity = Severity.of_tier(found.tier)
@@ -272,9 +260,8 @@ class Answerer:
         inbound_id: int,
         waiting: Alert | None,
         now: datetime,
-    ) -> str | None:
-        """Apply the decision's actions in this transaction; returns a booking link if made."""
-        link = None
+    ) -> None:
+        """Apply the decision's actions in this transaction."""
         pid = patient.id if patient is not None else None
         for action in decision.actions:
             if action is Action.ALERT and decision.alert is not None:
@@ -308,11 +295,9 @@ class Answerer:
             elif action is Action.END_FOR_LOSS:
                 enrollments.end_for_loss(session, patient, now, actor=ACTOR)
             elif action is Action.BOOKING_LINK:
-                link = self.links.booking_url(patient.id, now)
                 audit.record(session, now, ACTOR, "booking_link_sent", patient_id=patient.id)
             elif action is Action.BIRTH_DATE and waiting and situation.birth_date:
                 _propose_birth_date(session, waiting, situation.birth_date, now)
-        return link
 
     def _opt_out(
         self,
@@ -370,47 +355,36 @@ def with_provider_keyword(found: Classification, opt_out_type: str | None) -> Cl
     return found.with_match(Match(intent, intent.value, (f"OptOutType={opt_out_type}",)))
 
 
-def _record(
+def _claim(
     session: Session,
-    inbound_id: int,
+    inbound: Inbound,
+    now: datetime,
     patient_id: int | None,
     found: Classification | None,
     keys: Sequence[str],
     texts: Sequence[str],
     actions: list[str],
-) -> None:
-    """How the text was read, what was answered and what was done, on its row."""
-    session.connection().execute(
-        _RECORD,
-        {
-            "inbound_id": inbound_id,
-            "patient_id": patient_id,
-            "language": found.language if found else "en",
-            "intent": found.intent.value if found else None,
-            "tier": found.tier.value if found else None,
-            "matched": found.as_dict() if found else {},
-            "replies": [{"template": k, "text": t} for k, t in zip(keys, texts, strict=True)],
-            "actions": actions,
-        },
-    )
-
-
-def _claim(session: Session, inbound: Inbound, now: datetime) -> int | None:
-    """Store the text under its MessageSid: the new row's id, or None for a replay."""
+) -> int | None:
+    """Store the text under its MessageSid, with how it was read, what was answered and what
+    was done (one INSERT ... ON CONFLICT DO NOTHING): the new row's id, or None for a replay."""
     values = {
         "provider": "twilio",
         "provider_id": inbound.provider_id,
         "sender": inbound.sender,
+        "patient_id": patient_id,
         "body": inbound.body,
         "received_at": now,
-        "matched": {},
-        "replies": [],
-        "actions": [],
+        "language": found.language if found else "en",
+        "intent": found.intent.value if found else None,
+        "tier": found.tier.value if found else None,
+        "matched": found.as_dict() if found else {},
+        "replies": [{"template": k, "text": t} for k, t in zip(keys, texts, strict=True)],
+        "actions": actions,
         "opt_out_type": inbound.opt_out_type,
     }
     statement = insert_ignoring(session, InboundMessage, tuple(values))
-    found: int | None = session.connection().execute(statement, values).scalar_one_or_none()
-    return found
+    found_id: int | None = session.connection().execute(statement, values).scalar_one_or_none()
+    return found_id
 
 
 def _birth_detail(decision: Decision, situation: Situation) -> dict[str, str]:

@@ -30,8 +30,9 @@ from campaigns.storage.db import Database, Timeouts
 from campaigns.window import SendWindow
 
 #: Twilio waits 15 s for a webhook's answer: a lock or statement that takes longer than these
-#: fails, and the webhook answers from its fallback instead of timing out.
-WEB_TIMEOUTS = Timeouts(lock_seconds=5, statement_seconds=10)
+#: fails, and the webhook answers from its fallback instead of timing out. Webhooks retry on a
+#: dropped connection, so their connections are not pinged before each use.
+WEB_TIMEOUTS = Timeouts(lock_seconds=5, statement_seconds=10, pre_ping=False)
 
 
 @dataclass

@@ -100,7 +100,7 @@ def serve(
         typer.echo(f"Staff UI: http://{shown}:{port}/staff/")
         if not several:
             web = create_app(built, run_embedded=built.settings.embedded)
-            uvicorn.run(web, host=host, port=port, log_level="info")
+            uvicorn.run(web, host=host, port=port, log_level="info", access_log=False)
             return
     # Each worker process builds its own wiring after the fork (campaigns.web.asgi).
     uvicorn.run(
@@ -110,6 +110,9 @@ def serve(
         port=port,
         workers=workers,
         log_level="info",
+        # A line per request costs CPU a text's answer needs; the app logs what it did with
+        # each text and callback, and the proxy in front logs the requests.
+        access_log=False,
     )
 
 

@@ -40,6 +40,9 @@ class Timeouts:
 
     lock_seconds: float
     statement_seconds: float
+    #: Check each connection with a round trip before use. Off where the work retries on a
+    #: dropped connection itself: the check is one of a reply's handful of round trips.
+    pre_ping: bool = True
 
     def options(self) -> str:
         return (
@@ -58,7 +61,7 @@ def make_engine(url: str, *, pool_size: int = 10, timeouts: Timeouts | None = No
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=timeouts.pre_ping if timeouts else True,
         future=True,
         hide_parameters=True,  # errors are logged: never with phone numbers or message text
         connect_args={"options": timeouts.options()} if timeouts else {},

@@ -14,6 +14,7 @@ from campaigns.runtime import EmbeddedRuntime
 from campaigns.web import alerts, links, ops, staff, webhooks
 
 STATIC = Path(__file__).resolve().parent / "static"
+SMS_WEBHOOK = "/webhooks/twilio/sms"
 
 
 def create_app(services: Services, *, run_embedded: bool = False) -> FastAPI:
@@ -40,6 +41,8 @@ def create_app(services: Services, *, run_embedded: bool = False) -> FastAPI:
     app.include_router(staff.router)
     app.include_router(alerts.router)
     app.include_router(webhooks.router)
+    # Patients' texts: a plain Starlette route, the hot path (campaigns.web.webhooks).
+    app.add_route(SMS_WEBHOOK, webhooks.twilio_sms, methods=["POST"], include_in_schema=False)
     app.include_router(links.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

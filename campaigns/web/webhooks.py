@@ -21,7 +21,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 
 from campaigns import inbound
 from campaigns.answering import Inbound
-from campaigns.web.deps import ServicesDep
+from campaigns.web.deps import ServicesDep, get_services
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/webhooks", include_in_schema=False)
@@ -91,13 +91,13 @@ def twiml(texts: tuple[str, ...]) -> Response:
     return Response(str(response), media_type="application/xml")
 
 
-@router.post("/twilio/sms")
-async def twilio_sms(
-    request: Request,
-    services: ServicesDep,
-    signature: Annotated[str, Header(alias="X-Twilio-Signature")] = "",
-) -> Response:
-    """A patient's text: stored, classified, acted on, answered in the response (TwiML)."""
+async def twilio_sms(request: Request) -> Response:
+    """A patient's text: stored, classified, acted on, answered in the response (TwiML).
+
+    A plain Starlette endpoint (no FastAPI dependency solving or parameter validation): this
+    is the hot path, and its answer races Twilio's 15-second webhook timeout."""
+    services = get_services(request)
+    signature = request.headers.get("X-Twilio-Signature", "")
     form = await _twilio_form(request, services, signature, "incoming message")
     if isinstance(form, Response):
         return form
