@@ -1,19 +1,25 @@
 """Replies: classification throughput, and the inbound webhook's latency under load.
 
     .venv/bin/python -m bench.inbound [--rate 200] [--seconds 30] [--runs 3] [--workers 2,1]
+                                      [--sweep 150,200,250,300,350]
 
 - classification: `keywords.classify` over the regression corpus's texts, repeated (one core);
-- webhook: `campaigns serve --workers N` (uvicorn, PostgreSQL) in its own processes, 10,000 enrolled
-  patients, and a second process sending signed `POST /webhooks/twilio/sms` requests open-loop
-  at a fixed rate over loopback: each request is due at its own time and its latency is counted
-  from then, so a slow answer delays the ones behind it in the figures too (no coordinated
-  omission). The texts are the corpus's (safety signs, STOP, BOOK, chatter), from enrolled
-  numbers and a few unknown ones.
+- webhook: `campaigns serve --workers N` (uvicorn, PostgreSQL) in its own processes, 10,000
+  enrolled patients, and a second process sending signed `POST /webhooks/twilio/sms` requests
+  open-loop at a fixed rate over loopback, from one asyncio loop (uvloop) with keep-alive
+  connections: each request is due at its own time and its latency is counted from then, so a
+  slow answer delays the ones behind it in the figures too (no coordinated omission). The
+  generator shares the two cores, so it also records when it actually wrote each request:
+  its own lateness is reported apart from the service's time. The texts are the corpus's
+  (safety signs, STOP, BOOK, chatter), from enrolled numbers and a few unknown ones.
+- saturation: one run per offered rate of the sweep, 2 web processes; the highest rate whose
+  p99 stays under 50 ms, and the rate the service can no longer keep up with.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import csv
 import http.client
 import multiprocessing as mp
@@ -22,9 +28,11 @@ import random
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import urllib.parse
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +48,8 @@ CORPUS = ROOT / "tests" / "data" / "reply_corpus.tsv"
 TOKEN = "bench_auth_token_0123456789abcdef"
 PUBLIC = "https://sms.bench.example"
 PATH = "/webhooks/twilio/sms"
+#: Connections the load generator keeps open (one more is opened whenever all are busy).
+CONNECTIONS = 32
 
 
 def corpus_texts() -> list[str]:
@@ -69,14 +79,13 @@ def classification_rate(messages: int, repeat: int) -> list[float]:
     return rates
 
 
-def _load(port: int, rate: float, seconds: float, phones: list[str], out: Any) -> None:
-    """Open-loop load from its own process: request i is due at start + i / rate."""
+def _signed_requests(port: int, rate: float, seconds: float, phones: list[str]) -> list[bytes]:
+    """Every request of a run, signed and encoded to bytes before the clock starts."""
     texts = corpus_texts()
     validator = RequestValidator(TOKEN)
     rng = random.Random(os.getpid())
-    total = int(rate * seconds)
     requests = []
-    for i in range(total):
+    for i in range(int(rate * seconds)):
         sender = rng.choice(phones) if rng.random() > 0.05 else f"+4475{rng.randrange(10**8):08d}"
         params = {
             "MessageSid": f"SM{os.getpid():08d}{i:024d}",
@@ -88,58 +97,98 @@ def _load(port: int, rate: float, seconds: float, phones: list[str], out: Any) -
             "SmsStatus": "received",
             "ApiVersion": "2010-04-01",
         }
+        body = urllib.parse.urlencode(params).encode()
         signature = validator.compute_signature(PUBLIC + PATH, params)
-        requests.append((urllib.parse.urlencode(params), signature))
-    latencies: list[float] = [0.0] * total
+        requests.append(
+            (
+                f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                "Content-Type: application/x-www-form-urlencoded\r\n"
+                f"X-Twilio-Signature: {signature}\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode()
+            + body
+        )
+    return requests
+
+
+def _load(port: int, rate: float, seconds: float, phones: list[str], out: Any) -> None:
+    """Open-loop load from its own process (one asyncio loop on uvloop, keep-alive connections
+    taken from a pool, a new one when none is free): request i is due at start + i / rate.
+    For each request it records when it was due, when its bytes were written and when its
+    answer was complete, so the generator's own lateness (written - due) is measured apart
+    from the service's (complete - written)."""
+    import asyncio
+
+    import uvloop
+
+    requests = _signed_requests(port, rate, seconds, phones)
+    timings: list[tuple[float, float, float]] = [(0.0, 0.0, 0.0)] * len(requests)
     failures: list[int] = []
-    lock = threading.Lock()
-    next_index = iter(range(total))
-    start = time.perf_counter() + 0.5
 
-    def worker() -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        while True:
-            with lock:
-                i = next(next_index, None)
-            if i is None:
-                break
-            due = start + i / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            body, signature = requests[i]
+    async def read_answer(reader: asyncio.StreamReader) -> int:
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        if length:
+            await reader.readexactly(length)
+        return status
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        # Keep-alive connections opened up front and used in turn (oldest idle first), so the
+        # requests spread over every web process the way many callers' connections would.
+        idle: collections.deque[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
+            collections.deque(
+                [await asyncio.open_connection("127.0.0.1", port) for _ in range(CONNECTIONS)]
+            )
+        )
+        start = loop.time() + 0.5
+
+        async def one(i: int, due: float) -> None:
+            connection = (
+                idle.popleft() if idle else await asyncio.open_connection("127.0.0.1", port)
+            )
+            reader, writer = connection
+            written = loop.time()
             try:
-                connection.request(
-                    "POST",
-                    PATH,
-                    body=body,
-                    headers={
-                        "Content-Type": "application/x-www-form-urlencoded",
-                        "X-Twilio-Signature": signature,
-                    },
-                )
-                response = connection.getresponse()
-                response.read()
-                if response.status != 200:
-                    failures.append(response.status)
-            except OSError:
+                writer.write(requests[i])
+                status = await read_answer(reader)
+            except (OSError, asyncio.IncompleteReadError):
                 failures.append(0)
-                connection.close()
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            latencies[i] = time.perf_counter() - due
+                writer.close()
+            else:
+                if status != 200:
+                    failures.append(status)
+                idle.append(connection)
+            timings[i] = (due, written, loop.time())
 
-    threads = [threading.Thread(target=worker) for _ in range(48)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    achieved = total / (time.perf_counter() - start)
-    out.put({"latencies": latencies, "failures": failures, "achieved_rate": achieved})
+        tasks = []
+        for i in range(len(requests)):
+            due = start + i / rate
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.ensure_future(one(i, due)))
+        await asyncio.gather(*tasks)
+        return loop.time() - start
+
+    cpu = time.process_time()
+    elapsed = uvloop.run(main())
+    out.put(
+        {
+            "timings": timings,
+            "failures": failures,
+            "achieved_rate": len(requests) / elapsed,
+            "generator_cpu_ms_per_request": (time.process_time() - cpu) * 1000 / len(requests),
+        }
+    )
 
 
-def webhook_latency(
-    url: str, phones: list[str], rate: float, seconds: float, workers: int, repeat: int
-) -> dict[str, Any]:
+@contextmanager
+def web_server(url: str, workers: int) -> Iterator[int]:
+    """`campaigns serve --workers N` (web only, as docker-compose.yml runs it); yields its port."""
     port = 18_000 + os.getpid() % 1000
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAMPAIGNS_")}
     env.update(
@@ -176,19 +225,45 @@ def webhook_latency(
                 if time.time() > deadline:
                     raise RuntimeError("campaigns serve did not start") from None
                 time.sleep(0.3)
-        runs = []
-        for number, run_seconds in enumerate([10.0] + [seconds] * repeat):  # warm-up first
-            queue: Any = mp.Queue()
-            loader = mp.Process(target=_load, args=(port, rate, run_seconds, phones, queue))
-            loader.start()
-            measured = queue.get()
-            loader.join()
-            if number:
-                runs.append(_summary(measured))
-                print(f"  {workers} web process(es), run {number}: {runs[-1]}", flush=True)
+        yield port
     finally:
         server.terminate()
         server.wait(30)
+
+
+def measure(port: int, phones: list[str], rate: float, seconds: float) -> dict[str, Any]:
+    queue: Any = mp.Queue()
+    loader = mp.Process(target=_load, args=(port, rate, seconds, phones, queue))
+    before = cpu_times()
+    loader.start()
+    measured = queue.get()
+    loader.join()
+    return {**_summary(measured), "steal_percent": steal_percent(before, cpu_times())}
+
+
+def cpu_times() -> list[int]:
+    """The machine's CPU time by kind, from /proc/stat (user nice system idle iowait irq
+    softirq steal)."""
+    with open("/proc/stat") as stat:
+        return [int(v) for v in stat.readline().split()[1:9]]
+
+
+def steal_percent(before: list[int], after: list[int]) -> float:
+    """How much of the time the hypervisor gave our virtual CPUs to someone else: a run with
+    much of it measures the neighbours, not the service."""
+    spent = [b - a for a, b in zip(before, after, strict=True)]
+    return round(100 * spent[7] / max(1, sum(spent)), 1)
+
+
+def webhook_latency(
+    url: str, phones: list[str], rate: float, seconds: float, workers: int, repeat: int
+) -> dict[str, Any]:
+    with web_server(url, workers) as port:
+        measure(port, phones, rate, 10.0)  # warm-up
+        runs = []
+        for number in range(1, repeat + 1):
+            runs.append(measure(port, phones, rate, seconds))
+            print(f"  {workers} web process(es), run {number}: {runs[-1]}", flush=True)
     return {
         "rate": rate,
         "seconds": seconds,
@@ -200,16 +275,47 @@ def webhook_latency(
     }
 
 
-def _summary(measured: dict[str, Any]) -> dict[str, Any]:
-    latencies = sorted(measured["latencies"])
+def saturation(url: str, phones: list[str], rates: list[float], seconds: float) -> dict[str, Any]:
+    """One run per offered rate with 2 web processes: where p99 passes 50 ms, and where the
+    service stops keeping up (achieved below 98% of offered, or p99 over a second)."""
+    runs = []
+    with web_server(url, 2) as port:
+        measure(port, phones, rates[0], 10.0)  # warm-up
+        for rate in rates:
+            runs.append({"offered": rate, **measure(port, phones, rate, seconds)})
+            print("  saturation:", runs[-1], flush=True)
+    within = [r["offered"] for r in runs if r["p99_ms"] < 50 and not r["failures"]]
+    kept_up = [
+        r["offered"]
+        for r in runs
+        if r["achieved_rate"] >= 0.98 * r["offered"] and r["p99_ms"] < 1000
+    ]
     return {
-        "requests": len(latencies),
+        "web_processes": 2,
+        "seconds": seconds,
+        "runs": runs,
+        "highest_rate_with_p99_under_50ms": max(within, default=None),
+        "highest_rate_kept_up": max(kept_up, default=None),
+    }
+
+
+def _summary(measured: dict[str, Any]) -> dict[str, Any]:
+    timings = measured["timings"]
+    total = sorted(done - due for due, _, done in timings)  # what a patient would see
+    late = sorted(written - due for due, written, _ in timings)  # the generator's own delay
+    service = sorted(done - written for _, written, done in timings)
+    return {
+        "requests": len(total),
         "achieved_rate": round(measured["achieved_rate"], 1),
         "failures": len(measured["failures"]),
-        "p50_ms": round(_pct(latencies, 0.50) * 1000, 2),
-        "p95_ms": round(_pct(latencies, 0.95) * 1000, 2),
-        "p99_ms": round(_pct(latencies, 0.99) * 1000, 2),
-        "max_ms": round(latencies[-1] * 1000, 2),
+        "failure_statuses": dict(Counter(measured["failures"])),
+        "p50_ms": round(_pct(total, 0.50) * 1000, 2),
+        "p95_ms": round(_pct(total, 0.95) * 1000, 2),
+        "p99_ms": round(_pct(total, 0.99) * 1000, 2),
+        "max_ms": round(total[-1] * 1000, 2),
+        "generator_late_p99_ms": round(_pct(late, 0.99) * 1000, 2),
+        "generator_cpu_ms_per_request": round(measured["generator_cpu_ms_per_request"], 3),
+        "service_p99_ms": round(_pct(service, 0.99) * 1000, 2),
     }
 
 
@@ -228,6 +334,9 @@ def main() -> None:
     parser.add_argument(
         "--workers", default="2,1", help="web process counts to measure (one per core first)"
     )
+    parser.add_argument(
+        "--sweep", default="150,200,250,300,350,400", help="offered rates for the saturation runs"
+    )
     args = parser.parse_args()
     rates = classification_rate(args.messages, args.repeat)
     print("classification per second:", [round(r) for r in rates], flush=True)
@@ -245,6 +354,8 @@ def main() -> None:
                 webhook_latency(url, phones, args.rate, args.seconds, workers, args.runs)
             )
             print("webhook:", webhook[-1], flush=True)
+        sweep = [float(r) for r in args.sweep.split(",") if r]
+        saturated = saturation(url, phones, sweep, 20.0) if sweep else None
     result = {
         "classification": {
             "messages": args.messages,
@@ -252,6 +363,7 @@ def main() -> None:
             "median_per_second": round(statistics.median(rates)),
         },
         "webhook": webhook,
+        "saturation": saturated,
     }
     print(save("inbound", result))
 
