@@ -8,6 +8,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
+from typing import Any
 
 import httpx2 as httpx
 import pytest
@@ -47,7 +48,8 @@ def test_health_answers_while_a_status_callback_waits_for_a_patient_lock(
 ) -> None:
     base, services = server
     row = sent(services, "sms")
-    params = {"MessageSid": str(row.provider_id), "MessageStatus": "delivered"}
+    # A failure takes the patient's lock (it may suppress, re-plan or halt).
+    params = {"MessageSid": str(row.provider_id), "MessageStatus": "failed", "ErrorCode": "30007"}
     url = f"{STATUS}?m={row.id}"
     signature = RequestValidator(TOKEN).compute_signature(PUBLIC + url, params)
     holder = create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://", 1))
@@ -76,6 +78,23 @@ def test_health_answers_while_a_status_callback_waits_for_a_patient_lock(
 
     waiting = threading.Thread(target=callback)
     waiting.start()
+    try:
+        _health_while_waiting(base, holder, waiting)
+    finally:
+        transaction.rollback()
+        lock.close()
+    waiting.join(15)
+    holder.dispose()
+    assert answers == [204]
+    with services.db.session() as session:
+        status = session.execute(
+            select(ScheduledMessage.status).where(ScheduledMessage.id == row.id)
+        ).scalar_one()
+    assert status == "failed"
+    assert patient_id
+
+
+def _health_while_waiting(base: str, holder: Any, waiting: threading.Thread) -> None:
 
     def callback_waits_on_the_lock() -> bool:
         with holder.connect() as look:
@@ -89,26 +108,51 @@ def test_health_answers_while_a_status_callback_waits_for_a_patient_lock(
             )
 
     wait_until(callback_waits_on_the_lock, 15, "the status callback to wait for the lock")
-    try:
-        with httpx.Client(timeout=5) as client:
-            started = time.monotonic()
-            assert client.get(base + "/healthz").status_code == 200
-            assert client.get(base + "/readyz").status_code == 200
-            answered_in = time.monotonic() - started
-        assert waiting.is_alive(), "the callback should still be waiting for the lock"
-    finally:
-        transaction.rollback()
-        lock.close()
-    waiting.join(15)
-    holder.dispose()
-    assert answers == [204]
+    with httpx.Client(timeout=5) as client:
+        started = time.monotonic()
+        assert client.get(base + "/healthz").status_code == 200
+        assert client.get(base + "/readyz").status_code == 200
+        answered_in = time.monotonic() - started
+    assert waiting.is_alive(), "the callback should still be waiting for the lock"
     assert answered_in < 5
+
+
+def test_news_that_only_moves_a_message_forward_needs_no_patient_lock(
+    server: tuple[str, Services], clean_postgres_url: str
+) -> None:
+    """`sent` and `delivered` callbacks (most of the traffic) are applied while the patient's
+    lock is held elsewhere: they never queue behind a reply or a cancellation."""
+    base, services = server
+    row = sent(services, "sms")
+    holder = create_engine(clean_postgres_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with holder.connect() as lock, lock.begin():
+        lock.execute(
+            text(
+                "SELECT p.id FROM patients p JOIN enrollments e ON e.patient_id = p.id "
+                "WHERE e.id = :e FOR UPDATE OF p"
+            ),
+            {"e": row.enrollment_id},
+        )
+        for status in ("sent", "delivered"):
+            params = {"MessageSid": str(row.provider_id), "MessageStatus": status}
+            url = f"{STATUS}?m={row.id}"
+            signature = RequestValidator(TOKEN).compute_signature(PUBLIC + url, params)
+            answered = httpx.post(
+                base + url,
+                content=urllib.parse.urlencode(params),
+                headers={
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "X-Twilio-Signature": signature,
+                },
+                timeout=4,  # under the web's lock timeout (5 s): waiting for the lock fails
+            )
+            assert answered.status_code == 204
+    holder.dispose()
     with services.db.session() as session:
         status = session.execute(
             select(ScheduledMessage.status).where(ScheduledMessage.id == row.id)
         ).scalar_one()
     assert status == "delivered"
-    assert patient_id
 
 
 def test_web_processes_bound_their_database_waits(postgres_url: str) -> None:
