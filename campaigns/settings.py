@@ -8,19 +8,29 @@ production) stops start-up with a message naming it.
 
 from __future__ import annotations
 
+import itertools
+import math
+from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from campaigns.pregnancy import TrimesterConvention
+from campaigns.roles import Role, parse_role
+from campaigns.sandbox.credentials import TEST_ACCOUNT_SID, TEST_API_KEY, TEST_AUTH_TOKEN
 from campaigns.window import SendWindow, WindowError, zone
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEVELOPMENT_SECRET = "development-only-secret-do-not-use-in-production"  # noqa: S105
 EMBEDDED_BROKER = "embedded"
+#: A production secret must carry at least this much (estimated) entropy.
+MIN_SECRET_BITS = 128
+#: Hosts every request may name, besides the public URL's.
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
 class Settings(BaseSettings):
@@ -38,6 +48,9 @@ class Settings(BaseSettings):
     #: "embedded" runs worker and beat inside `campaigns serve`; otherwise a Celery broker URL.
     broker_url: str = EMBEDDED_BROKER
     public_url: str = "http://127.0.0.1:8000"
+    #: Where staff reach the staff UI, when it is not at the public URL (its own listener, an
+    #: internal name): sign-in cookies, security keys and form origins are checked against it.
+    staff_url: str | None = None
     secret_key: SecretStr = SecretStr(DEVELOPMENT_SECRET)
     booking_url: str = "https://santi.example/book"
     #: Where RED and AMBER alerts are emailed (through the email provider); unset: inbox only.
@@ -118,6 +131,26 @@ class Settings(BaseSettings):
     retry_base_seconds: int = Field(default=60, ge=1)
     retry_max_seconds: int = Field(default=3600, ge=1)
 
+    # Staff sign-in (docs/operations.md, "Security").
+    #: A staff session ends after this long without a request, and after the absolute limit
+    #: whatever the activity.
+    session_idle_minutes: int = Field(default=30, ge=1)
+    session_absolute_hours: float = Field(default=12, gt=0)
+    #: Roles that must use a second factor: "all", "none", or a list such as
+    #: "admin,clinician". Unset: every role in production, none elsewhere.
+    require_2fa: str | None = None
+    #: Failed sign-ins allowed per account, and per client address, in a window.
+    sign_in_account_failures: int = Field(default=5, ge=1)
+    sign_in_address_failures: int = Field(default=20, ge=1)
+    sign_in_window_minutes: int = Field(default=15, ge=1)
+    #: Host names requests may use besides the public URL's host and loopback (comma list).
+    allowed_hosts: str = ""
+    #: Lets Prometheus read /metrics with `Authorization: Bearer <token>` (no sign-in).
+    metrics_token: SecretStr | None = None
+    #: Request bodies larger than this are refused while they arrive (413); SendGrid's event
+    #: batches have their own, larger limit.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+
     @field_validator("default_timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
@@ -137,14 +170,31 @@ class Settings(BaseSettings):
                 "CAMPAIGNS_RECONCILE_AFTER_SECONDS must be at least "
                 "CAMPAIGNS_PROVIDER_TIMEOUT_SECONDS"
             )
-        if self.environment == "production" and (
-            self.secret_key.get_secret_value() == DEVELOPMENT_SECRET
-            or len(self.secret_key.get_secret_value()) < 32
-        ):
+        self.second_factor_roles  # noqa: B018 - refuses an unknown role at start-up
+        if self.environment == "production":
+            self._check_production_secrets()
+        return self
+
+    def _check_production_secrets(self) -> None:
+        secret = self.secret_key.get_secret_value()
+        if secret == DEVELOPMENT_SECRET or len(secret) < 32:
             raise ValueError(
                 "CAMPAIGNS_SECRET_KEY must be set to 32+ random characters in production"
             )
-        return self
+        if estimated_bits(secret) < MIN_SECRET_BITS:
+            raise ValueError(
+                "CAMPAIGNS_SECRET_KEY looks guessable (too few different characters, or a "
+                "pattern); make one with: "
+                "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+            )
+        published = {
+            "TWILIO_ACCOUNT_SID": (self.twilio_account_sid, TEST_ACCOUNT_SID),
+            "TWILIO_AUTH_TOKEN": (_secret(self.twilio_auth_token), TEST_AUTH_TOKEN),
+            "SENDGRID_API_KEY": (_secret(self.sendgrid_api_key), TEST_API_KEY),
+        }
+        for name, (value, sandbox) in published.items():
+            if value == sandbox:
+                raise ValueError(f"{name} is the sandbox's published test value; not in production")
 
     def _check_providers(self) -> None:
         missing = []
@@ -170,11 +220,66 @@ class Settings(BaseSettings):
         return self.broker_url if self.broker_url.startswith(("redis://", "rediss://")) else None
 
     @property
+    def second_factor_roles(self) -> frozenset[Role]:
+        """Roles that must sign in with a second factor."""
+        chosen = self.require_2fa
+        if chosen is None:
+            chosen = "all" if self.environment == "production" else "none"
+        chosen = chosen.strip().lower()
+        if chosen == "all":
+            return frozenset(Role)
+        if chosen in {"none", ""}:
+            return frozenset()
+        try:
+            return frozenset(parse_role(part) for part in chosen.split(",") if part.strip())
+        except ValueError as exc:
+            raise ValueError(f"CAMPAIGNS_REQUIRE_2FA: {exc}") from None
+
+    @property
+    def staff_base_url(self) -> str:
+        return self.staff_url or self.public_url
+
+    @property
+    def hosts(self) -> frozenset[str]:
+        """Host names requests may use: the public and staff URLs', loopback, and
+        CAMPAIGNS_ALLOWED_HOSTS."""
+        ours = {urlsplit(url).hostname or "" for url in (self.public_url, self.staff_base_url)}
+        extra = (h.strip().lower() for h in self.allowed_hosts.split(","))
+        return frozenset({*(h.lower() for h in ours), *LOOPBACK_HOSTS, *(h for h in extra if h)})
+
+    @property
+    def https(self) -> bool:
+        """Staff cookies are Secure (sent over https only) when staff use https."""
+        return self.staff_base_url.lower().startswith("https://")
+
+    @property
+    def public_https(self) -> bool:
+        return self.public_url.lower().startswith("https://")
+
+    @property
     def embedded(self) -> bool:
         return self.broker_url == EMBEDDED_BROKER
 
     def window(self) -> SendWindow:
         return SendWindow.parse(self.send_window, self.holiday_region)
+
+
+def estimated_bits(secret: str) -> float:
+    """A rough upper bound on a secret's entropy: its length times the Shannon entropy of its
+    characters, nothing at all for a run of neighbouring characters ("abcdef...", "aaaa").
+    Random tokens (secrets.token_urlsafe(32)) score about 200; a word repeated, far less."""
+    if not secret:
+        return 0.0
+    counts = Counter(secret)
+    per_char = -sum(n / len(secret) * math.log2(n / len(secret)) for n in counts.values())
+    # Steps of -1, 0 or +1 between characters are what patterns are made of.
+    steps = sum(1 for a, b in itertools.pairwise(secret) if abs(ord(a) - ord(b)) <= 1)
+    patterned = steps / max(1, len(secret) - 1)
+    return per_char * len(secret) * (1 - patterned)
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
 
 
 @lru_cache(maxsize=1)

@@ -38,6 +38,8 @@ def make_settings(**overrides: object) -> Settings:
         "sms_provider": "fake",
         "email_provider": "fake",
         "send_concurrency": 4,
+        # TestClient's requests name the host "testserver".
+        "allowed_hosts": "testserver",
     }
     values.update(overrides)
     return Settings.model_validate(values)

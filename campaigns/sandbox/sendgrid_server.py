@@ -47,8 +47,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from campaigns.sandbox.common import Handler, SandboxServer, our_message_id, post
+from campaigns.sandbox.credentials import TEST_API_KEY
 
-TEST_API_KEY = "SG.sandbox.sandboxsecret"
 # PROVIDERS.md 6.3's deterministic test key (test only).
 _TEST_PRIVATE = ec.derive_private_key(
     0x1F2E3D4C5B6A79880123456789ABCDEF0123456789ABCDEF0123456789ABCDEF, ec.SECP256R1()

@@ -54,14 +54,13 @@ from typing import Any
 from twilio.request_validator import RequestValidator
 
 from campaigns.sandbox.common import Handler, SandboxServer, our_message_id, post
+from campaigns.sandbox.credentials import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
 
 MESSAGES = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Messages\.json$")
 MESSAGE = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Messages/([A-Za-z0-9]{34})\.json$")
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 50, 1000
 #: List filters in the order Twilio's own paging URIs give them.
 LIST_FILTERS = ("To", "From", "DateSent", "DateSent<", "DateSent>")
-TEST_ACCOUNT_SID = "AC" + "0" * 31 + "1"
-TEST_AUTH_TOKEN = "test_auth_token_0123456789abcdef"  # noqa: S105 - the sandbox's own
 SYNC_ERRORS = {
     "+15005550001": (400, 21211, "The 'To' number is not a valid phone number."),
     "+15005550002": (400, 21612, "The 'To' phone number is not currently reachable."),

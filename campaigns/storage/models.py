@@ -351,3 +351,90 @@ class Alert(Base):
     email_due: Mapped[bool] = mapped_column(Boolean, default=False)
     email_claimed_at: Mapped[datetime | None]
     emailed_at: Mapped[datetime | None]
+
+
+class StaffUser(Base):
+    """A person who signs in to the staff UI. No password or TOTP secret is stored in clear:
+    the password as an argon2id hash, the TOTP secret sealed (campaigns.secretbox)."""
+
+    __tablename__ = "staff_users"
+    __table_args__ = (Index("uq_staff_users_email", "email", unique=True),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))  # lower case: unique whatever the case
+    display_name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(256))
+    #: Set for a one-time password (new account, reset): changed at the next sign-in.
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False)
+    totp_secret_sealed: Mapped[str | None] = mapped_column(Text)
+    #: The last TOTP time step used: a code is accepted once.
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime]
+    disabled_at: Mapped[datetime | None]
+    last_login_at: Mapped[datetime | None]
+    password_changed_at: Mapped[datetime | None]
+
+
+class StaffSession(Base):
+    """A signed-in browser. The cookie holds a random token; the row is keyed by its SHA-256,
+    so a copy of the database signs nobody in. Deleting the row ends the session."""
+
+    __tablename__ = "staff_sessions"
+    __table_args__ = (Index("ix_staff_sessions_user_id", "user_id"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(Id, ForeignKey("staff_users.id", ondelete="CASCADE"))
+    #: What the browser must do next: second_factor, change_password, setup_2fa, or active.
+    stage: Mapped[str] = mapped_column(String(24))
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    expires_at: Mapped[datetime]  # the absolute timeout, whatever the activity
+    #: A WebAuthn challenge waiting for the browser's answer.
+    challenge: Mapped[str | None] = mapped_column(String(128))
+    #: Set while a TOTP secret is being enrolled, until the first code proves it.
+    pending_totp_sealed: Mapped[str | None] = mapped_column(Text)
+    #: The next page's notice (shown once), instead of text in the URL.
+    flash: Mapped[dict[str, Any] | None] = mapped_column(JsonText)
+
+
+class StaffPasskey(Base):
+    """A security key or passkey (WebAuthn credential) registered by a staff user."""
+
+    __tablename__ = "staff_passkeys"
+    __table_args__ = (
+        Index("uq_staff_passkeys_credential_id", "credential_id", unique=True),
+        Index("ix_staff_passkeys_user_id", "user_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    user_id: Mapped[int] = mapped_column(Id, ForeignKey("staff_users.id", ondelete="CASCADE"))
+    credential_id: Mapped[str] = mapped_column(String(1400))  # base64url, as WebAuthn names it
+    public_key: Mapped[str] = mapped_column(Text)  # base64url COSE key
+    sign_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    name: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime]
+    last_used_at: Mapped[datetime | None]
+
+
+class StaffRecoveryCode(Base):
+    """One-use codes for signing in without the second factor; stored as SHA-256 hashes."""
+
+    __tablename__ = "staff_recovery_codes"
+    __table_args__ = (UniqueConstraint("user_id", "code_hash"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    user_id: Mapped[int] = mapped_column(Id, ForeignKey("staff_users.id", ondelete="CASCADE"))
+    code_hash: Mapped[str] = mapped_column(String(64))
+    used_at: Mapped[datetime | None]
+
+
+class SignInThrottle(Base):
+    """Failed sign-ins per account and per client address, where there is no Redis."""
+
+    __tablename__ = "sign_in_throttle"
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    window_ends_at: Mapped[datetime]

@@ -1,0 +1,56 @@
+"""Who may do what in the staff UI: four roles, each a set of permissions.
+
+Checked on the server for every staff route (campaigns.web.guard), never only by hiding buttons.
+Operators run the service and see no patient names or contact details; clinicians act on
+patients; viewers read; admins do everything and manage staff accounts.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    VIEWER = "viewer"
+    CLINICIAN = "clinician"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+
+
+class Permission(StrEnum):
+    #: Any signed-in user: the dashboard's counts, the content preview, one's own account.
+    SIGNED_IN = "signed_in"
+    #: Patient pages, timelines, texts, alerts and the outbox (names and contact details).
+    VIEW_PATIENTS = "view_patients"
+    #: Enrol, change a due date, record a birth or loss, pause and resume, work alerts.
+    ACT_ON_PATIENTS = "act_on_patients"
+    #: Operations: backlog, requeue, resume a halted channel, metrics.
+    OPERATE = "operate"
+    #: Staff accounts.
+    MANAGE_USERS = "manage_users"
+
+
+GRANTS: dict[Role, frozenset[Permission]] = {
+    Role.VIEWER: frozenset({Permission.SIGNED_IN, Permission.VIEW_PATIENTS}),
+    Role.CLINICIAN: frozenset(
+        {Permission.SIGNED_IN, Permission.VIEW_PATIENTS, Permission.ACT_ON_PATIENTS}
+    ),
+    Role.OPERATOR: frozenset({Permission.SIGNED_IN, Permission.OPERATE}),
+    Role.ADMIN: frozenset(Permission),
+}
+
+
+def may(role: Role | str, permission: Permission) -> bool:
+    try:
+        return permission in GRANTS[Role(role)]
+    except ValueError:
+        return False  # a role this version does not know grants nothing
+
+
+def parse_role(value: str) -> Role:
+    """The role named (any case), or a ValueError listing the roles there are."""
+    try:
+        return Role(value.strip().lower())
+    except ValueError:
+        known = ", ".join(r.value for r in Role)
+        raise ValueError(f"{value!r} is not a role (one of: {known})") from None
