@@ -15,6 +15,7 @@ from campaigns.domain import Channel
 from campaigns.intake import IntakeRules
 from campaigns.keywords import Lexicon, load_lexicons
 from campaigns.links import LinkSigner
+from campaigns.passkeys import RelyingParty
 from campaigns.providers.base import EmailSender, SmsSender
 from campaigns.providers.fake import FakeEmailSender, FakeSmsSender
 from campaigns.providers.outbox import OutboxEmailSender, OutboxSmsSender
@@ -24,8 +25,11 @@ from campaigns.providers.twilio import TwilioSmsSender
 from campaigns.ratelimit import RateLimiter, limiter
 from campaigns.replies import BIRTH_DATE, UNKNOWN_SENDER, UNRECOGNISED
 from campaigns.scheduling import Planner
+from campaigns.secretbox import SecretBox
 from campaigns.sending import Deliverer
 from campaigns.settings import Settings
+from campaigns.sign_in_throttle import Limits, Throttle, throttle
+from campaigns.staff_accounts import TOTP_PURPOSE
 from campaigns.storage.db import Database, Timeouts
 from campaigns.window import SendWindow
 
@@ -57,6 +61,24 @@ class Services:
     @cached_property
     def answerer(self) -> Answerer:
         return Answerer(self.db, self.planner, self.renderer, self.links, self.lexicons)
+
+    @cached_property
+    def sign_in_throttle(self) -> Throttle:
+        settings = self.settings
+        limits = Limits(
+            account_failures=settings.sign_in_account_failures,
+            address_failures=settings.sign_in_address_failures,
+            window=timedelta(minutes=settings.sign_in_window_minutes),
+        )
+        return throttle(self.db, limits, settings.rate_limit_redis)
+
+    @cached_property
+    def totp_box(self) -> SecretBox:
+        return SecretBox(self.settings.secret_key.get_secret_value(), TOTP_PURPOSE)
+
+    @cached_property
+    def relying_party(self) -> RelyingParty:
+        return RelyingParty.of(self.settings.staff_base_url, f"{self.settings.clinic_name} staff")
 
     @property
     def intake(self) -> IntakeRules:

@@ -73,6 +73,9 @@ def migrate() -> None:
     typer.echo(f"database is up to date ({_safe_url(settings.database_url)})")
 
 
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -80,29 +83,53 @@ def serve(
     workers: Annotated[
         int, typer.Option(help="Web processes (needs a broker: the embedded mode runs one).")
     ] = 1,
+    only: Annotated[
+        str,
+        typer.Option(
+            "--only",
+            help="all, staff (staff pages, /readyz, /metrics) or webhooks (providers' "
+            "webhooks, patients' links): production runs the last two apart.",
+        ),
+    ] = "all",
 ) -> None:
     """Run the web service; with the embedded broker, also the worker and beat."""
+    import os
+
     import uvicorn
 
-    from campaigns.web.app import create_app
+    from campaigns.settings import DEVELOPMENT_SECRET
+    from campaigns.web.app import PARTS, create_app
 
     logging.getLogger().setLevel(logging.INFO)
+    if only not in PARTS:
+        fail(f"--only: {only!r} is not one of {', '.join(PARTS)}")
+    settings = get_settings()
     several = workers > 1
-    if several and get_settings().embedded:
+    if several and settings.embedded:
         fail("--workers: more than one web process needs CAMPAIGNS_BROKER_URL (Redis)")
+    if only != "all" and settings.embedded:
+        fail("--only: the embedded worker runs with --only all; split parts need a broker")
+    if host not in LOOPBACK and settings.secret_key.get_secret_value() == DEVELOPMENT_SECRET:
+        fail(
+            f"--host {host}: the development CAMPAIGNS_SECRET_KEY must not be reachable from "
+            "other machines; set a secret key (see docs/operations.md, Security)"
+        )
     with services(web=True) as built:  # checks settings and content before anything listens
         mode = "embedded worker and beat" if built.settings.embedded else f"{workers} web process"
         typer.echo(
-            f"campaigns: {mode}{'es' if several else ''}, SMS via {built.sms.name}, "
+            f"campaigns: {mode}{'es' if several else ''} ({only}), SMS via {built.sms.name}, "
             f"email via {built.email.name}"
         )
         shown = "127.0.0.1" if host in {"0.0.0.0", "::"} else host  # noqa: S104
-        typer.echo(f"Staff UI: http://{shown}:{port}/staff/")
+        if only != "webhooks":
+            typer.echo(f"Staff UI: http://{shown}:{port}/staff/")
         if not several:
-            web = create_app(built, run_embedded=built.settings.embedded)
+            part = next(p for p in PARTS if p == only)
+            web = create_app(built, run_embedded=built.settings.embedded, part=part)
             uvicorn.run(web, host=host, port=port, log_level="info", access_log=False)
             return
     # Each worker process builds its own wiring after the fork (campaigns.web.asgi).
+    os.environ["CAMPAIGNS_WEB_PART"] = only
     uvicorn.run(
         "campaigns.web.asgi:create",
         factory=True,
@@ -110,8 +137,8 @@ def serve(
         port=port,
         workers=workers,
         log_level="info",
-        # A line per request costs CPU a text's answer needs; the app logs what it did with
-        # each text and callback, and the proxy in front logs the requests.
+        # The app writes its own access line (campaigns.web.protection): the route template,
+        # never a token or query string, and the staff member.
         access_log=False,
     )
 
@@ -349,15 +376,9 @@ def requeue(
         now = built.clock.now()
         done = len(delivery.requeue(built.db, ids, now, actor="cli", unknown=unknown, force=force))
         if all_failed:
-            done += _requeue_pages(lambda after: delivery.failed_ids(built.db, after), built, now)
+            done += delivery.requeue_all(built.db, now, actor="cli")
         if unknown and not ids:
-            done += _requeue_pages(
-                lambda after: delivery.unknown_ids(built.db, reviewed_only=not force, after=after),
-                built,
-                now,
-                unknown=True,
-                force=force,
-            )
+            done += delivery.requeue_all(built.db, now, actor="cli", unknown=True, force=force)
         typer.echo(f"requeued {done} messages")
         if unknown and not force:
             left = delivery.unknown_left(built.db)
@@ -366,24 +387,6 @@ def requeue(
                     f"{left} unknown sends are still being reconciled with their provider "
                     "and were left alone"
                 )
-
-
-def _requeue_pages(
-    page: Callable[[int], list[int]],
-    built: Services,
-    now: datetime,
-    *,
-    unknown: bool = False,
-    force: bool = False,
-) -> int:
-    """Requeue page after page (1,000 ids each) until none is left: no silent cap."""
-    from campaigns import delivery
-
-    done, after = 0, 0
-    while ids := page(after):
-        done += len(delivery.requeue(built.db, ids, now, actor="cli", unknown=unknown, force=force))
-        after = ids[-1]
-    return done
 
 
 @app.command()
@@ -406,8 +409,9 @@ def sandbox(
     {"status", "delay", "accept", "count", "fraction"} (see campaigns/sandbox/common.py)."""
     import time as time_module
 
-    from campaigns.sandbox.sendgrid_server import TEST_API_KEY, TEST_PUBLIC_KEY, SendGridSandbox
-    from campaigns.sandbox.twilio_server import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TwilioSandbox
+    from campaigns.sandbox.credentials import TEST_ACCOUNT_SID, TEST_API_KEY, TEST_AUTH_TOKEN
+    from campaigns.sandbox.sendgrid_server import TEST_PUBLIC_KEY, SendGridSandbox
+    from campaigns.sandbox.twilio_server import TwilioSandbox
 
     settings = get_settings()
     latency = latency_ms / 1000
@@ -584,12 +588,173 @@ def demo(
             typer.echo(
                 f"demo patients: {added} enrolled" if added else "demo patients: already enrolled"
             )
+            admin, password = demo_module.seed_admin(built)
+            if password:
+                typer.echo(f"Sign in as {admin} with the password {password} (shown only now)")
+            else:
+                typer.echo(
+                    f"Sign in as {admin} (forgotten the password? "
+                    f"campaigns users reset-password {admin})"
+                )
         return
     start_day = parse_date(start, "start") if start else None
     try:
         demo_module.simulate(get_settings(), start_day, echo=typer.echo)
     except InputError as exc:
         fail(str(exc))
+
+
+users_app = typer.Typer(no_args_is_help=True, help="Staff accounts: who may sign in, and how.")
+app.add_typer(users_app, name="users")
+CLI_ACTOR = "cli"
+
+
+@users_app.command("add")
+def users_add(
+    email: Annotated[str, typer.Argument(help="Their email address (how they sign in).")],
+    role: Annotated[str, typer.Option(help="viewer, clinician, operator or admin.")],
+    name: Annotated[str, typer.Option(help="Their name, as staff see it.")] = "",
+    password_stdin: Annotated[
+        bool,
+        typer.Option(
+            "--password-stdin",
+            help="Read their password from standard input; without it a one-time password "
+            "is printed, to be changed at the first sign-in.",
+        ),
+    ] = False,
+) -> None:
+    """Add a staff account."""
+    import sys
+
+    from campaigns import staff_accounts
+
+    password = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
+    with services() as built:
+        added, one_time = staff_accounts.add(
+            built.db, email, role, built.clock.now(), actor=CLI_ACTOR, name=name, password=password
+        )
+    typer.echo(f"added {added.email} ({added.role.value})")
+    if one_time:
+        typer.echo(f"one-time password (changed at the first sign-in): {one_time}")
+
+
+@users_app.command("list")
+def users_list(json_out: JsonFlag = False) -> None:
+    """Every staff account, its role and its second factors."""
+    from campaigns import staff_accounts
+
+    with services() as built:
+        found = staff_accounts.list_all(built.db)
+    rows = [
+        {
+            "email": u.email,
+            "name": u.display_name,
+            "role": u.role.value,
+            "totp": u.has_totp,
+            "passkeys": u.passkeys,
+            "disabled": u.disabled_at is not None,
+            "last_login_at": u.last_login_at.isoformat() if u.last_login_at else None,
+        }
+        for u in found
+    ]
+    if json_out:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        factors = ", ".join(
+            f
+            for f, on in (("app", row["totp"]), (f"{row['passkeys']} keys", row["passkeys"]))
+            if on
+        )
+        typer.echo(
+            f"{row['email']:<40} {row['role']:<10} {factors or 'no second factor':<20}"
+            f"{' DISABLED' if row['disabled'] else ''}"
+        )
+
+
+def _user_change(action: Callable[[Services, datetime], str]) -> None:
+    with services() as built:
+        typer.echo(action(built, built.clock.now()))
+
+
+@users_app.command("disable")
+def users_disable(email: Annotated[str, typer.Argument()]) -> None:
+    """Stop an account signing in; its sessions end at once."""
+    from campaigns import staff_accounts
+
+    _user_change(
+        lambda b, now: (
+            f"{staff_accounts.disable(b.db, email, now, actor=CLI_ACTOR).email} "
+            "disabled; signed out everywhere"
+        )
+    )
+
+
+@users_app.command("enable")
+def users_enable(email: Annotated[str, typer.Argument()]) -> None:
+    """Let a disabled account sign in again."""
+    from campaigns import staff_accounts
+
+    _user_change(
+        lambda b, now: f"{staff_accounts.enable(b.db, email, now, actor=CLI_ACTOR).email} enabled"
+    )
+
+
+@users_app.command("set-role")
+def users_set_role(
+    email: Annotated[str, typer.Argument()],
+    role: Annotated[str, typer.Argument(help="viewer, clinician, operator or admin.")],
+) -> None:
+    """Change an account's role; it signs in again."""
+    from campaigns import staff_accounts
+
+    def change(b: Services, now: datetime) -> str:
+        changed = staff_accounts.set_role(b.db, email, role, now, actor=CLI_ACTOR)
+        return f"{changed.email} is now {changed.role.value}"
+
+    _user_change(change)
+
+
+@users_app.command("reset-password")
+def users_reset_password(email: Annotated[str, typer.Argument()]) -> None:
+    """Print a new one-time password (changed at the next sign-in); sessions end."""
+    from campaigns import staff_accounts
+
+    def reset(b: Services, now: datetime) -> str:
+        one_time = staff_accounts.reset_password(b.db, email, now, actor=CLI_ACTOR)
+        return f"one-time password (changed at the next sign-in): {one_time}"
+
+    _user_change(reset)
+
+
+@users_app.command("totp")
+def users_totp(email: Annotated[str, typer.Argument()]) -> None:
+    """Enrol an authenticator app: prints the otpauth URI (and key) and recovery codes."""
+    from campaigns import staff_accounts
+
+    def enrol(b: Services, now: datetime) -> str:
+        done = staff_accounts.enrol_totp(b.db, b.totp_box, email, now, actor=CLI_ACTOR)
+        codes = "\n".join(f"  {code}" for code in done.recovery_codes)
+        return (
+            f"otpauth URI (scan or paste into the app): {done.uri}\n"
+            f"key: {done.secret}\nrecovery codes (each works once; shown only now):\n{codes}"
+        )
+
+    _user_change(enrol)
+
+
+@users_app.command("reset-2fa")
+def users_reset_2fa(email: Annotated[str, typer.Argument()]) -> None:
+    """Remove the authenticator app, security keys and recovery codes (a lost phone)."""
+    from campaigns import staff_accounts
+
+    _user_change(
+        lambda b, now: (
+            f"{staff_accounts.reset_2fa(b.db, email, now, actor=CLI_ACTOR).email}: "
+            "second factor removed; they set up a new one at the next sign-in where their "
+            "role needs one"
+        )
+    )
 
 
 def _safe_url(url: str) -> str:

@@ -375,6 +375,25 @@ def _refusal(row: Any, *, unknown: bool, force: bool) -> str:
     return ""
 
 
+def requeue_all(
+    db: Database, now: datetime, *, actor: str, unknown: bool = False, force: bool = False
+) -> int:
+    """Every failed message (or, with `unknown`, every unknown one reconciliation left for
+    staff; with `force` too, every unknown one), page after page until none is left: no
+    silent cap. Each page is all or none; raises StateError (after the pages done) if a row
+    changed under it."""
+    done, after = 0, 0
+    while True:
+        if unknown:
+            ids = unknown_ids(db, reviewed_only=not force, after=after)
+        else:
+            ids = failed_ids(db, after)
+        if not ids:
+            return done
+        done += len(requeue(db, ids, now, actor=actor, unknown=unknown, force=force))
+        after = ids[-1]
+
+
 def failed_ids(db: Database, after: int = 0, limit: int = 1000) -> list[int]:
     """Failed (dead-letter) ids after `after`, in id order: page through with the last id."""
     return _ids(db, SM.status == MessageStatus.FAILED.value, after, limit)

@@ -18,6 +18,7 @@ from campaigns import enrollments, housekeeping, views
 from campaigns.bootstrap import Services, build
 from campaigns.clock import MovableClock
 from campaigns.domain import ConsentSource, EddSource, MessageStatus
+from campaigns.errors import StateError
 from campaigns.intake import parse_enrolment
 from campaigns.planning import PlannedSend
 from campaigns.pregnancy import date_at_gestation, gestational_age
@@ -132,6 +133,34 @@ def seed(services: Services) -> int:
         services.db, services.planner, requests, now, source=ConsentSource.STAFF, actor=ACTOR
     )
     return len(requests)
+
+
+#: The demo's admin account: `make run` prints its password once, so a newcomer signs in.
+DEMO_ADMIN = "admin@santi.example"
+
+
+def seed_admin(services: Services) -> tuple[str, str | None]:
+    """The demo admin (email, password), made with a random password if it is not there yet
+    (the password is then returned, to be shown once; None when the account already exists).
+    Never in production: real accounts are made with `campaigns users add`."""
+    from campaigns import passwords, staff_accounts
+
+    if services.settings.environment == "production":
+        raise StateError("no demo admin in production: use `campaigns users add`")
+    with services.db.session() as session:
+        if staff_accounts.find(session, DEMO_ADMIN) is not None:
+            return DEMO_ADMIN, None
+    password = passwords.one_time()
+    staff_accounts.add(
+        services.db,
+        DEMO_ADMIN,
+        "admin",
+        services.clock.now(),
+        actor=ACTOR,
+        name="Demo admin",
+        password=password,
+    )
+    return DEMO_ADMIN, password
 
 
 def _fields(p: DemoPatient, edd: date) -> dict[str, str | None]:

@@ -45,13 +45,16 @@ class LinkSigner:
 
     def verify(self, purpose: str, token: str, now: datetime) -> dict[str, Any]:
         body, _, mac = token.partition(".")
-        if not body or not hmac.compare_digest(mac, self._mac(body)):
+        # Compared as bytes: a link typed with other characters is refused, never an error.
+        if not body or not hmac.compare_digest(
+            mac.encode("utf-8", "replace"), self._mac(body).encode()
+        ):
             raise TokenError("the link is not valid")
         try:
             payload = json.loads(_unb64(body))
         except ValueError:
             raise TokenError("the link is not valid") from None
-        if payload.get("p") != purpose:
+        if not isinstance(payload, dict) or payload.get("p") != purpose:
             raise TokenError("the link is not valid here")
         expiry = payload.get("x")
         if expiry is not None and now.timestamp() >= expiry:
@@ -97,7 +100,8 @@ class LinkSigner:
         return hmac.new(self.secret, b"booking:" + packed, hashlib.sha256).digest()[:8]
 
     def _mac(self, body: str) -> str:
-        return _b64(hmac.new(self.secret, body.encode(), hashlib.sha256).digest()[:16])
+        digest = hmac.new(self.secret, body.encode("utf-8", "replace"), hashlib.sha256).digest()
+        return _b64(digest[:16])
 
 
 def _b64(raw: bytes) -> str:

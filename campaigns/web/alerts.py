@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from typing import Annotated
 
-from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import case, select
 from sqlalchemy.orm import Session
@@ -20,12 +20,15 @@ from campaigns.errors import InputError, NotFoundError, StateError
 from campaigns.intake import parse_date
 from campaigns.keywords import Intent
 from campaigns.replies import Severity
+from campaigns.roles import Permission
 from campaigns.scheduling import active_enrollments
 from campaigns.storage.models import Alert, Enrollment, InboundMessage, Patient
 from campaigns.web.deps import ServicesDep
-from campaigns.web.staff import STAFF, _back, _page, _pending
+from campaigns.web.guard import StaffDep, requires, signed_in
+from campaigns.web.pages import back, render
+from campaigns.web.staff import _pending, viewed
 
-router = APIRouter(prefix="/staff", include_in_schema=False)
+router = APIRouter(prefix="/staff", include_in_schema=False, dependencies=[Depends(signed_in)])
 # Most urgent first: Severity lists them in that order.
 _ORDER = case({s.value: rank for rank, s in enumerate(Severity)}, value=Alert.severity, else_=99)
 
@@ -37,6 +40,7 @@ def _latest_live(session: Session, patient_id: int) -> Enrollment | None:
 
 
 @router.get("/alerts", response_class=HTMLResponse)
+@requires(Permission.VIEW_PATIENTS)
 def inbox(request: Request, services: ServicesDep, show: str = "open") -> HTMLResponse:
     with services.db.session() as session:
         query = (
@@ -50,11 +54,14 @@ def inbox(request: Request, services: ServicesDep, show: str = "open") -> HTMLRe
         else:
             query = query.where(Alert.acknowledged_at.is_(None)).order_by(_ORDER, Alert.id)
         rows = session.execute(query).all()
-    return _page(request, "alerts.html", rows=rows, show=show, now=services.clock.now())
+    return render(request, "alerts.html", rows=rows, show=show, now=services.clock.now())
 
 
 @router.get("/alerts/{alert_id}", response_class=HTMLResponse)
-def alert_page(request: Request, services: ServicesDep, alert_id: int) -> HTMLResponse:
+@requires(Permission.VIEW_PATIENTS)
+def alert_page(
+    request: Request, services: ServicesDep, staff: StaffDep, alert_id: int
+) -> HTMLResponse:
     with services.db.session() as session:
         alert = session.get(Alert, alert_id)
         if alert is None:
@@ -62,38 +69,54 @@ def alert_page(request: Request, services: ServicesDep, alert_id: int) -> HTMLRe
         patient = session.get(Patient, alert.patient_id) if alert.patient_id else None
         message = session.get(InboundMessage, alert.inbound_id) if alert.inbound_id else None
         live = _latest_live(session, patient.id) if patient is not None else None
-    return _page(request, "alert.html", alert=alert, patient=patient, message=message, live=live)
+        if patient is not None:
+            viewed(session, services.clock.now(), staff, patient.id, "alert")
+    return render(request, "alert.html", alert=alert, patient=patient, message=message, live=live)
 
 
 @router.post("/alerts/{alert_id}/acknowledge")
+@requires(Permission.ACT_ON_PATIENTS)
 def acknowledge(
-    services: ServicesDep, alert_id: int, note: Annotated[str, Form()] = ""
+    request: Request,
+    services: ServicesDep,
+    staff: StaffDep,
+    alert_id: int,
+    note: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     try:
-        alerts.acknowledge(services.db, alert_id, services.clock.now(), actor=STAFF, note=note)
+        alerts.acknowledge(
+            services.db, alert_id, services.clock.now(), actor=staff.user.actor, note=note
+        )
     except NotFoundError:
         raise HTTPException(404, "no such alert") from None
     except StateError as exc:
-        return _back(f"/staff/alerts/{alert_id}", problem=str(exc))
-    return _back("/staff/alerts", notice=f"Alert {alert_id} acknowledged.")
+        return back(request, f"/staff/alerts/{alert_id}", problem=str(exc))
+    return back(request, "/staff/alerts", notice=f"Alert {alert_id} acknowledged.")
 
 
 @router.post("/alerts/{alert_id}/confirm-birth")
+@requires(Permission.ACT_ON_PATIENTS)
 def confirm_birth(
-    services: ServicesDep, alert_id: int, birth_date: Annotated[str, Form()] = ""
+    request: Request,
+    services: ServicesDep,
+    staff: StaffDep,
+    alert_id: int,
+    birth_date: Annotated[str, Form()] = "",
 ) -> Response:
     """Staff checked the date with the patient: record the birth, then close the alert."""
     now = services.clock.now()
-    back = f"/staff/alerts/{alert_id}"
+    page = f"/staff/alerts/{alert_id}"
     with services.db.session() as session:
         alert = session.get(Alert, alert_id)
         if alert is None or alert.patient_id is None:
             raise HTTPException(404, "no such alert")
-        if alert.kind != Intent.BORN.value or alert.acknowledged_at is not None:
-            return _back(back, problem=f"alert {alert_id} is not a birth waiting to be confirmed")
+        waiting = alert.kind == Intent.BORN.value and alert.acknowledged_at is None
         live = _latest_live(session, alert.patient_id)
+    if not waiting:
+        return back(request, page, problem=f"alert {alert_id} is not a birth to be confirmed")
     if live is None:
-        return _back(back, problem="this patient has no live enrollment to record a birth on")
+        problem = "this patient has no live enrollment to record a birth on"
+        return back(request, page, problem=problem)
     try:
         planned = enrollments.record_birth(
             services.db,
@@ -101,12 +124,14 @@ def confirm_birth(
             live.id,
             parse_date(birth_date, "birth_date"),
             now,
-            actor=STAFF,
+            actor=staff.user.actor,
         )
     except (InputError, StateError, NotFoundError) as exc:
-        return _back(back, problem=str(exc).strip("'\""))
+        return back(request, page, problem=str(exc).strip("'\""))
     # Acknowledged meanwhile by someone else: fine, the birth is what mattered.
     with contextlib.suppress(StateError):
-        alerts.acknowledge(services.db, alert_id, now, actor=STAFF, note="birth confirmed")
+        alerts.acknowledge(
+            services.db, alert_id, now, actor=staff.user.actor, note="birth confirmed"
+        )
     notice = f"Birth recorded; {_pending(planned)} after-birth messages planned."
-    return _back("/staff/alerts", notice=notice)
+    return back(request, "/staff/alerts", notice=notice)

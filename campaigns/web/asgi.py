@@ -3,13 +3,18 @@ process builds its own wiring from the settings, after the fork)."""
 
 from __future__ import annotations
 
+import os
+
 from fastapi import FastAPI
 
 from campaigns.bootstrap import build
 from campaigns.settings import get_settings
-from campaigns.web.app import create_app
+from campaigns.web.app import PARTS, Part, create_app
 
 
 def create() -> FastAPI:
-    """One web worker: the web only (the worker and beat run as Celery processes)."""
-    return create_app(build(get_settings(), web=True), run_embedded=False)
+    """One web worker: the web only (the worker and beat run as Celery processes); the part
+    `campaigns serve --only` chose."""
+    part = os.environ.get("CAMPAIGNS_WEB_PART", "all")
+    chosen: Part = next((p for p in PARTS if p == part), "all")
+    return create_app(build(get_settings(), web=True), run_embedded=False, part=chosen)

@@ -21,7 +21,7 @@ from campaigns.links import ExpiredTokenError, TokenError
 from campaigns.scheduling import consent_state, lock_patient, suppressed_channels
 from campaigns.storage.models import Enrollment, Patient
 from campaigns.web.deps import ServicesDep
-from campaigns.web.staff import pages
+from campaigns.web.pages import pages
 
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)

@@ -1,19 +1,50 @@
-"""Liveness, readiness and metrics for operators and their monitoring."""
+"""Liveness, readiness and metrics for operators and their monitoring.
+
+/healthz and /readyz answer anyone (they name nothing); /metrics answers a signed-in operator
+or admin, or Prometheus with `Authorization: Bearer <CAMPAIGNS_METRICS_TOKEN>`.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+import hmac
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 
 from campaigns import alerts, halts, views
 from campaigns.domain import Channel
-from campaigns.web.deps import ServicesDep
+from campaigns.roles import Permission, may
+from campaigns.staff_sessions import Stage
+from campaigns.web.deps import ServicesDep, get_services
+from campaigns.web.guard import SignInRequired, current
 
-router = APIRouter()
+router = APIRouter()  # the staff listener's: readiness and metrics
+health = APIRouter()  # every listener's
 
 
-@router.get("/healthz")
+async def metrics_reader(request: Request) -> str:
+    """Who reads the metrics: "prometheus" (the bearer token) or the signed-in member."""
+    services = get_services(request)
+    token = services.settings.metrics_token
+    given = request.headers.get("authorization", "")
+    if token is not None and given.lower().startswith("bearer "):
+        if hmac.compare_digest(given[7:].strip().encode(), token.get_secret_value().encode()):
+            return "prometheus"
+        raise HTTPException(401, "wrong metrics token", {"WWW-Authenticate": "Bearer"})
+    try:
+        staff = await current(request, frozenset({Stage.ACTIVE}))
+    except SignInRequired:
+        raise HTTPException(
+            401, "sign in, or use the metrics token", {"WWW-Authenticate": "Bearer"}
+        ) from None
+    if not may(staff.role, Permission.OPERATE):
+        raise HTTPException(403, "operators and admins only")
+    return staff.user.actor
+
+
+@health.get("/healthz")
 async def healthz() -> dict[str, str]:
     """The process is up (it answers); says nothing about its dependencies. On the event loop
     itself, never in the thread pool: a pool busy with database work cannot delay it."""
@@ -34,7 +65,7 @@ def readyz(services: ServicesDep) -> Response:
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
-def metrics(services: ServicesDep) -> str:
+def metrics(services: ServicesDep, _reader: Annotated[str, Depends(metrics_reader)]) -> str:
     """Prometheus text format: messages by status, the due backlog and its lag, halts, alerts."""
     now = services.clock.now()
     with services.db.session() as session:

@@ -1,30 +1,33 @@
 """Staff pages: dashboard, patients and their timelines, enrolment, outbox, preview.
 
 Server-rendered HTML (autoescaped Jinja2) and plain forms; each action is one call into the
-application layer, and an error names the field that is wrong.
+application layer, and an error names the field that is wrong. Every route declares the
+permission it needs (campaigns.web.guard); every action is audited as the signed-in member,
+and so is opening a patient's record.
 """
 
 from __future__ import annotations
 
 from datetime import date, datetime
-from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
-from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
+from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
 
-from campaigns import alerts, enrollments, views
+from campaigns import alerts, audit, enrollments, views
+from campaigns.bootstrap import Services
 from campaigns.consent import ConsentState
 from campaigns.content import Recipient
 from campaigns.domain import Channel, ConsentSource, EddSource, MessageStatus
 from campaigns.errors import InputError, NotFoundError, StateError
 from campaigns.intake import parse_date, parse_edd_source, parse_enrolment
 from campaigns.pregnancy import gestational_age, trimester_label
+from campaigns.roles import Permission, may
 from campaigns.scheduling import state_of, suppressed_channels
+from campaigns.staff_sessions import Current
 from campaigns.storage.models import (
     ConsentEvent,
     Enrollment,
@@ -33,41 +36,42 @@ from campaigns.storage.models import (
     ScheduledMessage,
 )
 from campaigns.web.deps import ServicesDep
+from campaigns.web.guard import StaffDep, requires, signed_in
+from campaigns.web.pages import back, render
 from campaigns.window import zone
 
-router = APIRouter(prefix="/staff", include_in_schema=False)
-pages = Jinja2Templates(directory=Path(__file__).resolve().parent / "templates")
-STAFF = "staff"  # until staff sign-in exists, actions are recorded as done by "staff"
+router = APIRouter(prefix="/staff", include_in_schema=False, dependencies=[Depends(signed_in)])
 
 
-def _page(request: Request, name: str, **context: Any) -> HTMLResponse:
-    context.setdefault("notice", request.query_params.get("notice"))
-    context.setdefault("problem", request.query_params.get("problem"))
-    return pages.TemplateResponse(request, name, context)
-
-
-def _back(url: str, **params: str) -> RedirectResponse:
-    return RedirectResponse(f"{url}?{urlencode(params)}", status_code=303)
+def viewed(session: Session, now: datetime, staff: Current, patient_id: int, page: str) -> None:
+    """Who opened whose record, and when (NHS data-security practice)."""
+    audit.record(session, now, staff.user.actor, "patient_viewed", patient_id=patient_id, page=page)
 
 
 @router.get("/", response_class=HTMLResponse)
-def dashboard(request: Request, services: ServicesDep) -> HTMLResponse:
+@requires(Permission.SIGNED_IN)
+def dashboard(request: Request, services: ServicesDep, staff: StaffDep) -> HTMLResponse:
     now = services.clock.now()
+    names = may(staff.role, Permission.VIEW_PATIENTS)
     with services.db.session() as session:
         backlog = views.backlog(session, now)
-        upcoming = session.execute(
-            select(ScheduledMessage, Patient)
-            .join(Enrollment, Enrollment.id == ScheduledMessage.enrollment_id)
-            .join(Patient, Patient.id == Enrollment.patient_id)
-            .where(ScheduledMessage.status == MessageStatus.PENDING.value)
-            .order_by(ScheduledMessage.next_attempt_at)
-            .limit(12)
-        ).all()
+        upcoming = (
+            session.execute(
+                select(ScheduledMessage, Patient)
+                .join(Enrollment, Enrollment.id == ScheduledMessage.enrollment_id)
+                .join(Patient, Patient.id == Enrollment.patient_id)
+                .where(ScheduledMessage.status == MessageStatus.PENDING.value)
+                .order_by(ScheduledMessage.next_attempt_at)
+                .limit(12)
+            ).all()
+            if names  # operators see counts, never patients
+            else []
+        )
         active = session.execute(
             select(func.count()).select_from(Enrollment).where(Enrollment.status == "active")
         ).scalar_one()
         waiting = alerts.open_counts(session)
-    return _page(
+    return render(
         request,
         "dashboard.html",
         backlog=backlog,
@@ -79,6 +83,7 @@ def dashboard(request: Request, services: ServicesDep) -> HTMLResponse:
 
 
 @router.get("/patients", response_class=HTMLResponse)
+@requires(Permission.VIEW_PATIENTS)
 def patients(request: Request, services: ServicesDep, q: str = "") -> HTMLResponse:
     with services.db.session() as session:
         query = (
@@ -100,16 +105,20 @@ def patients(request: Request, services: ServicesDep, q: str = "") -> HTMLRespon
         rows = session.execute(query).all()
     today = services.clock.now().date()
     listed = [(p, e, _stage(e, today)) for p, e in rows]
-    return _page(request, "patients.html", rows=listed, q=q)
+    return render(request, "patients.html", rows=listed, q=q)
 
 
 @router.get("/patients/{patient_id}", response_class=HTMLResponse)
-def patient_page(request: Request, services: ServicesDep, patient_id: int) -> HTMLResponse:
+@requires(Permission.VIEW_PATIENTS)
+def patient_page(
+    request: Request, services: ServicesDep, staff: StaffDep, patient_id: int
+) -> HTMLResponse:
     now = services.clock.now()
     with services.db.session() as session:
         patient = session.get(Patient, patient_id)
         if patient is None:
             raise HTTPException(404, "no such patient")
+        viewed(session, now, staff, patient.id, "patient")
         records = (
             session.execute(
                 select(Enrollment)
@@ -142,7 +151,7 @@ def patient_page(request: Request, services: ServicesDep, patient_id: int) -> HT
         )
         consent: ConsentState = state_of(ledger)  # the ledger shown below, read once
     local_today = now.astimezone(zone(patient.timezone)).date()
-    return _page(
+    return render(
         request,
         "patient.html",
         patient=patient,
@@ -160,8 +169,11 @@ def patient_page(request: Request, services: ServicesDep, patient_id: int) -> HT
 
 
 @router.post("/enrollments/{enrollment_id}/{action}")
+@requires(Permission.ACT_ON_PATIENTS)
 def enrollment_action(
+    request: Request,
     services: ServicesDep,
+    staff: StaffDep,
     enrollment_id: int,
     action: str,
     edd: Annotated[str, Form()] = "",
@@ -176,7 +188,7 @@ def enrollment_action(
         ).scalar_one_or_none()
     if patient_id is None:
         raise HTTPException(404, "no such enrollment")
-    back = f"/staff/patients/{patient_id}"
+    page = f"/staff/patients/{patient_id}"
     try:
         notice = _apply(
             services,
@@ -187,14 +199,15 @@ def enrollment_action(
             edd_source=edd_source,
             birth_date=birth_date,
             confirm=confirm,
+            actor=staff.user.actor,
         )
     except (InputError, StateError, NotFoundError) as exc:
-        return _back(back, problem=str(exc).strip("'\""))
-    return _back(back, notice=notice)
+        return back(request, page, problem=str(exc).strip("'\""))
+    return back(request, page, notice=notice)
 
 
 def _apply(
-    services: Any,
+    services: Services,
     enrollment_id: int,
     action: str,
     now: datetime,
@@ -203,6 +216,7 @@ def _apply(
     edd_source: str,
     birth_date: str,
     confirm: str,
+    actor: str,
 ) -> str:
     if action == "edd":
         source = parse_edd_source(edd_source)
@@ -213,7 +227,7 @@ def _apply(
             parse_date(edd, "edd"),
             source,
             now,
-            actor=STAFF,
+            actor=actor,
         )
         return f"Due date changed; {_pending(planned)} messages in the new plan."
     if action == "birth":
@@ -223,26 +237,27 @@ def _apply(
             enrollment_id,
             parse_date(birth_date, "birth_date"),
             now,
-            actor=STAFF,
+            actor=actor,
         )
         return f"Birth recorded; {_pending(planned)} after-birth messages planned."
     if action == "loss":
         if confirm != "yes":
             raise InputError("confirm", "tick the box to confirm the pregnancy has ended")
-        cancelled = enrollments.record_loss(services.db, enrollment_id, now, actor=STAFF)
+        cancelled = enrollments.record_loss(services.db, enrollment_id, now, actor=actor)
         return f"Loss recorded. {cancelled} messages cancelled; nothing more will be sent."
     if action == "pause":
-        cancelled = enrollments.pause(services.db, enrollment_id, now, actor=STAFF)
+        cancelled = enrollments.pause(services.db, enrollment_id, now, actor=actor)
         return f"Paused; {cancelled} pending messages cancelled."
     if action == "resume":
-        planned = enrollments.resume(services.db, services.planner, enrollment_id, now, actor=STAFF)
+        planned = enrollments.resume(services.db, services.planner, enrollment_id, now, actor=actor)
         return f"Resumed; {_pending(planned)} messages planned from today."
     raise HTTPException(404, "no such action")
 
 
 @router.get("/enrol", response_class=HTMLResponse)
+@requires(Permission.ACT_ON_PATIENTS)
 def enrol_form(request: Request, services: ServicesDep) -> HTMLResponse:
-    return _page(
+    return render(
         request,
         "enrol.html",
         values={"tz": services.settings.default_timezone, "channels": ["sms"], "language": "en"},
@@ -252,7 +267,8 @@ def enrol_form(request: Request, services: ServicesDep) -> HTMLResponse:
 
 
 @router.post("/enrol", response_class=HTMLResponse)
-async def enrol_submit(request: Request, services: ServicesDep) -> Response:
+@requires(Permission.ACT_ON_PATIENTS)
+async def enrol_submit(request: Request, services: ServicesDep, staff: StaffDep) -> Response:
     form = await request.form()
     values: dict[str, Any] = {k: str(v) for k, v in form.items() if isinstance(v, str)}
     values["channels"] = [str(c) for c in form.getlist("channels")]
@@ -267,31 +283,91 @@ async def enrol_submit(request: Request, services: ServicesDep) -> Response:
     def enrol() -> enrollments.Enrolled:
         request_ = parse_enrolment(fields, services.intake, now)
         [done] = enrollments.enrol_many(
-            services.db, services.planner, [request_], now, source=ConsentSource.FORM, actor=STAFF
+            services.db,
+            services.planner,
+            [request_],
+            now,
+            source=ConsentSource.FORM,
+            actor=staff.user.actor,
         )
         return done
 
     try:
         done = await run_in_threadpool(enrol)  # database work stays off the event loop
     except InputError as exc:
-        return _page(
-            request, "enrol.html", values=values, error=exc, sources=[s.value for s in EddSource]
+        return render(
+            request,
+            "enrol.html",
+            values=values,
+            error=exc,
+            sources=[s.value for s in EddSource],
+            status_code=400,
         )
-    return _back(
+    return await run_in_threadpool(
+        back,
+        request,
         f"/staff/patients/{done.patient_id}",
         notice=f"Enrolled; {_pending(done.planned)} messages planned.",
     )
 
 
 @router.get("/outbox", response_class=HTMLResponse)
+@requires(Permission.VIEW_PATIENTS)
 def outbox(request: Request, services: ServicesDep, q: str = "") -> HTMLResponse:
     with services.db.session() as session:
         rows = views.outbox(session, limit=200, search=q or None)
-    return _page(request, "outbox.html", rows=rows, q=q, local=_local)
+    return render(request, "outbox.html", rows=rows, q=q, local=_local)
 
 
 @router.get("/outbox/{message_id}", response_class=HTMLResponse)
-def outbox_message(request: Request, services: ServicesDep, message_id: int) -> HTMLResponse:
+@requires(Permission.VIEW_PATIENTS)
+def outbox_message(
+    request: Request, services: ServicesDep, staff: StaffDep, message_id: int
+) -> HTMLResponse:
+    message, patient, _ = _sent_message(services, staff, message_id, "message")
+    return render(
+        request,
+        "outbox_message.html",
+        message=message,
+        patient=patient,
+        email=message.channel == Channel.EMAIL.value,
+        local=_local,
+    )
+
+
+#: An email shown inside the staff page: its own styles, nothing else; framed only by us.
+EMAIL_FRAME_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+        "frame-ancestors 'self'; sandbox"
+    ),
+    "X-Frame-Options": "SAMEORIGIN",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+@router.get("/outbox/{message_id}/email", response_class=HTMLResponse)
+@requires(Permission.VIEW_PATIENTS)
+def outbox_email(
+    request: Request, services: ServicesDep, staff: StaffDep, message_id: int
+) -> HTMLResponse:
+    """The email as the patient saw it, for the message page's frame."""
+    message, patient, enrollment = _sent_message(services, staff, message_id, None)
+    if message.channel != Channel.EMAIL.value:
+        raise HTTPException(404, "not an email")
+    # The outbox keeps the text; the HTML is the same render, shown as the patient saw it.
+    html = services.renderer.render_email(
+        enrollment.campaign,
+        message.step_key,
+        Recipient(patient.name.split()[0], patient.language, patient.discreet),
+        services.links.unsubscribe_url(patient.id, message.id),
+    ).html
+    return HTMLResponse(html, headers=EMAIL_FRAME_HEADERS)
+
+
+def _sent_message(
+    services: Services, staff: Current, message_id: int, page: str | None
+) -> tuple[ScheduledMessage, Patient, Enrollment]:
     with services.db.session() as session:
         found = session.execute(
             select(ScheduledMessage, Patient, Enrollment)
@@ -299,24 +375,16 @@ def outbox_message(request: Request, services: ServicesDep, message_id: int) -> 
             .join(Patient, Patient.id == Enrollment.patient_id)
             .where(ScheduledMessage.id == message_id)
         ).one_or_none()
-    if found is None or found[0].sent_at is None:
-        raise HTTPException(404, "no such sent message")
+        if found is None or found[0].sent_at is None:
+            raise HTTPException(404, "no such sent message")
+        if page is not None:  # the email's frame is part of the message page: one view
+            viewed(session, services.clock.now(), staff, found[1].id, page)
     message, patient, enrollment = found
-    html = None
-    if message.channel == Channel.EMAIL.value:
-        # The outbox keeps the text; the HTML is the same render, shown as the patient saw it.
-        html = services.renderer.render_email(
-            enrollment.campaign,
-            message.step_key,
-            Recipient(patient.name.split()[0], patient.language, patient.discreet),
-            services.links.unsubscribe_url(patient.id, message.id),
-        ).html
-    return _page(
-        request, "outbox_message.html", message=message, patient=patient, html=html, local=_local
-    )
+    return message, patient, enrollment
 
 
 @router.get("/preview", response_class=HTMLResponse)
+@requires(Permission.SIGNED_IN)
 def preview(
     request: Request,
     services: ServicesDep,
@@ -346,7 +414,7 @@ def preview(
             )
         except InputError as exc:
             error = exc
-    return _page(
+    return render(
         request,
         "preview.html",
         entries=entries,

@@ -30,17 +30,24 @@ def env_with(**values: str) -> dict[str, str]:
 
 
 def run(
-    argv: list[str], env: Mapping[str, str], timeout: float = 120
+    argv: list[str], env: Mapping[str, str], timeout: float = 120, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        argv, env=dict(env), cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+        argv,
+        env=dict(env),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        input=input,
     )
 
 
 def campaigns(
-    *args: str, env: Mapping[str, str], timeout: float = 120
+    *args: str, env: Mapping[str, str], timeout: float = 120, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return run([str(BIN / "campaigns"), *args], env, timeout)
+    return run([str(BIN / "campaigns"), *args], env, timeout, input)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:

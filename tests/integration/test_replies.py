@@ -31,6 +31,7 @@ from campaigns.storage.models import (
 from campaigns.web.app import create_app
 from campaigns.web.webhooks import form_params, twilio_signed
 from tests.integration.helpers import enrol, phone_of, rows
+from tests.integration.staff import StaffClient, sign_in
 
 TOKEN = "test_auth_token_0123456789abcdef"
 PUBLIC = "https://clinic.example"
@@ -54,8 +55,30 @@ def app_services(make_services: object, database_url: str) -> Services:
 
 @pytest.fixture
 def client(app_services: Services) -> Iterator[TestClient]:
-    with TestClient(create_app(app_services), follow_redirects=False) as test_client:
+    # https, as the public URL: staff cookies are Secure there.
+    with TestClient(
+        create_app(app_services), base_url="https://testserver", follow_redirects=False
+    ) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def clinician(client: TestClient, app_services: Services) -> StaffClient:
+    return sign_in(client, app_services, "clinician")
+
+
+@pytest.fixture
+def operator(app_services: Services) -> Iterator[StaffClient]:
+    with TestClient(
+        create_app(app_services), base_url="https://testserver", follow_redirects=False
+    ) as test_client:
+        yield sign_in(test_client, app_services, "operator")
+
+
+def after(staff: StaffClient, answer: Any) -> str:
+    """The page a staff action sent the browser to, with the notice it left there."""
+    assert answer.status_code == 303, answer.text
+    return staff.get(answer.headers["location"]).text
 
 
 def incoming(sender: str, body: str, sid: str | None = None, **extra: str) -> dict[str, str]:
@@ -446,7 +469,7 @@ def test_one_click_unsubscribe_is_idempotent(client: TestClient, app_services: S
 
 
 def test_a_birth_is_asked_for_its_date_and_staff_confirm_it(
-    client: TestClient, app_services: Services, clock: MovableClock
+    client: TestClient, clinician: StaffClient, app_services: Services, clock: MovableClock
 ) -> None:
     done = enrol(app_services, weeks=39)
     sender = phone_of(app_services, done.patient_id)
@@ -460,16 +483,16 @@ def test_a_birth_is_asked_for_its_date_and_staff_confirm_it(
     assert (alert.kind, alert.severity) == ("born", "routine")
     assert alert.detail["birth_date"] == yesterday.isoformat()
     assert alert.email_due is False  # routine: the inbox, not the alert address
-    page = client.get(f"/staff/alerts/{alert.id}")
+    page = clinician.get(f"/staff/alerts/{alert.id}")
     assert page.status_code == 200 and yesterday.isoformat() in page.text
-    confirmed = client.post(
+    confirmed = clinician.post(
         f"/staff/alerts/{alert.id}/confirm-birth", data={"birth_date": yesterday.isoformat()}
     )
-    assert confirmed.status_code == 303 and "Birth+recorded" in confirmed.headers["location"]
+    assert "Birth recorded" in after(clinician, confirmed)
     with app_services.db.session() as session:
         enrollment = session.get(Enrollment, done.enrollment_id)
         assert enrollment is not None and enrollment.birth_date == yesterday
-    assert alerts_of(app_services)[0].acknowledged_by == "staff"
+    assert alerts_of(app_services)[0].acknowledged_by == "staff:1:clinician@clinic.example"
     steps = {r.step_key for r in rows(app_services, done.enrollment_id) if r.status == "pending"}
     assert "after-birth-safety" in steps
 
@@ -478,7 +501,7 @@ def test_a_birth_is_asked_for_its_date_and_staff_confirm_it(
 
 
 def test_the_inbox_lists_open_alerts_most_urgent_first_until_acknowledged(
-    client: TestClient, app_services: Services
+    client: TestClient, clinician: StaffClient, operator: StaffClient, app_services: Services
 ) -> None:
     done = enrol(app_services, weeks=20)
     sender = phone_of(app_services, done.patient_id)
@@ -486,21 +509,21 @@ def test_the_inbox_lists_open_alerts_most_urgent_first_until_acknowledged(
     say(client, sender, "hello??")  # review
     say(client, sender, "headache and blurry vision")  # amber
     say(client, "+447700900997", "can't breathe")  # red, unknown number
-    inbox = client.get("/staff/alerts")
+    inbox = clinician.get("/staff/alerts")
     assert inbox.status_code == 200
     order = [inbox.text.index(s) for s in ("RED", "AMBER", "REVIEW")]
     assert order == sorted(order)
-    metrics = client.get("/metrics").text
+    metrics = operator.get("/metrics").text
     assert 'campaigns_alerts_open{severity="red"} 1' in metrics
     assert 'campaigns_alerts_open{severity="amber"} 1' in metrics
     assert 'campaigns_alerts_open{severity="review"} 1' in metrics
     red = next(a for a in alerts_of(app_services) if a.severity == "red")
-    ack = client.post(f"/staff/alerts/{red.id}/acknowledge", data={"note": "called 999"})
+    ack = clinician.post(f"/staff/alerts/{red.id}/acknowledge", data={"note": "called 999"})
     assert ack.status_code == 303
-    again = client.post(f"/staff/alerts/{red.id}/acknowledge")
-    assert again.status_code == 303 and "already+acknowledged" in again.headers["location"]
-    assert 'campaigns_alerts_open{severity="red"} 0' in client.get("/metrics").text
-    patient_page = client.get(f"/staff/patients/{done.patient_id}")
+    again = clinician.post(f"/staff/alerts/{red.id}/acknowledge")
+    assert "already acknowledged" in after(clinician, again)
+    assert 'campaigns_alerts_open{severity="red"} 0' in operator.get("/metrics").text
+    patient_page = clinician.get(f"/staff/patients/{done.patient_id}")
     assert "headache and blurry vision" in patient_page.text
     assert "Consent ledger" in patient_page.text
 
@@ -532,16 +555,16 @@ def test_a_failure_while_handling_still_sends_the_safety_answer(
 
 
 def test_only_an_open_birth_alert_can_confirm_a_birth(
-    client: TestClient, app_services: Services
+    client: TestClient, clinician: StaffClient, app_services: Services
 ) -> None:
     done = enrol(app_services, weeks=20)
     say(client, phone_of(app_services, done.patient_id), "leg swollen")
     [alert] = alerts_of(app_services)
-    refused = client.post(
+    refused = clinician.post(
         f"/staff/alerts/{alert.id}/confirm-birth",
         data={"birth_date": app_services.clock.now().date().isoformat()},
     )
-    assert refused.status_code == 303 and "not+a+birth" in refused.headers["location"]
+    assert "not a birth" in after(clinician, refused)
     with app_services.db.session() as session:
         enrollment = session.get(Enrollment, done.enrollment_id)
         assert enrollment is not None and enrollment.birth_date is None

@@ -14,15 +14,21 @@ from campaigns.domain import Channel
 from campaigns.runtime import InlineQueue, tick
 from campaigns.web.app import create_app
 from tests.integration.helpers import edd_at, enrol, enrollment, rows
+from tests.integration.staff import StaffClient, sign_in
 
 
 @pytest.fixture
-def client(services: Services) -> Iterator[TestClient]:
+def anonymous(services: Services) -> Iterator[TestClient]:
     with TestClient(create_app(services)) as test_client:
         yield test_client
 
 
-def test_health_readiness_and_metrics(client: TestClient, services: Services) -> None:
+@pytest.fixture
+def client(anonymous: TestClient, services: Services) -> StaffClient:
+    return sign_in(anonymous, services, "admin")
+
+
+def test_health_readiness_and_metrics(client: StaffClient, services: Services) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["campaigns"] == ["leg-cramps"]
@@ -33,7 +39,7 @@ def test_health_readiness_and_metrics(client: TestClient, services: Services) ->
     assert re.search(r'^campaigns_channel_halted\{channel="sms"\} 0$', metrics, re.M)
 
 
-def test_metrics_show_a_halted_channel(client: TestClient, services: Services) -> None:
+def test_metrics_show_a_halted_channel(client: StaffClient, services: Services) -> None:
     halts.halt(services.db, Channel.EMAIL, "sendgrid", "401", "bad key", services.clock.now())
     metrics = client.get("/metrics").text
     assert re.search(r'^campaigns_channel_halted\{channel="email"\} 1$', metrics, re.M)
@@ -52,7 +58,7 @@ def test_readiness_fails_when_the_database_is_missing(
 
 
 def test_enrol_form_explains_a_bad_field_and_writes_nothing(
-    client: TestClient, services: Services
+    client: StaffClient, services: Services
 ) -> None:
     form = {
         "name": "Dee Example",
@@ -65,14 +71,16 @@ def test_enrol_form_explains_a_bad_field_and_writes_nothing(
         "consent": "programme",
     }
     page = client.post("/staff/enrol", data=form)
-    assert page.status_code == 200
+    assert page.status_code == 400
     assert "Please check phone" in page.text and 'aria-invalid="true"' in page.text
     assert 'value="Dee Example"' in page.text  # what staff typed is kept
     assert rows(services) == []
 
 
-def test_enrol_form_creates_the_patient_and_shows_the_plan(client: TestClient) -> None:
-    today = client.app.state.services.clock.now().date()  # type: ignore[attr-defined]
+def test_enrol_form_creates_the_patient_and_shows_the_plan(
+    client: StaffClient, services: Services
+) -> None:
+    today = services.clock.now().date()
     form = {
         "name": "Dee Example",
         "phone": "07400 222333",
@@ -92,7 +100,7 @@ def test_enrol_form_creates_the_patient_and_shows_the_plan(client: TestClient) -
     assert "Dee Example" in listing.text and "30+0 (third trimester)" in listing.text
 
 
-def test_staff_actions_change_the_plan(client: TestClient, services: Services) -> None:
+def test_staff_actions_change_the_plan(client: StaffClient, services: Services) -> None:
     done = enrol(services, weeks=20, name="Eve Example")
     page = f"/staff/patients/{done.patient_id}"
     url = f"/staff/enrollments/{done.enrollment_id}"
@@ -118,7 +126,7 @@ def test_staff_actions_change_the_plan(client: TestClient, services: Services) -
     assert client.post("/staff/enrollments/999/pause").status_code == 404
 
 
-def test_outbox_shows_what_was_sent(client: TestClient, services: Services) -> None:
+def test_outbox_shows_what_was_sent(client: StaffClient, services: Services) -> None:
     services.sms = services.email = None  # type: ignore[assignment]
     from campaigns.providers.outbox import OutboxEmailSender, OutboxSmsSender
 
@@ -132,11 +140,16 @@ def test_outbox_shows_what_was_sent(client: TestClient, services: Services) -> N
     )
     detail = client.get(f"/staff/outbox/{email.id}")
     assert detail.status_code == 200
-    assert "srcdoc=" in detail.text and "Welcome to Santi leg-care tips" in detail.text
+    assert f'src="/staff/outbox/{email.id}/email"' in detail.text
+    framed = client.get(f"/staff/outbox/{email.id}/email")
+    assert "Welcome to Santi leg-care tips" in framed.text
+    # The email keeps its own styles and nothing else, and only our own page may frame it.
+    policy = framed.headers["content-security-policy"]
+    assert "frame-ancestors 'self'" in policy and "script-src" not in policy
     assert client.get("/staff/").status_code == 200
 
 
-def test_preview_page(client: TestClient) -> None:
+def test_preview_page(client: StaffClient) -> None:
     page = client.get(
         "/staff/preview",
         params={"edd": "2027-06-01", "tz": "Europe/London", "enrolled": "2026-11-02"},
