@@ -14,7 +14,8 @@ SCHEMA = Path(__file__).resolve().parent / "specs" / "compose-spec.json"
 # Each command is run by the test named beside it (the Celery ones through compose_command()).
 EXERCISED = {
     "migrate": ("campaigns", "migrate"),  # tests/integration/test_cli.py
-    "web": ("campaigns", "serve"),  # tests/integration/test_cli.py::test_serve_*
+    "web": ("campaigns", "serve"),  # tests/integration/test_cli.py::test_serve_*, tests/faults
+    "staff": ("campaigns", "serve"),  # tests/integration/test_cli.py::test_serve_*, tests/faults
     "worker": ("celery", "-A", "workers.app", "worker"),  # test_celery_e2e.py
     "beat": ("celery", "-A", "workers.app", "beat"),  # test_celery_e2e.py
 }
@@ -36,7 +37,22 @@ def test_compose_file_validates_against_the_official_schema() -> None:
 def test_compose_has_the_production_services() -> None:
     services = compose()["services"]
     assert isinstance(services, dict)
-    assert set(services) >= {"postgres", "redis", "migrate", "web", "worker", "beat"}
+    assert set(services) >= {"postgres", "redis", "migrate", "web", "staff", "worker", "beat"}
+
+
+def test_only_the_public_part_faces_the_internet() -> None:
+    services = compose()["services"]
+    assert isinstance(services, dict)
+    web, staff = services["web"], services["staff"]
+    assert web["command"][2:4] == ["--only", "webhooks"]
+    assert staff["command"][2:4] == ["--only", "staff"]
+    # The staff listener is published on the host's loopback only (or not at all).
+    for mapping in staff.get("ports", []):
+        assert str(mapping).startswith("127.0.0.1:"), mapping
+    for name, service in services.items():
+        if name != "web":
+            for mapping in service.get("ports", []):
+                assert str(mapping).startswith("127.0.0.1:"), (name, mapping)
 
 
 def test_every_app_command_is_one_the_tests_run() -> None:

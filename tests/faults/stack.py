@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -41,7 +42,7 @@ from sqlalchemy import create_engine, select, text, update
 from sqlalchemy.engine import make_url
 from twilio.request_validator import RequestValidator
 
-from campaigns import enrollments
+from campaigns import enrollments, staff_accounts
 from campaigns.bootstrap import build
 from campaigns.domain import Channel, ConsentPurpose, ConsentSource, EddSource
 from campaigns.intake import EnrolmentRequest
@@ -117,8 +118,9 @@ class Stack:
         self.db = Database.from_url(self.url, pool_size=4)
         self.redis_port = free_port()
         self.start_redis()
-        self.web_port = free_port()
+        self.web_port, self.staff_port = free_port(), free_port()
         self.public = f"http://127.0.0.1:{self.web_port}"
+        self.internal = f"http://127.0.0.1:{self.staff_port}"
         self.twilio_port, self.sendgrid_port = free_port(), free_port()
         self.start_sandboxes()
         self.env = env_with(
@@ -126,6 +128,7 @@ class Stack:
             CAMPAIGNS_DATABASE_URL=self.url,
             CAMPAIGNS_BROKER_URL=f"redis://127.0.0.1:{self.redis_port}/0",
             CAMPAIGNS_PUBLIC_URL=self.public,
+            CAMPAIGNS_STAFF_URL=self.internal,
             CAMPAIGNS_SEND_WINDOW="Mon-Sun 00:00-24:00",
             CAMPAIGNS_HOLIDAY_REGION="none",
             CAMPAIGNS_SMS_PROVIDER="twilio",
@@ -156,6 +159,8 @@ class Stack:
             CAMPAIGNS_MAX_ATTEMPTS="10",
         )
         self.start_web()
+        self.start_staff()
+        self.staff = StaffSession(self.db, self.internal)
         self.start_worker()
         self.start_beat()
         self._supervising = threading.Event()
@@ -164,7 +169,12 @@ class Stack:
     def _supervise(self) -> None:
         """What docker compose's `restart: unless-stopped` does: a service process that exits
         on its own (not killed by the test) is started again."""
-        starts = {"web": self.start_web, "worker": self.start_worker, "beat": self.start_beat}
+        starts = {
+            "web": self.start_web,
+            "staff": self.start_staff,
+            "worker": self.start_worker,
+            "beat": self.start_beat,
+        }
         while not self._supervising.wait(0.5):
             for name, start in starts.items():
                 process = self.processes.get(name)
@@ -233,9 +243,21 @@ class Stack:
         self.spawn("web", argv)
         wait_until(self._web_answers, 60, "the web processes")
 
+    def start_staff(self) -> None:
+        """The staff listener (docker-compose.yml's `staff`): where the staff pause from."""
+        argv = compose_command("staff")
+        argv[argv.index("--port") + 1] = str(self.staff_port)
+        argv[argv.index("--host") + 1] = "127.0.0.1"
+        self.spawn("staff", argv)
+        wait_until(lambda: self._answers(self.internal), 60, "the staff process")
+
     def _web_answers(self) -> bool:
+        return self._answers(self.public)
+
+    @staticmethod
+    def _answers(base: str) -> bool:
         try:
-            with urllib.request.urlopen(self.public + "/healthz", timeout=1) as answer:
+            with urllib.request.urlopen(base + "/healthz", timeout=1) as answer:
                 return bool(answer.status == 200)
         except OSError:
             return False
@@ -404,11 +426,49 @@ class Stack:
         return took
 
     def pause(self, enrollment_id: int) -> float:
+        """A clinician presses "Pause messages" on the staff listener (signed in, CSRF token)."""
         started = time.monotonic()
-        answer = httpx.post(f"{self.public}/staff/enrollments/{enrollment_id}/pause", timeout=30)
+        answer = self.staff.post(f"/staff/enrollments/{enrollment_id}/pause")
         if answer.status_code not in (200, 303):
             raise AssertionError(f"pause answered {answer.status_code}")
         return time.monotonic() - started
+
+
+class StaffSession:
+    """A clinician signed in to the staff listener through its sign-in form, as a browser."""
+
+    PASSWORD = "faults suite clinician password"
+
+    def __init__(self, db: Database, base: str) -> None:
+        self.base = base
+        staff_accounts.add(
+            db,
+            "clinician@faults.example",
+            "clinician",
+            datetime.now(UTC),
+            actor="faults",
+            password=self.PASSWORD,
+        )
+        self._lock = threading.Lock()
+        self.client = httpx.Client(base_url=base, timeout=30, follow_redirects=True)
+        form = self.client.get("/staff/login").text
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form)
+        assert token, "no sign-in form"
+        signed = self.client.post(
+            "/staff/login",
+            data={
+                "email": "clinician@faults.example",
+                "password": self.PASSWORD,
+                "csrf_token": token.group(1),
+            },
+        )
+        csrf = re.search(r'<meta name="csrf-token" content="([^"]+)">', signed.text)
+        assert csrf, f"not signed in ({signed.status_code})"
+        self.csrf = csrf.group(1)
+
+    def post(self, path: str) -> httpx.Response:
+        with self._lock:  # one browser: its cookie jar is not shared between threads
+            return self.client.post(path, data={"csrf_token": self.csrf})
 
 
 @dataclass

@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import sqlite3
+import subprocess
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -253,29 +254,51 @@ def test_demo_seed_enrols_the_sample_patients_once(env: dict[str, str]) -> None:
     assert counts(env)["patients"] == 5
 
 
-def test_serve_as_compose_runs_it_answers_health_and_the_staff_ui(
-    env: dict[str, str], tmp_path: Path
-) -> None:
-    argv = compose_command("web")
+def _serve_as_compose(
+    service: str, env: dict[str, str], tmp_path: Path
+) -> tuple[int, subprocess.Popen[str]]:
+    argv = compose_command(service)
     port = free_port()
     argv[argv.index("--port") + 1] = str(port)
     argv[argv.index("--host") + 1] = "127.0.0.1"
-    assert "--workers" in argv  # several web processes need a broker, as in compose
-    server = spawn(argv, {**env, "CAMPAIGNS_BROKER_URL": REDIS_URL}, tmp_path / "serve.log")
+    server = spawn(argv, {**env, "CAMPAIGNS_BROKER_URL": REDIS_URL}, tmp_path / f"{service}.log")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            return port, server
+        except httpx.TransportError:
+            assert time.monotonic() < deadline, f"{service} did not start"
+            time.sleep(0.2)
+
+
+def test_serve_as_compose_runs_it_parts_apart(env: dict[str, str], tmp_path: Path) -> None:
+    """The public listener answers providers and patients, never staff pages; the staff one
+    answers readiness and the sign-in page, never webhooks."""
+    web_port, web = _serve_as_compose("web", env, tmp_path)
+    staff_port, staff = _serve_as_compose("staff", env, tmp_path)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.2)
-        assert ready.status_code == 200
-        assert httpx.get(f"http://127.0.0.1:{port}/staff/").status_code == 200
+        assert "--workers" in compose_command("web")  # several processes need a broker
+        public = f"http://127.0.0.1:{web_port}"
+        assert httpx.get(f"{public}/staff/login").status_code == 404
+        assert httpx.get(f"{public}/staff/").status_code == 404
+        assert httpx.get(f"{public}/metrics").status_code == 404
+        assert httpx.get(f"{public}/u/not-a-token").status_code == 400
+        internal = f"http://127.0.0.1:{staff_port}"
+        assert httpx.get(f"{internal}/readyz").status_code == 200
+        assert httpx.get(f"{internal}/staff/login").status_code == 200
+        assert httpx.post(f"{internal}/webhooks/twilio/sms", data={}).status_code == 404
+        assert httpx.get(f"{internal}/b/anything").status_code == 404
     finally:
-        output = stop(server)
-    assert f"Staff UI: http://127.0.0.1:{port}/staff/" in output
+        web_output, staff_output = stop(web), stop(staff)
+    assert "Staff UI" not in web_output
+    assert f"Staff UI: http://127.0.0.1:{staff_port}/staff/" in staff_output
+
+
+def test_serve_refuses_the_development_secret_beyond_loopback(env: dict[str, str]) -> None:
+    result = campaigns("serve", "--host", "0.0.0.0", env=env)
+    assert result.returncode == 2
+    assert "--host 0.0.0.0" in result.stderr and "CAMPAIGNS_SECRET_KEY" in result.stderr
 
 
 def test_serve_refuses_several_web_processes_without_a_broker(env: dict[str, str]) -> None:
