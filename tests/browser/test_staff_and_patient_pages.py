@@ -1,8 +1,11 @@
-"""In a real browser (Debian's Chromium driven by Playwright): staff work an alert from the
-dashboard to acknowledgement; a patient's booking and unsubscribe links do what they say."""
+"""In a real browser (Debian's Chromium driven by Playwright): staff sign in (password, an
+authenticator code, a security key through Chromium's virtual authenticator) and out; a viewer
+is offered no actions and a forged request from the page is refused; staff work an alert from
+the dashboard to acknowledgement; a patient's booking and unsubscribe links do what they say."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import urllib.parse
@@ -10,18 +13,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2 as httpx
+import pyotp
 import pytest
 import uvicorn
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
+from campaigns import staff_accounts
 from campaigns.bootstrap import Services, build
 from campaigns.providers.fake import FakeEmailSender, FakeSmsSender
 from campaigns.storage.migrate import upgrade
+from campaigns.storage.models import Enrollment
 from campaigns.web.app import create_app
 from tests.conftest import make_settings
 from tests.integration.helpers import enrol, phone_of
 from tests.integration.processes import free_port
+from tests.integration.staff import PASSWORD, add_member
 
 TOKEN = "test_auth_token_0123456789abcdef"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -41,7 +49,8 @@ FLAGS = [
 class LiveServer:
     def __init__(self, tmp_path: Path) -> None:
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        # localhost, not 127.0.0.1: browsers hold security keys for a domain name only.
+        self.url = f"http://localhost:{self.port}"
         database = f"sqlite:///{tmp_path / 'browser.db'}"
         upgrade(database)
         self.services: Services = build(
@@ -114,10 +123,120 @@ def page(browser: Browser) -> Iterator[Page]:
     context.close()
 
 
+def sign_in(page: Page, live: LiveServer, email: str, password: str = PASSWORD) -> None:
+    page.goto(f"{live.url}/staff/")
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    page.get_by_label("Email address").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def sign_out(page: Page) -> None:
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("status")).to_have_text("You have signed out.")
+
+
+def test_staff_sign_in_and_out_and_a_wrong_password_is_told_plainly(
+    live: LiveServer, page: Page
+) -> None:
+    add_member(live.services, "clinician")
+    sign_in(page, live, "clinician@clinic.example", "not my password at all")
+    expect(page.get_by_role("alert")).to_have_text("The email address or password is not right.")
+    expect(page.get_by_label("Email address")).to_have_value("clinician@clinic.example")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+    expect(page.get_by_role("link", name="Enrol", exact=True)).to_be_visible()
+    sign_out(page)
+    page.goto(f"{live.url}/staff/patients")
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+
+
+def test_sign_in_with_an_authenticator_code(live: LiveServer, page: Page) -> None:
+    add_member(live.services, "admin")
+    enrolled = staff_accounts.enrol_totp(
+        live.services.db,
+        live.services.totp_box,
+        "admin@clinic.example",
+        live.services.clock.now(),
+        actor="test",
+    )
+    sign_in(page, live, "admin@clinic.example")
+    expect(page.get_by_role("heading", name="Check it is you")).to_be_visible()
+    page.get_by_label(re.compile("6-digit code")).fill("000000")
+    page.get_by_role("button", name="Continue").click()
+    expect(page.get_by_role("alert")).to_contain_text("not right")
+    page.get_by_label(re.compile("6-digit code")).fill(pyotp.TOTP(enrolled.secret).now())
+    page.get_by_role("button", name="Continue").click()
+    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+    expect(page.get_by_role("link", name="Staff", exact=True)).to_be_visible()
+
+
+def test_a_security_key_is_added_and_signs_in(live: LiveServer, page: Page) -> None:
+    add_member(live.services, "admin")
+    session = page.context.new_cdp_session(page)
+    session.send("WebAuthn.enable")
+    session.send(
+        "WebAuthn.addVirtualAuthenticator",
+        {
+            "options": {
+                "protocol": "ctap2",
+                "transport": "internal",
+                "hasResidentKey": True,
+                "hasUserVerification": True,
+                "isUserVerified": True,
+                "automaticPresenceSimulation": True,
+            }
+        },
+    )
+    sign_in(page, live, "admin@clinic.example")
+    page.goto(f"{live.url}/staff/security")
+    page.get_by_label("Name for a new key").fill("Desk key")
+    page.get_by_role("button", name="Add a security key or passkey").click()
+    expect(page.get_by_role("heading", name="Your recovery codes")).to_be_visible()
+    expect(page.locator("#passkey-code-list li")).to_have_count(10)
+    page.get_by_role("link", name="Continue").click()
+    expect(page.get_by_role("cell", name="Desk key")).to_be_visible()
+    sign_out(page)
+    sign_in(page, live, "admin@clinic.example")
+    expect(page.get_by_role("heading", name="Check it is you")).to_be_visible()
+    page.get_by_role("button", name="Use security key").click()
+    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+    [key] = staff_accounts.list_all(live.services.db)
+    assert key.passkeys == 1
+
+
+def test_a_viewer_sees_no_actions_and_a_forged_request_is_refused(
+    live: LiveServer, page: Page
+) -> None:
+    done = enrol(live.services, weeks=20, name="Dot Example")
+    add_member(live.services, "viewer")
+    sign_in(page, live, "viewer@clinic.example")
+    page.goto(f"{live.url}/staff/patients/{done.patient_id}")
+    expect(page.get_by_role("heading", name="Dot Example")).to_be_visible()
+    expect(page.get_by_role("button", name="Pause messages")).to_have_count(0)
+    expect(page.get_by_role("button", name="Stop everything")).to_have_count(0)
+    expect(page.get_by_role("link", name="Enrol", exact=True)).to_have_count(0)
+    pause = f"/staff/enrollments/{done.enrollment_id}/pause"
+    script = """async ([url, token]) => {
+        const body = new URLSearchParams(token ? {csrf_token: token} : {});
+        const answer = await fetch(url, {method: "POST", body});
+        return answer.status;
+    }"""
+    assert page.evaluate(script, [pause, ""]) == 403  # no token
+    token = page.locator('meta[name="csrf-token"]').get_attribute("content")
+    assert page.evaluate(script, [pause, token]) == 403  # the token, but not the role
+    with live.services.db.session() as session:
+        status = session.execute(select(Enrollment.status)).scalar_one()
+    assert status == "active"
+
+
 def test_staff_work_a_red_alert_from_the_dashboard_to_acknowledged(
     live: LiveServer, page: Page
 ) -> None:
     done = enrol(live.services, weeks=30, name="Cara Example")
+    add_member(live.services, "clinician")
+    sign_in(page, live, "clinician@clinic.example")
     phone = phone_of(live.services, done.patient_id)
     [answer] = live.text_from(phone, "I'm bleeding quite a lot")
     assert "maternity unit" in answer
