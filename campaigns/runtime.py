@@ -10,10 +10,11 @@ import logging
 import threading
 import time
 
-from campaigns import alerts, delivery, housekeeping, reconciling
+from campaigns import alerts, delivery, housekeeping, reconciling, staff_sessions
 from campaigns.bootstrap import Services
 from campaigns.domain import Channel
 from campaigns.scheduling import extend_plans
+from campaigns.staff_sessions import Timeouts
 
 log = logging.getLogger(__name__)
 UPKEEP_EVERY_SECONDS = 60.0
@@ -62,6 +63,7 @@ def upkeep(services: Services) -> None:
     extend_plans(services.db, services.planner, now)
     housekeeping.pause_overdue(services.db, now)
     housekeeping.complete_finished(services.db, services.catalog, now)
+    staff_sessions.purge_expired(services.db, now, Timeouts.of(services.settings))
 
 
 class EmbeddedRuntime:

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 
 from campaigns.roles import Role
+from campaigns.settings import Settings
 from campaigns.staff_accounts import StaffMember, member
 from campaigns.storage.db import Database
 from campaigns.storage.models import StaffSession, StaffUser
@@ -56,6 +57,13 @@ def next_stage(
 class Timeouts:
     idle: timedelta
     absolute: timedelta
+
+    @classmethod
+    def of(cls, settings: Settings) -> Timeouts:
+        return cls(
+            idle=timedelta(minutes=settings.session_idle_minutes),
+            absolute=timedelta(hours=settings.session_absolute_hours),
+        )
 
 
 @dataclass(frozen=True)

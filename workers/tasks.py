@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import threading
 
-from campaigns import delivery, housekeeping, reconciling, runtime, scheduling
+from campaigns import delivery, housekeeping, reconciling, runtime, scheduling, staff_sessions
 from campaigns.bootstrap import Services, build
 from campaigns.domain import Channel
 from campaigns.settings import get_settings
+from campaigns.staff_sessions import Timeouts
 from workers.app import celery_app
 
 _services: Services | None = None
@@ -72,3 +73,4 @@ def run_housekeeping() -> None:
     now = s.clock.now()
     housekeeping.pause_overdue(s.db, now)
     housekeeping.complete_finished(s.db, s.catalog, now)
+    staff_sessions.purge_expired(s.db, now, Timeouts.of(s.settings))

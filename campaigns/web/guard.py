@@ -63,12 +63,7 @@ def requires(permission: Permission) -> Callable[[F], F]:
 
 
 def timeouts(settings: Settings) -> staff_sessions.Timeouts:
-    from datetime import timedelta
-
-    return staff_sessions.Timeouts(
-        idle=timedelta(minutes=settings.session_idle_minutes),
-        absolute=timedelta(hours=settings.session_absolute_hours),
-    )
+    return staff_sessions.Timeouts.of(settings)
 
 
 async def current(request: Request, stages: frozenset[Stage]) -> Current:

@@ -534,3 +534,22 @@ def test_the_access_log_names_routes_not_tokens_numbers_or_emails(
     text = "\n".join(lines)
     for secret in (token, phone, phone[-9:], "private.person", "some.token", member.csrf):
         assert secret not in text
+
+
+def test_upkeep_deletes_sessions_past_their_timeouts(
+    services: Services, clock: MovableClock
+) -> None:
+    from campaigns import runtime
+
+    with _client(services) as client:
+        sign_in(client, services, "viewer")
+    with _client(services) as client:
+        StaffClient(client, "viewer@clinic.example")
+    clock.advance(timedelta(minutes=20))
+    runtime.upkeep(services)
+    with services.db.session() as session:
+        assert session.execute(select(func.count()).select_from(StaffSession)).scalar_one() == 2
+    clock.advance(timedelta(minutes=11))
+    runtime.upkeep(services)
+    with services.db.session() as session:
+        assert session.execute(select(func.count()).select_from(StaffSession)).scalar_one() == 0
