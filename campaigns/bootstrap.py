@@ -37,6 +37,10 @@ from campaigns.window import SendWindow
 #: fails, and the webhook answers from its fallback instead of timing out. Webhooks retry on a
 #: dropped connection, so their connections are not pinged before each use.
 WEB_TIMEOUTS = Timeouts(lock_seconds=5, statement_seconds=10, pre_ping=False)
+#: Staff pages take the same bounds, and check each pooled connection before use: a staff
+#: action after a database failover must not answer 500 (they have no fallback of their own,
+#: and a round trip more costs a person nothing).
+STAFF_TIMEOUTS = Timeouts(lock_seconds=5, statement_seconds=10, pre_ping=True)
 
 
 @dataclass
@@ -208,11 +212,14 @@ def build(
     sms: SmsSender | None = None,
     email: EmailSender | None = None,
     web: bool = False,
+    staff: bool = False,
 ) -> Services:
     """Everything a process needs; raises (and the process stops) if a definition is wrong.
 
     `web`: a process that answers HTTP: its database waits are bounded (WEB_TIMEOUTS), so a
-    webhook answers (or fails over to its fallback) before the provider gives up on it."""
+    webhook answers (or fails over to its fallback) before the provider gives up on it.
+    `staff`: it also serves staff pages (STAFF_TIMEOUTS)."""
+    timeouts = (STAFF_TIMEOUTS if staff else WEB_TIMEOUTS) if web else None
     catalog = Catalog.load(settings.templates_dir)
     renderer = ContentRenderer(settings.templates_dir, clinic_from(settings))
     check_sms_fit(list(catalog.values()), renderer)
@@ -222,9 +229,7 @@ def build(
     return Services(
         settings=settings,
         # Provider calls run in threads without a connection; the database work is per batch.
-        db=Database.from_url(
-            settings.database_url, pool_size=5, timeouts=WEB_TIMEOUTS if web else None
-        ),
+        db=Database.from_url(settings.database_url, pool_size=5, timeouts=timeouts),
         catalog=catalog,
         window=settings.window(),
         renderer=renderer,

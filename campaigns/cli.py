@@ -46,10 +46,10 @@ def fail(message: str, code: int = 2) -> None:
 
 
 @contextmanager
-def services(*, web: bool = False) -> Iterator[Services]:
+def services(*, web: bool = False, staff: bool = False) -> Iterator[Services]:
     """Build the wiring; a bad setting or campaign file stops here with its message."""
     try:
-        built = build(get_settings(), web=web)
+        built = build(get_settings(), web=web, staff=staff)
     except (CatalogError, WindowError, ValueError) as exc:
         fail(str(exc))
         raise  # unreachable: fail() exits
@@ -114,7 +114,8 @@ def serve(
             f"--host {host}: the development CAMPAIGNS_SECRET_KEY must not be reachable from "
             "other machines; set a secret key (see docs/operations.md, Security)"
         )
-    with services(web=True) as built:  # checks settings and content before anything listens
+    # Checks settings and content before anything listens.
+    with services(web=True, staff=only != "webhooks") as built:
         mode = "embedded worker and beat" if built.settings.embedded else f"{workers} web process"
         typer.echo(
             f"campaigns: {mode}{'es' if several else ''} ({only}), SMS via {built.sms.name}, "

@@ -17,4 +17,5 @@ def create() -> FastAPI:
     `campaigns serve --only` chose."""
     part = os.environ.get("CAMPAIGNS_WEB_PART", "all")
     chosen: Part = next((p for p in PARTS if p == part), "all")
-    return create_app(build(get_settings(), web=True), run_embedded=False, part=chosen)
+    built = build(get_settings(), web=True, staff=chosen != "webhooks")
+    return create_app(built, run_embedded=False, part=chosen)

@@ -185,6 +185,7 @@ class Stack:
 
     def stop(self) -> None:
         self._supervising.set()
+        self.staff.close()
         for name in list(self.processes):
             self.kill(name, signal.SIGTERM)
         self.stop_sandboxes()
@@ -465,6 +466,9 @@ class StaffSession:
         csrf = re.search(r'<meta name="csrf-token" content="([^"]+)">', signed.text)
         assert csrf, f"not signed in ({signed.status_code})"
         self.csrf = csrf.group(1)
+
+    def close(self) -> None:
+        self.client.close()
 
     def post(self, path: str) -> httpx.Response:
         with self._lock:  # one browser: its cookie jar is not shared between threads
