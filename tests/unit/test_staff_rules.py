@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pyotp
 import pytest
@@ -316,3 +317,33 @@ def test_allowed_hosts_are_ours_and_loopback() -> None:
         "proxy.local",
     }
     assert settings.https
+
+
+# -- where a form may come from ------------------------------------------------------------------
+
+
+def _request(host: str) -> Any:
+    from starlette.requests import Request
+
+    return Request({"type": "http", "headers": [(b"host", host.encode())], "method": "POST"})
+
+
+@pytest.mark.parametrize(
+    ("origin", "host", "ours"),
+    [
+        ("https://sms.clinic.example", "sms.clinic.example", True),
+        ("https://staff.clinic.internal", "10.0.0.5:8001", True),  # the staff URL
+        ("http://127.0.0.1:8000", "127.0.0.1:8000", True),  # as the browser asked for it
+        ("https://sms.clinic.example.evil.example", "sms.clinic.example", False),
+        ("https://evil.example", "sms.clinic.example", False),
+        ("null", "sms.clinic.example", False),
+        ("https://sms.clinic.example/staff/patients/1", "sms.clinic.example", True),  # a Referer
+    ],
+)
+def test_a_form_must_come_from_our_own_pages(origin: str, host: str, ours: bool) -> None:
+    from campaigns.web.guard import own_origin
+
+    settings = Settings.model_validate(
+        {"public_url": "https://sms.clinic.example", "staff_url": "https://staff.clinic.internal"}
+    )
+    assert own_origin(origin, _request(host), settings) is ours
