@@ -188,7 +188,8 @@ def _load(port: int, rate: float, seconds: float, phones: list[str], out: Any) -
 
 @contextmanager
 def web_server(url: str, workers: int) -> Iterator[int]:
-    """`campaigns serve --workers N` (web only, as docker-compose.yml runs it); yields its port."""
+    """`campaigns serve --only webhooks --workers N` (the public listener, as docker-compose.yml
+    runs it); yields its port."""
     port = 18_000 + os.getpid() % 1000
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAMPAIGNS_")}
     env.update(
@@ -203,6 +204,8 @@ def web_server(url: str, workers: int) -> Iterator[int]:
         [
             str(Path(sys.executable).parent / "campaigns"),
             "serve",
+            "--only",
+            "webhooks",
             "--port",
             str(port),
             "--workers",
