@@ -1,6 +1,6 @@
 """Enrollment + campaign + send window -> the planned sends. Pure: no I/O, `now` is an argument.
 
-The rules (DESIGN.md, timing rules):
+The rules (docs/decisions.md, "Scheduling and planning"):
 - a step is due on its anchor day plus its offset (gestational age for `edd`, days after the
   birth for `birth`, days after enrolment for `enrolment`), at the campaign's local send time in
   the patient's timezone, moved forward into the send window (weekdays, hours, bank holidays);
