@@ -96,24 +96,29 @@ def acknowledge(db: Database, alert_id: int, now: datetime, *, actor: str, note:
         ).scalar_one_or_none()
         if alert is None:
             raise NotFoundError(f"no alert {alert_id}")
-        if alert.acknowledged_at is not None:
-            raise StateError(
-                f"alert {alert_id} was already acknowledged by {alert.acknowledged_by}"
-            )
-        alert.acknowledged_at, alert.acknowledged_by = now, actor
-        audit.record(
-            session,
-            now,
-            actor,
-            "alert_acknowledged",
-            patient_id=alert.patient_id,
-            alert=alert.id,
-            minutes_open=round((now - alert.created_at).total_seconds() / 60, 1),
-            note=note[:200],
-        )
+        mark_acknowledged(session, alert, now, actor=actor, note=note)
         session.flush()
         session.expunge(alert)
         return alert
+
+
+def mark_acknowledged(
+    session: Session, alert: Alert, now: datetime, *, actor: str, note: str = ""
+) -> None:
+    """In the caller's transaction, holding the alert's row lock: who acknowledged it, when."""
+    if alert.acknowledged_at is not None:
+        raise StateError(f"alert {alert.id} was already acknowledged by {alert.acknowledged_by}")
+    alert.acknowledged_at, alert.acknowledged_by = now, actor
+    audit.record(
+        session,
+        now,
+        actor,
+        "alert_acknowledged",
+        patient_id=alert.patient_id,
+        alert=alert.id,
+        minutes_open=round((now - alert.created_at).total_seconds() / 60, 1),
+        note=note[:200],
+    )
 
 
 @dataclass(frozen=True)

@@ -341,21 +341,10 @@ def end_for_loss(
     Returns how many."""
     if live is None:
         live = active_enrollments(session, patient.id, ENDABLE)
-    cancelled = cancel_live(session, [e.id for e in live], "pregnancy_loss", now)
+    cancelled = _stop_all(session, patient, live, "pregnancy_loss", "loss_recorded", now, actor)
     for each in live:
         _end(each, EnrollmentStatus.ENDED_LOSS, "pregnancy_loss", now)
-    audit.record(
-        session,
-        now,
-        actor,
-        "loss_recorded",
-        patient_id=patient.id,
-        enrollment_id=live[0].id if live else None,
-        cancelled=cancelled.count,
-        in_flight=cancelled.in_flight,
-        enrollments=[e.id for e in live],
-    )
-    return cancelled.count
+    return cancelled
 
 
 def hold_for_loss(session: Session, patient: Patient, now: datetime, *, actor: str) -> int:
@@ -364,15 +353,30 @@ def hold_for_loss(session: Session, patient: Patient, now: datetime, *, actor: s
     goes out: its pending sends are cancelled, and the send path re-checks the status at each
     go-ahead) until staff confirm the loss or clear the hold. Returns how many were cancelled."""
     live = active_enrollments(session, patient.id, LIVE)
-    cancelled = cancel_live(session, [e.id for e in live], "loss_hold", now)
+    cancelled = _stop_all(session, patient, live, "loss_hold", "loss_hold", now, actor)
     for each in live:
         each.held_from = each.status
         each.status, each.status_reason, each.updated_at = HELD, "loss_reported", now
+    return cancelled
+
+
+def _stop_all(
+    session: Session,
+    patient: Patient,
+    live: Sequence[Enrollment],
+    reason: str,
+    action: str,
+    now: datetime,
+    actor: str,
+) -> int:
+    """Cancel every send of these enrollments not yet with a provider, and audit it with the
+    sends it could no longer stop."""
+    cancelled = cancel_live(session, [e.id for e in live], reason, now)
     audit.record(
         session,
         now,
         actor,
-        "loss_hold",
+        action,
         patient_id=patient.id,
         enrollment_id=live[0].id if live else None,
         cancelled=cancelled.count,

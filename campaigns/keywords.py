@@ -905,41 +905,35 @@ def _signs(hits: list[_Hit], read: Words, reader: Reader) -> list[_SignHit]:
                 if part.pattern.key not in sign.parts or not _close(sign, part, hit):
                     continue
                 attached = True
-                found.append(
-                    _SignHit(
-                        sign.intent,
-                        sign.reply,
-                        f"{part.pattern.text} + {pattern.text}",
-                        min(part.start, hit.start),
-                        max(part.end, hit.end),
-                        hit.start,
-                        hit.end,
-                        sign.negatable,
-                        sign.resolvable,
-                        language,
-                        concept=True,
-                    )
-                )
+                words = f"{part.pattern.text} + {pattern.text}"
+                span = (min(part.start, hit.start), max(part.end, hit.end))
+                found.append(_concept_hit(sign, language, words, span, hit))
         if not attached and not any(_close_any(p, hit) for p in near):
             for index in rules:
                 sign, language = reader.signs[index]
                 if sign.alone:
                     found.append(
-                        _SignHit(
-                            sign.intent,
-                            sign.reply,
-                            pattern.text,
-                            hit.start,
-                            hit.end,
-                            hit.start,
-                            hit.end,
-                            sign.negatable,
-                            sign.resolvable,
-                            language,
-                            concept=True,
-                        )
+                        _concept_hit(sign, language, pattern.text, (hit.start, hit.end), hit)
                     )
     return found
+
+
+def _concept_hit(
+    sign: Sign, language: str, words: str, span: tuple[int, int], change: _Hit
+) -> _SignHit:
+    return _SignHit(
+        sign.intent,
+        sign.reply,
+        words,
+        span[0],
+        span[1],
+        change.start,
+        change.end,
+        sign.negatable,
+        sign.resolvable,
+        language,
+        concept=True,
+    )
 
 
 def _close(sign: Sign, part: _Hit, change: _Hit) -> bool:

@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from campaigns import audit, enrollments
+from campaigns import alerts, enrollments
 from campaigns.errors import NotFoundError, StateError
 from campaigns.keywords import Intent
 from campaigns.planning import PlannedSend
@@ -28,7 +28,7 @@ def confirm(db: Database, alert_id: int, now: datetime, *, actor: str) -> int:
     with db.session() as session:
         alert, patient = _open_loss_alert(session, alert_id)
         cancelled = enrollments.confirm_loss(session, patient, now, actor=actor)
-        _acknowledge(session, alert, now, actor, "loss confirmed")
+        alerts.mark_acknowledged(session, alert, now, actor=actor, note="loss confirmed")
         return cancelled
 
 
@@ -39,7 +39,7 @@ def clear(
     with db.session() as session:
         alert, patient = _open_loss_alert(session, alert_id)
         planned = enrollments.clear_loss_hold(session, planner, patient, now, actor=actor)
-        _acknowledge(session, alert, now, actor, "loss hold cleared")
+        alerts.mark_acknowledged(session, alert, now, actor=actor, note="loss hold cleared")
         return planned
 
 
@@ -58,20 +58,6 @@ def _open_loss_alert(session: Session, alert_id: int) -> tuple[Alert, Patient]:
         .with_for_update()
         .execution_options(populate_existing=True)
     ).scalar_one()
-    if alert.acknowledged_at is not None:
+    if alert.acknowledged_at is not None:  # decided already: nothing more to do
         raise StateError(f"alert {alert_id} was already acknowledged by {alert.acknowledged_by}")
     return alert, patient
-
-
-def _acknowledge(session: Session, alert: Alert, now: datetime, actor: str, note: str) -> None:
-    alert.acknowledged_at, alert.acknowledged_by = now, actor
-    audit.record(
-        session,
-        now,
-        actor,
-        "alert_acknowledged",
-        patient_id=alert.patient_id,
-        alert=alert.id,
-        minutes_open=round((now - alert.created_at).total_seconds() / 60, 1),
-        note=note,
-    )

@@ -185,9 +185,18 @@ RED_WORDS = [
     "unconscious",
 ]
 ANY_TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=300)
-#: Benign texts: the corpus's, and random words from them (negations and "?" included).
+#: Words that say a sign has gone ("gone", "better"): right after a sign they change what it
+#: means, so benign text is made without them (resolution has tests of its own).
+RESOLVING = {"gone", "better", "eased", "settled", "stopped", "passed", "cleared", "down"}
+#: Benign texts: the corpus's, and random words from them (negations and "?" included), less
+#: the rows that only set a danger sign aside ("the swelling went down").
 BENIGN = [
-    c[0] for c in CASES if c[1] in ("unrecognised", "cramp", "book", "born", "help") and c[3] == ""
+    c.text
+    for c in cases(TUNING)
+    if c.intent in ("unrecognised", "cramp", "book", "born", "help")
+    and c.context == ""
+    and c.kind != "negated"
+    and not RESOLVING & set(c.text.lower().split())
 ]
 BENIGN_WORDS = sorted({w for text in BENIGN for w in text.split()})
 BENIGN_TEXT = st.one_of(

@@ -7,11 +7,10 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
-from campaigns.answering import with_provider_keyword
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from campaigns.answering import with_provider_keyword
 from campaigns.keywords import Intent, classify, load_reader
 from campaigns.links import ExpiredTokenError, LinkSigner, TokenError
 from campaigns.replies import Action, Severity, Situation, birth_date_in, decide
