@@ -448,7 +448,9 @@ class Reader:
     deletions: dict[str, set[str]] = field(default_factory=dict)
     truncations: dict[str, str] = field(default_factory=dict)
     markers: dict[str, frozenset[str]] = field(default_factory=dict)
-    #: memos: a word's corrected form, and the patterns that can start at a word
+    #: memos: a written word's listed words, a word's corrected form, and the patterns that
+    #: can start at a word
+    _words: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)
     _canon: dict[str, str] = field(default_factory=dict, repr=False)
     _starts: dict[str, tuple[_Pattern, ...]] = field(default_factory=dict, repr=False)
 
@@ -464,18 +466,28 @@ class Reader:
         words: list[str] = []
         kept_sentences: list[int] = []
         kept_clauses: list[int] = []
-        spellings = self.spellings
+        memo = self._words
         for word, sentence, clause in zip(raw, sentences, clauses, strict=True):
-            # Spellings are looked up before repeated letters are squeezed: "bby" is not "by".
-            replacement = spellings.get(word)
-            if replacement is None:
-                squeezed = _squeeze(word)
-                replacement = spellings.get(squeezed) or (squeezed,)
-            for each in replacement:
-                words.append(self.canonical(each))
+            found = memo.get(word)
+            if found is None:
+                found = self._spelt(word)
+                if len(memo) > 100_000:  # bounded: free text has a long tail of words
+                    memo.clear()
+                memo[word] = found
+            for each in found:
+                words.append(each)
                 kept_sentences.append(sentence)
                 kept_clauses.append(clause)
         return Words(words, kept_sentences, kept_clauses, frozenset(questions))
+
+    def _spelt(self, word: str) -> tuple[str, ...]:
+        """A written word as the listed words it stands for. Spellings are looked up before
+        repeated letters are squeezed ("bby" is not "by"), then after."""
+        replacement = self.spellings.get(word)
+        if replacement is None:
+            squeezed = _squeeze(word)
+            replacement = self.spellings.get(squeezed) or (squeezed,)
+        return tuple(self.canonical(each) for each in replacement)
 
     def canonical(self, word: str) -> str:
         """The listed word an unknown, misspelt word stands for; otherwise the word itself."""
