@@ -41,7 +41,7 @@ from twilio.request_validator import RequestValidator
 
 from bench.common import fresh_postgres, save
 from bench.providers import enrol
-from campaigns.keywords import classify, load_lexicons
+from campaigns.keywords import classify, load_reader
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "tests" / "data" / "reply_corpus.tsv"
@@ -62,7 +62,7 @@ def corpus_texts() -> list[str]:
 
 
 def classification_rate(messages: int, repeat: int) -> list[float]:
-    lexicon = load_lexicons(ROOT / "templates" / "_keywords")["en"]
+    reader = load_reader(ROOT / "templates" / "_keywords")
     texts = corpus_texts()
     rng = random.Random(1)
     # The corpus, plus the same texts with a random word added: a vocabulary that keeps growing.
@@ -74,7 +74,7 @@ def classification_rate(messages: int, repeat: int) -> list[float]:
     for _ in range(repeat):
         started = time.perf_counter()
         for message in workload:
-            classify(message, lexicon)
+            classify(message, reader)
         rates.append(messages / (time.perf_counter() - started))
     return rates
 

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from campaigns import audit
 from campaigns.errors import NotFoundError, StateError
+from campaigns.keywords import Intent
 from campaigns.providers.base import EmailSender, OutgoingEmail, ProviderError
 from campaigns.replies import BOOK_AFTER_SAFETY, AlertSpec, Severity
 from campaigns.storage.db import Database
@@ -96,24 +97,36 @@ def acknowledge(db: Database, alert_id: int, now: datetime, *, actor: str, note:
         ).scalar_one_or_none()
         if alert is None:
             raise NotFoundError(f"no alert {alert_id}")
-        if alert.acknowledged_at is not None:
+        if alert.kind == Intent.LOSS.value and alert.acknowledged_at is None:
+            # A loss alert holds the patient's messages: closing it without a decision would
+            # leave them held with nothing to show it (campaigns.loss_review decides it).
             raise StateError(
-                f"alert {alert_id} was already acknowledged by {alert.acknowledged_by}"
+                f"alert {alert_id} is a loss waiting for a decision: confirm the loss or "
+                "clear the hold"
             )
-        alert.acknowledged_at, alert.acknowledged_by = now, actor
-        audit.record(
-            session,
-            now,
-            actor,
-            "alert_acknowledged",
-            patient_id=alert.patient_id,
-            alert=alert.id,
-            minutes_open=round((now - alert.created_at).total_seconds() / 60, 1),
-            note=note[:200],
-        )
+        mark_acknowledged(session, alert, now, actor=actor, note=note)
         session.flush()
         session.expunge(alert)
         return alert
+
+
+def mark_acknowledged(
+    session: Session, alert: Alert, now: datetime, *, actor: str, note: str = ""
+) -> None:
+    """In the caller's transaction, holding the alert's row lock: who acknowledged it, when."""
+    if alert.acknowledged_at is not None:
+        raise StateError(f"alert {alert.id} was already acknowledged by {alert.acknowledged_by}")
+    alert.acknowledged_at, alert.acknowledged_by = now, actor
+    audit.record(
+        session,
+        now,
+        actor,
+        "alert_acknowledged",
+        patient_id=alert.patient_id,
+        alert=alert.id,
+        minutes_open=round((now - alert.created_at).total_seconds() / 60, 1),
+        note=note[:200],
+    )
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 One transaction per inbound message, holding the patient's row lock (the lock every change
 that can stop a send takes, and that the send path holds FOR SHARE for its short go-aheads):
-an opt-out or a loss commits together with the cancellation of everything not yet handed to a
-provider, so no send can start after it unseen. The text is stored under its MessageSid
+an opt-out or a loss hold commits together with the cancellation of everything not yet handed
+to a provider, so no send can start after it unseen. The text is stored under its MessageSid
 before anything is done, so a replayed webhook has no second effect.
 """
 
@@ -24,16 +24,14 @@ from campaigns.domain import (
     ConsentSource,
 )
 from campaigns.keywords import (
-    SAFETY_INTENTS,
     Classification,
     Intent,
-    Lexicon,
     Match,
+    Reader,
     classify,
 )
 from campaigns.links import LinkSigner
 from campaigns.replies import (
-    MAX_REPLIES,
     UNRECOGNISED,
     Action,
     AlertSpec,
@@ -42,6 +40,7 @@ from campaigns.replies import (
     Situation,
     birth_date_in,
     decide,
+    safety_replies,
 )
 from campaigns.scheduling import Planner
 from campaigns.storage.db import Database, insert_ignoring
@@ -96,23 +95,20 @@ class Answerer:
         planner: Planner,
         renderer: ContentRenderer,
         links: LinkSigner,
-        lexicons: Mapping[str, Lexicon],
+        reader: Reader,
     ) -> None:
         self.db = db
         self.planner = planner
         self.renderer = renderer
         self.links = links
-        self.lexicons = lexicons
-
-    def lexicon(self, language: str | None) -> Lexicon:
-        return self.lexicons.get(language or "en") or self.lexicons["en"]
+        self.reader = reader
 
     def handle(self, inbound: Inbound, now: datetime) -> Answer:
         with self.db.session() as session:
             patient, opted_out = reachability.sms_sender(session, inbound.sender)
             language = patient.language if patient is not None else "en"
             found = with_provider_keyword(
-                classify(inbound.body, self.lexicon(language), opted_out=opted_out),
+                classify(inbound.body, self.reader, opted_out=opted_out),
                 inbound.opt_out_type,
             )
             situation, waiting = self._situation(session, patient, inbound, found, opted_out, now)
@@ -168,8 +164,8 @@ class Answerer:
         (111/999) go out: nothing was done, so nothing may be confirmed (no "unsubscribed")."""
         found: Classification | None = None
         try:
-            found = classify(inbound.body, self.lexicon("en"))
-            keys = [m.reply for m in found.matches if m.intent in SAFETY_INTENTS][:MAX_REPLIES]
+            found = classify(inbound.body, self.reader)
+            keys = safety_replies(found)
         except Exception:  # the classifier itself failed: the safest generic answer
             log.exception("classifying a reply failed; sending the generic safety answer")
             keys = []
@@ -292,8 +288,8 @@ class Answerer:
                         patient_id=patient.id,
                         until=until.isoformat(),
                     )
-            elif action is Action.END_FOR_LOSS:
-                enrollments.end_for_loss(session, patient, now, actor=ACTOR)
+            elif action is Action.LOSS_HOLD:
+                enrollments.hold_for_loss(session, patient, now, actor=ACTOR)
             elif action is Action.BOOKING_LINK:
                 audit.record(session, now, ACTOR, "booking_link_sent", patient_id=patient.id)
             elif action is Action.BIRTH_DATE and waiting and situation.birth_date:

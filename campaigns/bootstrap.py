@@ -13,7 +13,7 @@ from campaigns.content import Clinic, ContentRenderer, check_reply_fit, check_sm
 from campaigns.delivery import DeliveryPolicy
 from campaigns.domain import Channel
 from campaigns.intake import IntakeRules
-from campaigns.keywords import Lexicon, load_lexicons
+from campaigns.keywords import Reader, load_reader
 from campaigns.links import LinkSigner
 from campaigns.passkeys import RelyingParty
 from campaigns.providers.base import EmailSender, SmsSender
@@ -23,7 +23,7 @@ from campaigns.providers.sendgrid import SendGridEmailSender
 from campaigns.providers.smtp import SmtpEmailSender
 from campaigns.providers.twilio import TwilioSmsSender
 from campaigns.ratelimit import RateLimiter, limiter
-from campaigns.replies import BIRTH_DATE, UNKNOWN_SENDER, UNRECOGNISED
+from campaigns.replies import BIRTH_DATE, NOTED, UNKNOWN_SENDER, UNRECOGNISED
 from campaigns.scheduling import Planner
 from campaigns.secretbox import SecretBox
 from campaigns.sending import Deliverer
@@ -55,7 +55,7 @@ class Services:
     email: EmailSender
     clock: Clock
     policy: DeliveryPolicy
-    lexicons: dict[str, Lexicon]
+    reader: Reader
     _deliverer: Deliverer | None = field(default=None, init=False, repr=False)
 
     @cached_property
@@ -64,7 +64,7 @@ class Services:
 
     @cached_property
     def answerer(self) -> Answerer:
-        return Answerer(self.db, self.planner, self.renderer, self.links, self.lexicons)
+        return Answerer(self.db, self.planner, self.renderer, self.links, self.reader)
 
     @cached_property
     def sign_in_throttle(self) -> Throttle:
@@ -223,9 +223,9 @@ def build(
     catalog = Catalog.load(settings.templates_dir)
     renderer = ContentRenderer(settings.templates_dir, clinic_from(settings))
     check_sms_fit(list(catalog.values()), renderer)
-    lexicons = load_lexicons(settings.templates_dir / "_keywords")
+    reader = load_reader(settings.templates_dir / "_keywords")
     links = LinkSigner(settings.secret_key.get_secret_value().encode(), settings.public_url)
-    check_reply_fit(renderer, reply_keys(lexicons), links.longest_booking_url())
+    check_reply_fit(renderer, reply_keys(reader), links.longest_booking_url())
     return Services(
         settings=settings,
         # Provider calls run in threads without a connection; the database work is per batch.
@@ -238,11 +238,10 @@ def build(
         email=email or email_sender(settings),
         clock=clock or SystemClock(),
         policy=policy_from(settings),
-        lexicons=lexicons,
+        reader=reader,
     )
 
 
-def reply_keys(lexicons: dict[str, Lexicon]) -> set[str]:
+def reply_keys(reader: Reader) -> set[str]:
     """Every reply template a word list or the reply rules can ask for."""
-    keys = {reply for lexicon in lexicons.values() for _, reply in lexicon.groups}
-    return keys | {UNKNOWN_SENDER, UNRECOGNISED, BIRTH_DATE}
+    return reader.reply_keys | {UNKNOWN_SENDER, UNRECOGNISED, NOTED, BIRTH_DATE}

@@ -19,7 +19,7 @@ from campaigns.content import ContentRenderer
 from campaigns.domain import ConsentSource
 from campaigns.errors import InputError, NotFoundError, StateError
 from campaigns.intake import parse_date, parse_edd_source, parse_enrolment
-from campaigns.keywords import LexiconError, load_lexicons
+from campaigns.keywords import LexiconError, load_reader
 from campaigns.keywords import classify as read_reply
 from campaigns.replies import Situation, decide
 from campaigns.settings import get_settings
@@ -767,33 +767,48 @@ def _safe_url(url: str) -> str:
 @app.command()
 def classify(
     text: Annotated[str, typer.Argument(help="A reply as a patient might write it.")],
-    lang: Annotated[str, typer.Option("--lang", help="The word list's language.")] = "en",
+    lang: Annotated[
+        str, typer.Option("--lang", help="The patient's language (the answers' language).")
+    ] = "en",
     opted_out: Annotated[
         bool, typer.Option("--opted-out", help="As from someone who has opted out.")
     ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """How a reply is read: intent, tier, matched words, and the answer that would be sent."""
+    """How a reply is read (every language's word lists), and the answer that would be sent."""
     settings = get_settings()
     try:
-        lexicons = load_lexicons(settings.templates_dir / "_keywords")
+        reader = load_reader(settings.templates_dir / "_keywords")
     except LexiconError as exc:
         fail(str(exc))
-    if lang not in lexicons:
-        fail(f"--lang: no word list for {lang!r} (have: {', '.join(sorted(lexicons))})")
+    if lang not in reader.languages:
+        fail(f"--lang: no word list for {lang!r} (have: {', '.join(sorted(reader.languages))})")
     renderer = ContentRenderer(settings.templates_dir, clinic_from(settings))
-    found = read_reply(text, lexicons[lang], opted_out=opted_out)
+    found = read_reply(text, reader, opted_out=opted_out)
     decision = decide(found, Situation(known=True, opted_out=opted_out))
     example_link = f"{settings.public_url.rstrip('/')}/b/<signed-link>"
-    replies = [renderer.render_reply(key, lang, link=example_link).body for key in decision.replies]
+    rendered = [renderer.render_reply(key, lang, link=example_link) for key in decision.replies]
+    # How each answer will travel: English must fit one GSM-7 segment; a reviewed translation
+    # may need UCS-2 and more than one, which is counted and shown.
+    segments = [
+        {
+            "language": r.language,
+            "encoding": r.encoding.encoding,
+            "units": r.encoding.units,
+            "segments": r.encoding.segments,
+        }
+        for r in rendered
+    ]
     if as_json:
         typer.echo(
             json.dumps(
                 {
                     **found.as_dict(),
-                    "replies": replies,
+                    "replies": [r.body for r in rendered],
+                    "segments": segments,
                     "actions": [a.value for a in decision.actions],
                     "alert": decision.alert.severity.value if decision.alert else None,
+                    "alert_kind": decision.alert.kind if decision.alert else None,
                 },
                 indent=2,
                 ensure_ascii=False,
@@ -802,16 +817,24 @@ def classify(
         return
     typer.echo(f"intent:  {found.intent.value}")
     typer.echo(f"tier:    {found.tier.value}")
+    typer.echo(f"read as: {found.language}")
     for match in found.matches:
-        typer.echo(f"matched: {match.intent.value}: {', '.join(match.words)}")
+        typer.echo(f"matched: {match.intent.value} ({match.reply}): {', '.join(match.words)}")
     if not found.matches:
         typer.echo("matched: nothing")
+    for match in found.set_aside:
+        typer.echo(f"set aside (negated or gone): {match.intent.value}: {', '.join(match.words)}")
     actions = ", ".join(a.value for a in decision.actions) or "none"
     typer.echo(f"actions: {actions}")
     if decision.alert:
         typer.echo(f"alert:   {decision.alert.severity.value} ({decision.alert.kind})")
-    for reply in replies or ["(no reply)"]:
-        typer.echo(f"reply:   {reply}")
+    for reply, shape in zip(rendered, segments, strict=True):
+        typer.echo(
+            f"reply:   {reply.body}  [{shape['language']}, {shape['encoding']}, "
+            f"{shape['units']} units, {shape['segments']} segment(s)]"
+        )
+    if not rendered:
+        typer.echo("reply:   (no reply)")
 
 
 if __name__ == "__main__":  # pragma: no cover

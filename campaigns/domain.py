@@ -33,6 +33,7 @@ class EddSource(StrEnum):
 class EnrollmentStatus(StrEnum):
     ACTIVE = "active"
     PAUSED = "paused"
+    LOSS_HOLD = "loss_hold"  # the patient told us of a loss: nothing goes until staff decide
     COMPLETED = "completed"
     ENDED_BIRTH = "ended_birth"  # reserved: birth normally moves the plan on, it does not end it
     ENDED_LOSS = "ended_loss"

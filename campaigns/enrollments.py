@@ -1,6 +1,7 @@
-"""The enrollment lifecycle: enrol (in bulk), change the EDD, record a birth or a loss, pause,
-resume, stop. Each change is one transaction that takes the patient's lock, cancels what must
-not go, bumps the schedule version and writes the new plan.
+"""The enrollment lifecycle: enrol (in bulk), change the EDD, record a birth or a loss, hold
+for a loss reported in a text (then confirm or clear), pause, resume, stop. Each change is one
+transaction that takes the patient's lock, cancels what must not go, bumps the schedule version
+and writes the new plan.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ from campaigns.storage.models import ConsentEvent, Enrollment, Patient
 from campaigns.window import zone
 
 LIVE = (EnrollmentStatus.ACTIVE.value, EnrollmentStatus.PAUSED.value)
+HELD = EnrollmentStatus.LOSS_HOLD.value
+#: What a confirmed loss (or a stop) ends: the live enrollments and those on a loss hold.
+ENDABLE = (*LIVE, HELD)
 #: A birth before 20+0 weeks is not a birth the programme can follow: staff record a loss.
 EARLIEST_BIRTH_WEEKS = 20
 
@@ -318,7 +322,7 @@ def record_loss(db: Database, enrollment_id: int, now: datetime, *, actor: str) 
     """Stop everything for this patient at once; nothing automated is ever sent again."""
     with db.session() as session:
         enrollment, patient = lock_enrollment(session, enrollment_id)
-        live = active_enrollments(session, patient.id, LIVE)
+        live = active_enrollments(session, patient.id, ENDABLE)
         if not live:
             raise StateError(f"enrollment {enrollment.id} is {enrollment.status}: nothing to stop")
         return end_for_loss(session, patient, now, actor=actor, live=live)
@@ -332,18 +336,47 @@ def end_for_loss(
     actor: str,
     live: Sequence[Enrollment] | None = None,
 ) -> int:
-    """In the caller's transaction (holding the patient's lock): end every live enrollment for
-    a pregnancy loss and cancel every send not yet handed to a provider. Returns how many."""
+    """In the caller's transaction (holding the patient's lock): end every live or held
+    enrollment for a pregnancy loss and cancel every send not yet handed to a provider.
+    Returns how many."""
     if live is None:
-        live = active_enrollments(session, patient.id, LIVE)
-    cancelled = cancel_live(session, [e.id for e in live], "pregnancy_loss", now)
+        live = active_enrollments(session, patient.id, ENDABLE)
+    cancelled = _stop_all(session, patient, live, "pregnancy_loss", "loss_recorded", now, actor)
     for each in live:
         _end(each, EnrollmentStatus.ENDED_LOSS, "pregnancy_loss", now)
+    return cancelled
+
+
+def hold_for_loss(session: Session, patient: Patient, now: datetime, *, actor: str) -> int:
+    """In the caller's transaction (holding the patient's lock): a loss the patient told us of
+    in a text. A text never ends a programme: every live enrollment is held (nothing further
+    goes out: its pending sends are cancelled, and the send path re-checks the status at each
+    go-ahead) until staff confirm the loss or clear the hold. Returns how many were cancelled."""
+    live = active_enrollments(session, patient.id, LIVE)
+    cancelled = _stop_all(session, patient, live, "loss_hold", "loss_hold", now, actor)
+    for each in live:
+        each.held_from = each.status
+        each.status, each.status_reason, each.updated_at = HELD, "loss_reported", now
+    return cancelled
+
+
+def _stop_all(
+    session: Session,
+    patient: Patient,
+    live: Sequence[Enrollment],
+    reason: str,
+    action: str,
+    now: datetime,
+    actor: str,
+) -> int:
+    """Cancel every send of these enrollments not yet with a provider, and audit it with the
+    sends it could no longer stop."""
+    cancelled = cancel_live(session, [e.id for e in live], reason, now)
     audit.record(
         session,
         now,
         actor,
-        "loss_recorded",
+        action,
         patient_id=patient.id,
         enrollment_id=live[0].id if live else None,
         cancelled=cancelled.count,
@@ -351,6 +384,41 @@ def end_for_loss(
         enrollments=[e.id for e in live],
     )
     return cancelled.count
+
+
+def confirm_loss(session: Session, patient: Patient, now: datetime, *, actor: str) -> int:
+    """Staff confirmed a loss reported in a text (caller holds the lock): as `record_loss`."""
+    live = active_enrollments(session, patient.id, ENDABLE)
+    if not live:
+        raise StateError(f"patient {patient.id} has no programme left to end")
+    return end_for_loss(session, patient, now, actor=actor, live=live)
+
+
+def clear_loss_hold(
+    session: Session, planner: Planner, patient: Patient, now: datetime, *, actor: str
+) -> list[PlannedSend]:
+    """Staff found no loss (caller holds the lock): each held enrollment goes back to what it
+    was, and an active one is planned again from now. Steps already sent are never repeated;
+    steps whose day passed during the hold are skipped, bar the latest warning sign."""
+    held = active_enrollments(session, patient.id, (HELD,))
+    if not held:
+        raise StateError(f"patient {patient.id} has no messages on a loss hold")
+    planned: list[PlannedSend] = []
+    for each in held:
+        each.status = each.held_from or EnrollmentStatus.PAUSED.value
+        each.status_reason, each.held_from = None, None
+        planned.extend(reschedule(session, planner, each, patient, now, "loss_hold_cleared"))
+    audit.record(
+        session,
+        now,
+        actor,
+        "loss_hold_cleared",
+        patient_id=patient.id,
+        enrollment_id=held[0].id,
+        enrollments=[e.id for e in held],
+        planned=len(planned),
+    )
+    return planned
 
 
 def pause(
@@ -411,7 +479,7 @@ def resume(
 def stop(db: Database, enrollment_id: int, now: datetime, *, actor: str, reason: str) -> int:
     with db.session() as session:
         enrollment, patient = lock_enrollment(session, enrollment_id)
-        _require(enrollment, LIVE, "stop")
+        _require(enrollment, ENDABLE, "stop")
         cancelled = cancel_live(session, [enrollment.id], reason, now)
         _end(enrollment, EnrollmentStatus.STOPPED, reason, now)
         audit.record(
@@ -434,7 +502,7 @@ def _require(enrollment: Enrollment, allowed: Sequence[str], action: str) -> Non
 
 
 def _end(enrollment: Enrollment, status: EnrollmentStatus, reason: str, now: datetime) -> None:
-    enrollment.status, enrollment.status_reason = status.value, reason
+    enrollment.status, enrollment.status_reason, enrollment.held_from = status.value, reason, None
     enrollment.ended_at = enrollment.updated_at = now
 
 

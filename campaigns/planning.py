@@ -1,11 +1,15 @@
 """Enrollment + campaign + send window -> the planned sends. Pure: no I/O, `now` is an argument.
 
-The rules (DESIGN.md, timing rules):
+The rules (docs/decisions.md, "Scheduling and planning"):
 - a step is due on its anchor day plus its offset (gestational age for `edd`, days after the
   birth for `birth`, days after enrolment for `enrolment`), at the campaign's local send time in
   the patient's timezone, moved forward into the send window (weekdays, hours, bank holidays);
 - at most one scheduled message per patient per local day: the SMS and the email of one step
   count as one message, and a step that collides moves to the next free send day;
+- at most two scheduled messages in any seven local days, so a late joiner's catch-ups are
+  spaced out (the welcome promises about one text a week): steps are placed in order of their
+  target day, the catch-ups (most recent warning first) ahead of anything else, and a step
+  that would make a third in a week moves to the first day that keeps the rule;
 - a step whose day has passed is recorded `skipped`, except the latest missed `catch_up` step of
   each topic while its phase (pregnancy, or the weeks after birth) lasts: that one goes soon,
   unless the patient already had a warning of that topic or the step was already recorded as
@@ -156,6 +160,21 @@ def plan(
     return sorted(planned + skipped, key=lambda p: (p.due_at, p.step.key, p.channel))
 
 
+#: At most this many scheduled messages in any seven consecutive local days.
+PER_WEEK = 2
+
+
+def _week_full(day: date, busy: set[date]) -> bool:
+    """Whether a message on `day` would make a seven-day run hold more than PER_WEEK."""
+    near = sorted(b for b in busy if abs((b - day).days) < 7)
+    if len(near) < PER_WEEK:
+        return False
+    return any(
+        sum(1 for b in near if start <= b <= start + timedelta(days=6)) >= PER_WEEK
+        for start in (day - timedelta(days=back) for back in range(7))
+    )
+
+
 def _ideal_day(step: Step, facts: PlanInput) -> date | None:
     offset = timedelta(days=step.offset.total_days)
     if step.anchor is Anchor.ENROLMENT:
@@ -186,7 +205,8 @@ def _place(
     tz: ZoneInfo,
     now: datetime,
 ) -> list[PlannedSend]:
-    """Give each step the first free send slot from its target day on (one message a day)."""
+    """Give each step the first free send slot from its target day on (one message a day, at
+    most two in any seven days)."""
     busy = set(busy_days)
     placed: list[PlannedSend] = []
     for cand in sorted(candidates, key=lambda c: (c.target_day, c.rank)):
@@ -194,7 +214,7 @@ def _place(
         while True:
             due = window.slot(day, cand.minute, tz, now)
             due_day = due.astimezone(tz).date()
-            if due_day not in busy:
+            if due_day not in busy and not _week_full(due_day, busy):
                 break
             day = due_day + timedelta(days=1)
         busy.add(due_day)

@@ -1,9 +1,12 @@
 """What to answer a patient's text, and what to do about it: pure rules over a classification.
 
-The escalation table (CLINICAL.md section 4) as code. Safety comes first: a danger sign always
-gets its safety answer (whatever else the text says, even from someone who opted out) and
-never a booking link or anything else that sells. An opt-out or a loss found beside a danger
-sign is still acted on. Someone who opted out hears back only for danger signs, START and HELP.
+The escalation table (docs/clinical-safety.md) as code. Safety comes first: every danger sign
+found gets its safety answer, most urgent first (whatever else the text says, even from someone
+who opted out or a number we do not know), and never a booking link or anything else that
+sells. An opt-out or a loss report found beside a danger sign is still acted on. A text never
+ends a programme: a report of the patient's own loss puts her messages on a loss hold (nothing
+further goes out) until staff confirm or clear it; a mere mention of loss changes nothing and
+goes to staff. Whatever nobody could read reaches staff, from anyone.
 """
 
 from __future__ import annotations
@@ -13,20 +16,22 @@ from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
 
-from campaigns.keywords import SAFETY_INTENTS, TIERS, Classification, Intent, Tier
+from campaigns.keywords import SAFETY_INTENTS, Classification, Intent, Tier
 
-#: At most this many texts answer one message (two safety answers, or one and a confirmation).
-MAX_REPLIES = 2
 UNKNOWN_SENDER = "unknown_sender"
 UNRECOGNISED = "unrecognised"
+#: "Thank you, our team will read this" with the safety line: no condolence, no diagnosis.
+NOTED = "noted"
 BIRTH_DATE = "birth_date"
 BOOK_AFTER_SAFETY = "book_after_safety"
+#: Alert kind for a text whose only danger words were negated or gone ("no swelling now").
+SET_ASIDE = "set_aside"
 
 
 class Action(StrEnum):
     ALERT = "alert"
     MARKETING_HOLD = "marketing_hold"  # no marketing for 30 days after a safety answer
-    END_FOR_LOSS = "end_for_loss"  # every enrollment ended, everything pending cancelled
+    LOSS_HOLD = "loss_hold"  # every live enrollment held, pending sends cancelled, staff decide
     OPT_OUT = "opt_out"  # SMS suppressed, consent withdrawn, pending SMS cancelled
     RESUBSCRIBE = "resubscribe"  # consent granted again, suppression lifted, plan redone
     BOOKING_LINK = "booking_link"
@@ -54,7 +59,7 @@ class Severity(StrEnum):
 @dataclass(frozen=True)
 class AlertSpec:
     severity: Severity
-    kind: str  # an intent, or "book_after_safety"
+    kind: str  # an intent, or "book_after_safety", "set_aside"
     safety_reply: str | None = None
 
 
@@ -77,18 +82,24 @@ class Decision:
     alert: AlertSpec | None = None
 
 
+def safety_replies(found: Classification) -> list[str]:
+    """Every danger sign's answer, most urgent first, each once."""
+    return list(dict.fromkeys(m.reply for m in found.matches if m.intent in SAFETY_INTENTS))
+
+
 def decide(found: Classification, situation: Situation) -> Decision:
-    intents = found.intents
     if found.intent in SAFETY_INTENTS:
         return _safety(found, situation)
     if not situation.known:
         return _stranger(found, situation)
+    if Intent.LOSS in found.intents:
+        return _loss(found, situation)
+    if found.intent is Intent.LOSS_MENTION:
+        return _mention(found, situation)
     replies: list[str] = []
     actions: list[Action] = []
     alert: AlertSpec | None = None
     answered_by_twilio = situation.opt_out_type is not None
-    if Intent.LOSS in intents:
-        return _loss(found, situation)
     top = found.intent
     if top is Intent.OPT_OUT:
         actions.append(Action.OPT_OUT)
@@ -104,9 +115,8 @@ def decide(found: Classification, situation: Situation) -> Decision:
     elif situation.opted_out:
         # After an opt-out only danger signs, START and HELP are answered; what we could not
         # read (or a birth) still goes to staff, silently, in case it was a sign we missed.
-        if top is Intent.UNRECOGNISED:
-            alert = AlertSpec(Severity.REVIEW, Intent.UNRECOGNISED.value)
-        elif top is Intent.BORN:
+        alert = _unread(found)
+        if top is Intent.BORN:
             actions.append(Action.BIRTH_REPORTED)
             alert = AlertSpec(Severity.ROUTINE, Intent.BORN.value)
     elif top is Intent.BOOK:
@@ -128,13 +138,40 @@ def decide(found: Classification, situation: Situation) -> Decision:
         actions.append(Action.BIRTH_DATE)
     else:
         replies.append(UNRECOGNISED)
-        alert = AlertSpec(Severity.REVIEW, Intent.UNRECOGNISED.value)
+        alert = _unread(found)
+    if alert is None and found.set_aside:
+        # Danger words we set aside ("no swelling now"): a person still reads the text.
+        alert = AlertSpec(Severity.REVIEW, SET_ASIDE)
     return _decision(replies, actions, alert)
 
 
+def _unread(found: Classification) -> AlertSpec | None:
+    """Staff read what no list could: emailed when it is not English (it may be a danger sign
+    in a language we have no list for)."""
+    if found.intent is Intent.UNREADABLE:
+        return AlertSpec(Severity.AMBER, Intent.UNREADABLE.value)
+    if found.intent is Intent.UNRECOGNISED:
+        return AlertSpec(Severity.REVIEW, Intent.UNRECOGNISED.value)
+    return None
+
+
+def _mention(found: Classification, situation: Situation) -> Decision:
+    """Nothing is decided by a mention of loss: no condolence, no hold; staff read it."""
+    replies: list[str] = []
+    actions: list[Action] = []
+    if Intent.OPT_OUT in found.intents:
+        actions.append(Action.OPT_OUT)
+        if not situation.opted_out and situation.opt_out_type is None:
+            replies.append(_reply(found, Intent.OPT_OUT))
+    elif not situation.opted_out:
+        replies.append(NOTED)
+    return _decision(replies, actions, AlertSpec(Severity.REVIEW, Intent.LOSS_MENTION.value))
+
+
 def _loss(found: Classification, situation: Situation) -> Decision:
-    """A loss: everything stops, one gentle answer (none after an opt-out), staff told."""
-    actions = [Action.END_FOR_LOSS]
+    """Her own loss, told now: her messages are held at once, one gentle answer (none after an
+    opt-out), and staff asked to confirm or clear the hold."""
+    actions = [Action.LOSS_HOLD]
     if Intent.OPT_OUT in found.intents:
         actions.append(Action.OPT_OUT)
     replies = [] if situation.opted_out else [_reply(found, Intent.LOSS)]
@@ -142,34 +179,27 @@ def _loss(found: Classification, situation: Situation) -> Decision:
 
 
 def _safety(found: Classification, situation: Situation) -> Decision:
-    """Danger signs: the safety answers of the highest tier, an alert, a marketing hold."""
-    top_tier = found.tier
-    # A leg warning with headache or swollen hands also gets the pre-eclampsia answer.
-    replies = list(
-        dict.fromkeys(
-            m.reply
-            for m in found.matches
-            if m.intent in SAFETY_INTENTS and TIERS[m.intent] is top_tier
-        )
-    )[:MAX_REPLIES]
+    """Danger signs: every safety answer, an alert, a marketing hold."""
+    replies = safety_replies(found)
     actions = [Action.ALERT]
     if situation.known:
         actions.append(Action.MARKETING_HOLD)
     intents = found.intents
     if Intent.LOSS in intents and situation.known:
-        actions.append(Action.END_FOR_LOSS)
-        if not situation.opted_out and len(replies) < MAX_REPLIES:
+        actions.append(Action.LOSS_HOLD)
+        if not situation.opted_out:
             replies.append(_reply(found, Intent.LOSS))
     if Intent.OPT_OUT in intents:
         actions.append(Action.OPT_OUT)
-        if not situation.opted_out and len(replies) < MAX_REPLIES:
+        if not situation.opted_out and not situation.opt_out_type:
             replies.append(_reply(found, Intent.OPT_OUT))
-    severity = Severity.of_tier(top_tier)
+    severity = Severity.of_tier(found.tier)
     return _decision(replies, actions, AlertSpec(severity, found.intent.value, replies[0]))
 
 
 def _stranger(found: Classification, situation: Situation) -> Decision:
-    """A number we do not know: no patient data, ever. STOP and HELP still work."""
+    """A number we do not know: no patient data, ever. STOP and HELP still work, and whatever
+    else they wrote reaches staff (a loss, or a text that is not English, emailed)."""
     top = found.intent
     if top is Intent.OPT_OUT:
         replies = [] if situation.opt_out_type else [_reply(found, Intent.OPT_OUT)]
@@ -179,7 +209,11 @@ def _stranger(found: Classification, situation: Situation) -> Decision:
         return _decision(replies, [Action.RESUBSCRIBE], None)
     if top is Intent.HELP:
         return _decision([] if situation.opt_out_type else [_reply(found, Intent.HELP)], [], None)
-    return _decision([UNKNOWN_SENDER], [], None)
+    if top is Intent.LOSS:
+        alert = AlertSpec(Severity.AMBER, Intent.LOSS.value)
+    else:
+        alert = _unread(found) or AlertSpec(Severity.REVIEW, top.value)
+    return _decision([UNKNOWN_SENDER], [], alert)
 
 
 def _reply(found: Classification, intent: Intent) -> str:
@@ -191,7 +225,7 @@ def _reply(found: Classification, intent: Intent) -> str:
 def _decision(replies: list[str], actions: list[Action], alert: AlertSpec | None) -> Decision:
     if alert is not None and Action.ALERT not in actions:
         actions = [Action.ALERT, *actions]
-    return Decision(tuple(replies[:MAX_REPLIES]), tuple(dict.fromkeys(actions)), alert)
+    return Decision(tuple(dict.fromkeys(replies)), tuple(dict.fromkeys(actions)), alert)
 
 
 _MONTHS = {

@@ -34,6 +34,7 @@ NAMING = {
 _PENDING = text("status = 'pending'")
 _LIVE = text("status NOT IN ('cancelled', 'skipped', 'expired')")
 _IN_FLIGHT = text("status IN ('claimed', 'sending')")
+_LIVE_ENROLLMENT = text("status IN ('active', 'paused', 'loss_hold')")
 _TO_RECONCILE = text("status = 'unknown' AND reconcile_at IS NOT NULL")
 
 
@@ -96,14 +97,15 @@ class ConsentEvent(Base):
 class Enrollment(Base):
     __tablename__ = "enrollments"
     __table_args__ = (
-        # One live enrollment per patient and campaign; ended ones stay as history.
+        # One live enrollment per patient and campaign (one on a loss hold counts: it may
+        # resume); ended ones stay as history.
         Index(
             "uq_enrollments_live",
             "patient_id",
             "campaign",
             unique=True,
-            postgresql_where=text("status IN ('active', 'paused')"),
-            sqlite_where=text("status IN ('active', 'paused')"),
+            postgresql_where=_LIVE_ENROLLMENT,
+            sqlite_where=_LIVE_ENROLLMENT,
         ),
         Index("ix_enrollments_patient_id", "patient_id"),
         # Serves extend_plans: active plans whose written horizon is running out.
@@ -127,6 +129,8 @@ class Enrollment(Base):
     enrolled_at: Mapped[datetime]
     enrolled_on: Mapped[date] = mapped_column(Date)  # the patient's local date of enrolment
     birth_date: Mapped[date | None] = mapped_column(Date)
+    #: On a loss hold: the status to go back to if staff clear it (active or paused).
+    held_from: Mapped[str | None] = mapped_column(String(16))
     ended_at: Mapped[datetime | None]
     schedule_version: Mapped[int] = mapped_column(Integer, default=1)
     #: Sends due before this are outbox rows; later ones are written as it approaches.

@@ -2,7 +2,9 @@
 
 Each alert waits until someone acknowledges it; the oldest RED comes first. A birth alert
 carries the date the patient gave, and confirming it records the birth, which switches the
-plan to the after-birth steps, and then acknowledges the alert.
+plan to the after-birth steps, and then acknowledges the alert. A loss the patient told us of
+holds her messages until staff confirm it (every programme ends) or clear the hold (they
+resume); campaigns.loss_review does either, with the acknowledgement.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import case, select
 from sqlalchemy.orm import Session
 
-from campaigns import alerts, enrollments
+from campaigns import alerts, enrollments, loss_review
 from campaigns.errors import InputError, NotFoundError, StateError
 from campaigns.intake import parse_date
 from campaigns.keywords import Intent
@@ -134,4 +136,40 @@ def confirm_birth(
             services.db, alert_id, now, actor=staff.user.actor, note="birth confirmed"
         )
     notice = f"Birth recorded; {_pending(planned)} after-birth messages planned."
+    return back(request, "/staff/alerts", notice=notice)
+
+
+@router.post("/alerts/{alert_id}/confirm-loss")
+@requires(Permission.ACT_ON_PATIENTS)
+def confirm_loss(
+    request: Request, services: ServicesDep, staff: StaffDep, alert_id: int
+) -> Response:
+    """Staff checked with the patient: the loss is real; every programme ends."""
+    try:
+        cancelled = loss_review.confirm(
+            services.db, alert_id, services.clock.now(), actor=staff.user.actor
+        )
+    except NotFoundError:
+        raise HTTPException(404, "no such alert") from None
+    except StateError as exc:
+        return back(request, f"/staff/alerts/{alert_id}", problem=str(exc))
+    notice = f"Loss confirmed; every programme ended ({cancelled} messages cancelled)."
+    return back(request, "/staff/alerts", notice=notice)
+
+
+@router.post("/alerts/{alert_id}/clear-loss-hold")
+@requires(Permission.ACT_ON_PATIENTS)
+def clear_loss_hold(
+    request: Request, services: ServicesDep, staff: StaffDep, alert_id: int
+) -> Response:
+    """Staff checked with the patient: there was no loss; her messages resume from now."""
+    try:
+        planned = loss_review.clear(
+            services.db, services.planner, alert_id, services.clock.now(), actor=staff.user.actor
+        )
+    except NotFoundError:
+        raise HTTPException(404, "no such alert") from None
+    except StateError as exc:
+        return back(request, f"/staff/alerts/{alert_id}", problem=str(exc))
+    notice = f"Loss hold cleared; {_pending(planned)} messages planned from now."
     return back(request, "/staff/alerts", notice=notice)

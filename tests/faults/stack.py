@@ -574,7 +574,7 @@ class Run:
                     self.latencies.append(
                         self.stack.text(self.cohort.phones[patient_id], "we lost the baby")
                     )
-                    channels, action = frozenset(Channel), "loss_recorded"
+                    channels, action = frozenset(Channel), "loss_hold"
                 else:
                     self.stack.pause(self.cohort.enrollment_of(patient_id))
                     channels, action = frozenset(Channel), "paused"
@@ -637,7 +637,7 @@ class Run:
             audits = session.execute(
                 select(AuditEvent.action, AuditEvent.patient_id, AuditEvent.detail).where(
                     AuditEvent.patient_id.in_(list(cohort.phones)),
-                    AuditEvent.action.in_(["opted_out", "loss_recorded", "paused"]),
+                    AuditEvent.action.in_(["opted_out", "loss_hold", "paused"]),
                 )
             ).all()
             reconciled = session.execute(
@@ -684,7 +684,7 @@ class Run:
         for cancel in self.cancels:
             if cancel.kind in ("loss", "pause"):
                 status = ended.get(cohort.enrollment_of(cancel.patient_id))
-                if status not in ("ended_loss", "paused"):
+                if status not in ("loss_hold", "paused"):  # a text holds; only staff end
                     problems.append(f"{cancel.kind} of patient {cancel.patient_id}: {status}")
         statuses = Counter(r.status for r in rows.values())
         latencies = sorted(self.latencies) or [0.0]

@@ -248,9 +248,9 @@ def test_demo_runs_the_whole_programme_quickly_without_services(env: dict[str, s
 def test_demo_seed_enrols_the_sample_patients_once(env: dict[str, str]) -> None:
     first = campaigns("demo", "--seed", env=env)
     assert first.returncode == 0, first.stderr
-    assert first.stdout.strip() == "demo patients: 5 enrolled"
+    assert first.stdout.splitlines()[0] == "demo patients: 5 enrolled"
     again = campaigns("demo", "--seed", env=env)
-    assert again.stdout.strip() == "demo patients: already enrolled"
+    assert again.stdout.splitlines()[0] == "demo patients: already enrolled"
     assert counts(env)["patients"] == 5
 
 
@@ -311,11 +311,32 @@ def test_classify_prints_the_reading_and_the_answer(env: dict[str, str]) -> None
     shown = campaigns("classify", "my calf is red n hot, can I book?", env=env)
     assert shown.returncode == 0, shown.stderr
     assert "intent:  leg" in shown.stdout and "tier:    amber" in shown.stdout
-    assert "matched: leg: red, hot" in shown.stdout and "matched: book: book" in shown.stdout
+    assert "matched: leg (leg): calf + red, calf + hot" in shown.stdout
+    assert "matched: book (book): i book" in shown.stdout
+    assert "[en, GSM-7, 152 units, 1 segment(s)]" in shown.stdout
     assert "needs checking today" in shown.stdout and "/b/" not in shown.stdout
     as_json = campaigns("classify", "yes", "--opted-out", "--json", env=env)
     assert json.loads(as_json.stdout)["intent"] == "resubscribe"
-    unknown = campaigns("classify", "tak", "--lang", "pl", env=env)
+    # Every language is read; the JSON keeps its shape and shows which way a loss went.
+    loss = json.loads(campaigns("classify", "poroniłam", "--lang", "pl", "--json", env=env).stdout)
+    assert {"intent", "tier", "actions", "replies", "alert", "segments"} <= set(loss)
+    assert (loss["intent"], loss["language"], loss["actions"]) == (
+        "loss",
+        "pl",
+        ["alert", "loss_hold"],
+    )
+    assert loss["segments"] == [
+        {"language": "en", "encoding": "GSM-7", "units": 124, "segments": 1}
+    ]
+    mention = json.loads(
+        campaigns("classify", "my sister had a stillbirth", "--json", env=env).stdout
+    )
+    assert (mention["intent"], mention["actions"], mention["alert"]) == (
+        "loss_mention",
+        ["alert"],
+        "review",
+    )
+    unknown = campaigns("classify", "tak", "--lang", "xx", env=env)
     assert unknown.returncode == 2 and "--lang" in unknown.stderr
 
 

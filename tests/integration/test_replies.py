@@ -205,7 +205,9 @@ def test_an_unknown_number_gets_the_generic_answer_with_no_patient_data(
     with app_services.db.session() as session:
         stored = session.execute(select(InboundMessage)).scalar_one()
     assert stored.patient_id is None and stored.intent == "unrecognised"
-    assert alerts_of(app_services) == []
+    # Nothing unread is lost: staff see it (a review, not emailed).
+    [alert] = alerts_of(app_services)
+    assert (alert.severity, alert.kind, alert.email_due) == ("review", "unrecognised", False)
 
 
 def test_an_unknown_number_with_a_danger_sign_gets_the_safety_answer_and_an_alert(
@@ -247,7 +249,7 @@ def test_a_danger_sign_gets_the_safety_answer_an_alert_an_email_and_a_marketing_
     assert "/b/" not in answers[0] and "book" not in answers[0].lower()
     [alert] = alerts_of(app_services)
     assert (alert.severity, alert.kind, alert.patient_id) == ("amber", "leg", done.patient_id)
-    assert "swollen" in alert.matched and alert.acknowledged_at is None
+    assert "leg + swollen" in alert.matched and alert.acknowledged_at is None
     with app_services.db.session() as session:
         patient = session.get(Patient, done.patient_id)
         assert patient is not None and patient.marketing_hold_until is not None
@@ -286,10 +288,10 @@ def test_a_red_emergency_answer_says_999_and_promises_no_call_back(
 def test_marketing_is_held_for_30_days_after_a_safety_answer(
     client: TestClient, app_services: Services, clock: MovableClock
 ) -> None:
-    done = enrol(app_services, weeks=34, consent="programme,marketing_sms,marketing_email")
+    done = enrol(app_services, weeks=35, consent="programme,marketing_sms,marketing_email")
     say(client, phone_of(app_services, done.patient_id), "my calf hurts and is red")
     marketing = [r for r in rows(app_services, done.enrollment_id) if r.kind == "marketing"]
-    assert marketing, "the plan should hold the physio offer at week 35"
+    assert marketing, "the plan should hold the physio offer within the horizon"
     clock.advance(timedelta(days=8))
     with app_services.db.session() as session:
         session.execute(
@@ -305,22 +307,121 @@ def test_marketing_is_held_for_30_days_after_a_safety_answer(
 # --- loss, opt-out and back ------------------------------------------------------------------
 
 
-def test_a_loss_stops_everything_at_once_with_one_gentle_answer(
-    client: TestClient, app_services: Services
+def test_a_loss_told_in_a_text_holds_everything_until_staff_confirm_it(
+    client: TestClient, clinician: StaffClient, app_services: Services
 ) -> None:
     done = enrol(app_services, weeks=20)
+    sender = phone_of(app_services, done.patient_id)
     assert pending_by_channel(app_services, done.enrollment_id)
-    [answer] = say(client, phone_of(app_services, done.patient_id), "I had a miscarriage yesterday")
+    [answer] = say(client, sender, "I had a miscarriage yesterday")
     assert "so sorry" in answer and "stopped these messages" in answer
     assert pending_by_channel(app_services, done.enrollment_id) == {}
     with app_services.db.session() as session:
         enrollment = session.get(Enrollment, done.enrollment_id)
-        assert enrollment is not None and enrollment.status == "ended_loss"
+        assert enrollment is not None and enrollment.status == "loss_hold"
+        stored = session.execute(select(InboundMessage)).scalar_one()
+        assert stored.intent == "loss" and stored.actions == ["alert", "loss_hold"]
     [alert] = alerts_of(app_services)
-    assert (alert.severity, alert.kind) == ("amber", "loss")
-    # Nothing restarts: START afterwards does not plan anything.
-    say(client, phone_of(app_services, done.patient_id), "START")
+    assert (alert.severity, alert.kind, alert.email_due) == ("amber", "loss", True)
+    # START while held plans nothing: only staff lift a hold.
+    say(client, sender, "START")
     assert pending_by_channel(app_services, done.enrollment_id) == {}
+    page = clinician.get(f"/staff/alerts/{alert.id}")
+    assert "Confirm the loss" in page.text and "clear the hold" in page.text
+    # Closing it without a decision would leave her held with nothing to show it.
+    assert ">Acknowledge<" not in page.text
+    plain = clinician.post(f"/staff/alerts/{alert.id}/acknowledge")
+    assert "waiting for a decision" in after(clinician, plain)
+    confirmed = clinician.post(f"/staff/alerts/{alert.id}/confirm-loss")
+    assert "Loss confirmed" in after(clinician, confirmed)
+    with app_services.db.session() as session:
+        enrollment = session.get(Enrollment, done.enrollment_id)
+        assert enrollment is not None and enrollment.status == "ended_loss"
+    assert alerts_of(app_services)[0].acknowledged_by == "staff:1:clinician@clinic.example"
+    again = clinician.post(f"/staff/alerts/{alert.id}/clear-loss-hold")
+    assert "already acknowledged" in after(clinician, again)
+
+
+def test_staff_clear_a_loss_hold_and_messages_resume_from_now(
+    client: TestClient, clinician: StaffClient, app_services: Services
+) -> None:
+    done = enrol(app_services, weeks=20)
+    before = {r.step_key for r in rows(app_services, done.enrollment_id) if r.status == "pending"}
+    say(client, phone_of(app_services, done.patient_id), "we lost our baby on friday")
+    [alert] = alerts_of(app_services)
+    cleared = clinician.post(f"/staff/alerts/{alert.id}/clear-loss-hold")
+    assert "Loss hold cleared" in after(clinician, cleared)
+    resumed = {r.step_key for r in rows(app_services, done.enrollment_id) if r.status == "pending"}
+    assert resumed == before
+    with app_services.db.session() as session:
+        enrollment = session.get(Enrollment, done.enrollment_id)
+        assert enrollment is not None and enrollment.status == "active"
+        actions = set(session.execute(select(AuditEvent.action)).scalars())
+    assert {"loss_hold", "loss_hold_cleared", "alert_acknowledged"} <= actions
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I had a miscarriage last year so I'm nervous",
+        "is leg cramp a sign of miscarriage?",
+        "my sister had a stillbirth",
+        "not a miscarriage thank god",
+    ],
+)
+def test_a_mention_of_loss_changes_nothing_and_goes_to_staff(
+    client: TestClient, app_services: Services, text: str
+) -> None:
+    done = enrol(app_services, weeks=20)
+    before = pending_by_channel(app_services, done.enrollment_id)
+    [answer] = say(client, phone_of(app_services, done.patient_id), text)
+    assert "sorry" not in answer and "our team will read" in answer and "999" in answer
+    assert pending_by_channel(app_services, done.enrollment_id) == before
+    with app_services.db.session() as session:
+        enrollment = session.get(Enrollment, done.enrollment_id)
+        assert enrollment is not None and enrollment.status == "active"
+    [alert] = alerts_of(app_services)
+    assert (alert.severity, alert.kind) == ("review", "loss_mention")
+
+
+def test_danger_and_loss_from_unknown_and_opted_out_numbers_reach_staff_by_email(
+    client: TestClient, app_services: Services
+) -> None:
+    done = enrol(app_services, weeks=20)
+    opted_out = phone_of(app_services, done.patient_id)
+    say(client, opted_out, "STOP")
+    [safety] = say(client, "+447700900991", "my waters have gone")
+    assert "maternity unit" in safety
+    assert "999" in say(client, opted_out, "chest pain")[0]
+    assert say(client, opted_out, "we lost the baby") == []  # no answer after STOP
+    [generic] = say(client, "+447700900992", "hello who is this")
+    assert "maternity unit" in generic and "999" in generic
+    found = [(a.severity, a.kind, a.email_due) for a in alerts_of(app_services)]
+    assert found == [
+        ("red", "maternity", True),
+        ("red", "emergency", True),
+        ("amber", "loss", True),
+        ("review", "unrecognised", False),
+    ]
+    assert runtime.email_alerts(app_services) == 3
+    subjects = [m.subject for m in app_services.email.sent]  # type: ignore[attr-defined]
+    assert sum(s.startswith("[RED]") for s in subjects) == 2
+    assert sum(s.startswith("[AMBER]") for s in subjects) == 1
+
+
+def test_a_text_in_another_language_that_no_list_reads_is_emailed_to_staff(
+    client: TestClient, app_services: Services
+) -> None:
+    done = enrol(app_services, weeks=20)
+    [answer] = say(client, phone_of(app_services, done.patient_id), "dziękuję, mam pytanie")
+    assert "maternity unit" in answer and "999" in answer
+    [alert] = alerts_of(app_services)
+    assert (alert.severity, alert.kind, alert.email_due) == ("amber", "unreadable", True)
+    assert runtime.email_alerts(app_services) == 1
+    # A danger sign in a shipped language is read, whatever language she enrolled with.
+    [safety] = say(client, phone_of(app_services, done.patient_id), "krwawię")
+    assert "maternity unit" in safety
+    assert alerts_of(app_services)[-1].severity == "red"
 
 
 def test_stop_cancels_pending_texts_answers_once_and_then_only_safety_start_and_help(
@@ -505,7 +606,7 @@ def test_the_inbox_lists_open_alerts_most_urgent_first_until_acknowledged(
 ) -> None:
     done = enrol(app_services, weeks=20)
     sender = phone_of(app_services, done.patient_id)
-    say(client, sender, "what time is my appointment on tuesday, thanks")  # BOOK
+    say(client, sender, "what time is my appointment on tuesday, thanks")  # review (not BOOK)
     say(client, sender, "hello??")  # review
     say(client, sender, "headache and blurry vision")  # amber
     say(client, "+447700900997", "can't breathe")  # red, unknown number
@@ -516,7 +617,7 @@ def test_the_inbox_lists_open_alerts_most_urgent_first_until_acknowledged(
     metrics = operator.get("/metrics").text
     assert 'campaigns_alerts_open{severity="red"} 1' in metrics
     assert 'campaigns_alerts_open{severity="amber"} 1' in metrics
-    assert 'campaigns_alerts_open{severity="review"} 1' in metrics
+    assert 'campaigns_alerts_open{severity="review"} 2' in metrics
     red = next(a for a in alerts_of(app_services) if a.severity == "red")
     ack = clinician.post(f"/staff/alerts/{red.id}/acknowledge", data={"note": "called 999"})
     assert ack.status_code == 303

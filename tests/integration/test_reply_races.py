@@ -37,7 +37,7 @@ def reply(services: Services, phone: str, body: str) -> Answer:
 
 
 @pytest.mark.parametrize(
-    ("body", "action"), [("STOP", "opted_out"), ("we lost the baby", "loss_recorded")]
+    ("body", "action"), [("STOP", "opted_out"), ("we lost the baby", "loss_hold")]
 )
 def test_a_reply_during_a_send_commits_at_once_and_stops_the_rest(
     make_services: object, database_url: str, body: str, action: str

@@ -20,7 +20,7 @@ from campaigns.storage.models import AuditEvent, Patient
 
 #: Audit actions of the changes that stop a patient's texts; each lists (`in_flight`) the
 #: messages it found already with a provider, which it could no longer stop.
-CANCELLATIONS = ("loss_recorded", "opted_out", "paused", "stopped")
+CANCELLATIONS = ("loss_recorded", "loss_hold", "opted_out", "paused", "stopped")
 
 
 class WatchingSms:

@@ -178,9 +178,25 @@ def test_late_enrolment_skips_the_past_and_catches_up_the_latest_warning_of_each
     order = [p.step.key for p in pending(planned) if p.channel is Channel.SMS]
     assert order[:3] == ["welcome", "clot-and-breathing-signs", "pre-eclampsia-signs"]
     assert local(sms["clot-and-breathing-signs"]).date() == TODAY + timedelta(days=1)
-    assert local(sms["pre-eclampsia-signs"]).date() == TODAY + timedelta(days=2)
+    # At most two texts a week: the second warning waits for the next week, not the next day.
+    assert local(sms["pre-eclampsia-signs"]).date() == TODAY + timedelta(days=7)
     assert sms["sleep-and-cramps"].status is MessageStatus.PENDING
     assert sms["sleep-and-cramps"].reason is None
+
+
+def test_a_late_joiner_gets_at_most_two_texts_in_her_first_week() -> None:
+    """The welcome promises about one text a week: a Tuesday joiner at 38 weeks (welcome and
+    two warnings to catch up) once got four texts by Friday."""
+    tuesday = date(2026, 3, 3)
+    planned = pending(plan(facts(edd_for(tuesday, 38), tuesday), CAMPAIGN, WINDOW, at(tuesday)))
+    first_week = {
+        p.step.key
+        for p in planned
+        if local(p).date() < tuesday + timedelta(days=7) and p.channel is Channel.SMS
+    }
+    assert len(first_week) == 2 and "welcome" in first_week
+    catch_ups = [p for p in planned if p.reason == CATCH_UP and p.channel is Channel.SMS]
+    assert len(catch_ups) == 2  # nothing dropped: the second warning comes the week after
 
 
 def test_a_step_due_later_today_is_not_a_catch_up() -> None:
@@ -315,6 +331,9 @@ def test_every_plan_respects_the_rules(
         assert p.expires_at is not None and p.expires_at > p.due_at
         per_day.setdefault(p.due_at.astimezone(zone(tz)).date(), set()).add(p.step.key)
     assert all(len(steps) == 1 for steps in per_day.values())
+    days = sorted(per_day)
+    for first in days:  # at most two messages in any seven days
+        assert sum(1 for d in days if first <= d < first + timedelta(days=7)) <= 2, days
     if birth is not None:
         assert all(p.step.anchor.value != "edd" for p in planned)
     assert sum(1 for p in live if p.reason == CATCH_UP and p.channel is Channel.SMS) <= 3

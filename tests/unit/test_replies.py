@@ -1,4 +1,5 @@
-"""The reply rules (CLINICAL.md section 4) as a table, birth dates in texts, and booking tokens."""
+"""The reply rules (docs/clinical-safety.md) as a table, birth dates in texts, booking tokens,
+and properties: a text never ends a programme."""
 
 from __future__ import annotations
 
@@ -6,14 +7,16 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from campaigns.answering import with_provider_keyword
-from campaigns.keywords import Intent, classify, load_lexicons
+from campaigns.keywords import Intent, classify, load_reader
 from campaigns.links import ExpiredTokenError, LinkSigner, TokenError
 from campaigns.replies import Action, Severity, Situation, birth_date_in, decide
 
 ROOT = Path(__file__).resolve().parents[2]
-LEXICON = load_lexicons(ROOT / "templates" / "_keywords")["en"]
+LEXICON = load_reader(ROOT / "templates" / "_keywords")
 PATIENT = Situation(known=True)
 OPTED_OUT = Situation(known=True, opted_out=True)
 STRANGER = Situation(known=False)
@@ -46,11 +49,11 @@ def answer(
             {Action.ALERT, Action.MARKETING_HOLD},
             "amber",
         ),
-        # leg plus headache: both AMBER answers (CLINICAL.md: "also send the pre-eclampsia reply")
+        # leg plus headache: both AMBER answers, the more urgent (pre-eclampsia) first
         (
             "swollen leg and a bad headache",
             PATIENT,
-            ("leg", "pre_eclampsia"),
+            ("pre_eclampsia", "leg"),
             {Action.ALERT, Action.MARKETING_HOLD},
             "amber",
         ),
@@ -72,14 +75,42 @@ def answer(
         ),
         # after STOP: danger signs still answered
         ("my leg is swollen", OPTED_OUT, ("leg",), {Action.ALERT, Action.MARKETING_HOLD}, "amber"),
-        ("I lost the baby", PATIENT, ("loss",), {Action.ALERT, Action.END_FOR_LOSS}, "amber"),
+        # A loss told now holds everything; staff confirm or clear it. A text never ends it.
+        ("I lost the baby", PATIENT, ("loss",), {Action.ALERT, Action.LOSS_HOLD}, "amber"),
+        ("I lost the baby", OPTED_OUT, (), {Action.ALERT, Action.LOSS_HOLD}, "amber"),
         (
             "miscarried and bleeding heavily",
             PATIENT,
             ("maternity_bleeding", "loss"),
-            {Action.ALERT, Action.MARKETING_HOLD, Action.END_FOR_LOSS},
+            {Action.ALERT, Action.MARKETING_HOLD, Action.LOSS_HOLD},
             "red",
         ),
+        # A mention of loss: no condolence, no hold, a person reads it.
+        ("my sister had a stillbirth", PATIENT, ("noted",), {Action.ALERT}, "review"),
+        (
+            "had a miscarriage last year, stop texting",
+            PATIENT,
+            ("opt_out",),
+            {
+                Action.ALERT,
+                Action.OPT_OUT,
+            },
+            "review",
+        ),
+        # Every danger sign's answer, most urgent first.
+        (
+            "chest pain, bleeding and my face is swollen",
+            PATIENT,
+            ("emergency", "maternity_bleeding", "pre_eclampsia"),
+            {Action.ALERT, Action.MARKETING_HOLD},
+            "red",
+        ),
+        # Set aside as negated: the cramp tip, and a person still reads it.
+        ("no swelling just cramp", PATIENT, ("cramp",), {Action.ALERT}, "review"),
+        # Not English and nobody's list reads it: emailed to staff, from anyone.
+        ("merci beaucoup", PATIENT, ("unrecognised",), {Action.ALERT}, "amber"),
+        ("merci beaucoup", OPTED_OUT, (), {Action.ALERT}, "amber"),
+        ("merci beaucoup", STRANGER, ("unknown_sender",), {Action.ALERT}, "amber"),
         ("STOP", PATIENT, ("opt_out",), {Action.OPT_OUT}, None),
         ("STOP", OPTED_OUT, (), {Action.OPT_OUT}, None),  # one confirmation only, ever
         ("START", OPTED_OUT, ("resubscribe",), {Action.RESUBSCRIBE}, None),
@@ -98,7 +129,8 @@ def answer(
             "routine",
         ),
         ("what time is it", PATIENT, ("unrecognised",), {Action.ALERT}, "review"),
-        ("what time is it", STRANGER, ("unknown_sender",), set(), None),
+        ("what time is it", STRANGER, ("unknown_sender",), {Action.ALERT}, "review"),
+        ("we lost the baby", STRANGER, ("unknown_sender",), {Action.ALERT}, "amber"),
         ("bleeding", STRANGER, ("maternity_bleeding",), {Action.ALERT}, "red"),
         ("STOP", STRANGER, ("opt_out",), {Action.OPT_OUT}, None),
         ("HELP", STRANGER, ("help",), set(), None),
@@ -177,3 +209,33 @@ def test_provider_keyword_counts_even_when_our_words_miss_it() -> None:
     found = with_provider_keyword(classify("arret", LEXICON), "STOP")
     assert found.intent is Intent.OPT_OUT
     assert found.words == ["OptOutType=STOP"]
+
+
+ANY_TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=200)
+LOSS_WORDS = [
+    "I had a miscarriage",
+    "we lost the baby",
+    "my sister had a stillbirth",
+    "m/c last year",
+    "scan showed no heartbeat",
+    "is this a sign of miscarriage?",
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    ANY_TEXT,
+    st.sampled_from(LOSS_WORDS),
+    ANY_TEXT,
+    st.sampled_from([PATIENT, OPTED_OUT, STRANGER]),
+)
+def test_a_loss_mention_never_ends_an_enrolment(
+    before: str, loss: str, after: str, situation: Situation
+) -> None:
+    """No text ends a programme: at most a hold that staff confirm or clear, and staff told."""
+    decision = decide(classify(f"{before} {loss} {after}", LEXICON), situation)
+    assert "end_for_loss" not in {a.value for a in decision.actions}
+    assert decision.alert is not None
+    if Action.LOSS_HOLD in decision.actions:
+        assert situation.known and decision.alert.severity in (Severity.AMBER, Severity.RED)
+        assert decision.alert.kind in ("loss", *(i.value for i in Intent))
