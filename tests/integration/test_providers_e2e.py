@@ -61,7 +61,7 @@ class Stack:
 
     def web_ready(self) -> bool:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/readyz", timeout=1):
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/healthz", timeout=1):
                 return True
         except OSError:
             return False
