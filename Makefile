@@ -55,7 +55,7 @@ lint: install
 	$(VENV)/bin/mypy
 
 bench: install services
-	$(VENV)/bin/python -m bench.enrol
+	$(VENV)/bin/python -m bench.enroll
 	$(VENV)/bin/python -m bench.dispatch
 	$(VENV)/bin/python -m bench.providers
 	$(VENV)/bin/python -m bench.inbound

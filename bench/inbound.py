@@ -40,7 +40,7 @@ from sqlalchemy import create_engine, text
 from twilio.request_validator import RequestValidator
 
 from bench.common import fresh_postgres, save
-from bench.providers import enrol
+from bench.providers import enroll
 from campaigns.keywords import classify, load_reader
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,8 +197,8 @@ def web_server(url: str, workers: int) -> Iterator[int]:
         CAMPAIGNS_BROKER_URL="redis://127.0.0.1:6379/14",  # not embedded: the web process only
         CAMPAIGNS_PUBLIC_URL=PUBLIC,
         TWILIO_AUTH_TOKEN=TOKEN,
-        CAMPAIGNS_SMS_PROVIDER="outbox",
-        CAMPAIGNS_EMAIL_PROVIDER="outbox",
+        CAMPAIGNS_SMS_PROVIDER="local",
+        CAMPAIGNS_EMAIL_PROVIDER="local",
     )
     server = subprocess.Popen(
         [
@@ -345,7 +345,7 @@ def main() -> None:
     print("classification per second:", [round(r) for r in rates], flush=True)
     webhook = []
     with fresh_postgres("bench_inbound") as url:
-        enrol(url, args.patients)
+        enroll(url, args.patients)
         # As a live database would be: statistics current after the bulk enrolment.
         engine = create_engine(url, isolation_level="AUTOCOMMIT")
         with engine.connect() as connection:

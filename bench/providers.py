@@ -36,11 +36,11 @@ from twilio.rest import Client
 from bench.common import fresh_postgres, save
 from campaigns import enrollments
 from campaigns.bootstrap import build
-from campaigns.domain import Channel, ConsentPurpose, ConsentSource, EddSource
-from campaigns.intake import EnrolmentRequest
+from campaigns.intake import EnrollmentRequest
 from campaigns.providers.twilio_http import PooledTwilioHttpClient
 from campaigns.sandbox.twilio_server import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TwilioSandbox
 from campaigns.settings import Settings
+from campaigns.vocabulary import Channel, ConsentPurpose, ConsentSource, EddSource
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -123,12 +123,12 @@ def ceiling(url: str, transport: str, seconds: float = 15) -> float:
     return total / seconds
 
 
-def enrol(url: str, count: int) -> None:
+def enroll(url: str, count: int) -> None:
     now = datetime.now(UTC)
     settings = Settings(database_url=url, send_window="Mon-Sun 00:00-24:00", holiday_region="none")
     services = build(settings)
     requests = [
-        EnrolmentRequest(
+        EnrollmentRequest(
             campaign="leg-cramps",
             name=f"Patient {i}",
             phone=f"+4474{i:08d}",
@@ -143,7 +143,7 @@ def enrol(url: str, count: int) -> None:
         for i in range(count)
     ]
     for start in range(0, count, 10_000):
-        enrollments.enrol_many(
+        enrollments.enroll_many(
             services.db,
             services.planner,
             requests[start : start + 10_000],
@@ -188,7 +188,7 @@ def service(
     redis.Redis.from_url(REDIS).flushdb()
     clear(sandbox_url)
     with fresh_postgres("bench_send") as url, tempfile.TemporaryDirectory() as folder:
-        enrol(url, messages)
+        enroll(url, messages)
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("CAMPAIGNS_")},
             "CAMPAIGNS_DATABASE_URL": url,

@@ -19,10 +19,6 @@ from sqlalchemy.orm import Session
 
 from campaigns import alerts, audit, enrollments, reachability
 from campaigns.content import ContentRenderer
-from campaigns.domain import (
-    Channel,
-    ConsentSource,
-)
 from campaigns.keywords import (
     Classification,
     Intent,
@@ -48,6 +44,10 @@ from campaigns.storage.models import (
     Alert,
     InboundMessage,
     Patient,
+)
+from campaigns.vocabulary import (
+    Channel,
+    ConsentSource,
 )
 from campaigns.window import zone
 

@@ -11,14 +11,13 @@ from campaigns.catalog import Catalog
 from campaigns.clock import Clock, SystemClock
 from campaigns.content import Clinic, ContentRenderer, check_reply_fit, check_sms_fit
 from campaigns.delivery import DeliveryPolicy
-from campaigns.domain import Channel
 from campaigns.intake import IntakeRules
 from campaigns.keywords import Reader, load_reader
 from campaigns.links import LinkSigner
 from campaigns.passkeys import RelyingParty
 from campaigns.providers.base import EmailSender, SmsSender
 from campaigns.providers.fake import FakeEmailSender, FakeSmsSender
-from campaigns.providers.outbox import OutboxEmailSender, OutboxSmsSender
+from campaigns.providers.local import LocalEmailSender, LocalSmsSender
 from campaigns.providers.sendgrid import SendGridEmailSender
 from campaigns.providers.smtp import SmtpEmailSender
 from campaigns.providers.twilio import TwilioSmsSender
@@ -31,6 +30,7 @@ from campaigns.settings import Settings
 from campaigns.sign_in_throttle import Limits, Throttle, throttle
 from campaigns.staff_accounts import TOTP_PURPOSE
 from campaigns.storage.db import Database, Timeouts
+from campaigns.vocabulary import Channel
 from campaigns.window import SendWindow
 
 #: Twilio waits 15 s for a webhook's answer: a lock or statement that takes longer than these
@@ -153,7 +153,7 @@ def sms_sender(settings: Settings) -> SmsSender:
             timeout=settings.provider_timeout_seconds,
             max_connections=settings.send_concurrency,
         )
-    return FakeSmsSender() if settings.sms_provider == "fake" else OutboxSmsSender()
+    return FakeSmsSender() if settings.sms_provider == "fake" else LocalSmsSender()
 
 
 def email_sender(settings: Settings) -> EmailSender:
@@ -180,7 +180,7 @@ def email_sender(settings: Settings) -> EmailSender:
             starttls=settings.smtp_starttls,
             timeout=settings.provider_timeout_seconds,
         )
-    return FakeEmailSender() if settings.email_provider == "fake" else OutboxEmailSender()
+    return FakeEmailSender() if settings.email_provider == "fake" else LocalEmailSender()
 
 
 def rate_limiters(

@@ -12,17 +12,17 @@ from typing import Annotated, Any
 
 import typer
 
-from campaigns import alerts, enrollments, halts, views
+from campaigns import alerts, enrollments, halts, queries
 from campaigns.bootstrap import Services, build, clinic_from
 from campaigns.catalog import CatalogError
 from campaigns.content import ContentRenderer
-from campaigns.domain import ConsentSource
 from campaigns.errors import InputError, NotFoundError, StateError
-from campaigns.intake import parse_date, parse_edd_source, parse_enrolment
+from campaigns.intake import parse_date, parse_edd_source, parse_enrollment
 from campaigns.keywords import LexiconError, load_reader
 from campaigns.keywords import classify as read_reply
 from campaigns.replies import Situation, decide
 from campaigns.settings import get_settings
+from campaigns.vocabulary import ConsentSource
 from campaigns.window import WindowError, zone
 
 app = typer.Typer(
@@ -166,7 +166,7 @@ def enroll(
     """Enrol a patient and plan their messages."""
     with services() as built:
         now = built.clock.now()
-        request = parse_enrolment(
+        request = parse_enrollment(
             {
                 "campaign": campaign,
                 "name": name,
@@ -184,7 +184,7 @@ def enroll(
             built.intake,
             now,
         )
-        [done] = enrollments.enrol_many(
+        [done] = enrollments.enroll_many(
             built.db, built.planner, [request], now, source=ConsentSource.CLI, actor="cli"
         )
         pending = [p for p in done.planned if p.status == "pending"]
@@ -225,7 +225,7 @@ def preview(
 ) -> None:
     """Show the plan a hypothetical patient would get, with every message's text."""
     with services() as built:
-        entries = views.preview_request(
+        entries = queries.preview_request(
             built.catalog,
             built.window,
             built.renderer,
@@ -257,8 +257,8 @@ def timeline(
 ) -> None:
     """A patient's messages: when each is or was due, and what happened to it."""
     with services() as built, built.db.session() as session:
-        found = views.find_patient(session, patient)
-        entries = views.timeline(session, found, built.planner, built.clock.now())
+        found = queries.find_patient(session, patient)
+        entries = queries.timeline(session, found, built.planner, built.clock.now())
         if json_out:
             typer.echo(json.dumps([e.as_json() for e in entries], indent=2))
             return
@@ -296,7 +296,7 @@ def status(json_out: JsonFlag = False) -> None:
     """Messages by status, how many are due, the oldest one's lag, halts and open alerts."""
     with services() as built:
         with built.db.session() as session:
-            found = views.backlog(session, built.clock.now())
+            found = queries.backlog(session, built.clock.now())
             waiting = alerts.open_counts(session).by_severity
         stopped = {
             channel: {"provider": h.provider, "code": h.code, "reason": h.reason}
@@ -497,7 +497,7 @@ def send_test(
 @app.command("resume-channel")
 def resume_channel(channel: Annotated[str, typer.Argument(help="sms or email")]) -> None:
     """Let a halted channel send again, once its provider problem is fixed."""
-    from campaigns.domain import Channel
+    from campaigns.vocabulary import Channel
 
     try:
         chosen = Channel(channel)
@@ -733,15 +733,15 @@ def users_totp(email: Annotated[str, typer.Argument()]) -> None:
     """Enrol an authenticator app: prints the otpauth URI (and key) and recovery codes."""
     from campaigns import staff_accounts
 
-    def enrol(b: Services, now: datetime) -> str:
-        done = staff_accounts.enrol_totp(b.db, b.totp_box, email, now, actor=CLI_ACTOR)
+    def enroll(b: Services, now: datetime) -> str:
+        done = staff_accounts.enroll_totp(b.db, b.totp_box, email, now, actor=CLI_ACTOR)
         codes = "\n".join(f"  {code}" for code in done.recovery_codes)
         return (
             f"otpauth URI (scan or paste into the app): {done.uri}\n"
             f"key: {done.secret}\nrecovery codes (each works once; shown only now):\n{codes}"
         )
 
-    _user_change(enrol)
+    _user_change(enroll)
 
 
 @users_app.command("reset-2fa")

@@ -17,7 +17,7 @@ from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound, select_a
 from jinja2.sandbox import SandboxedEnvironment
 
 from campaigns.catalog import DEFAULT_LANGUAGE, Campaign, CatalogError
-from campaigns.domain import Channel
+from campaigns.vocabulary import Channel
 
 GSM7_BASIC = frozenset(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"

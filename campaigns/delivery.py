@@ -27,11 +27,11 @@ from sqlalchemy import ColumnElement, CursorResult, and_, case, delete, func, se
 
 from campaigns import audit, halts
 from campaigns.clock import Clock
-from campaigns.domain import Channel, MessageStatus
 from campaigns.errors import StateError
 from campaigns.storage import outbox
 from campaigns.storage.db import Database, among
 from campaigns.storage.models import Enrollment, ScheduledMessage, SendLease
+from campaigns.vocabulary import Channel, MessageStatus
 
 log = logging.getLogger(__name__)
 SM = ScheduledMessage

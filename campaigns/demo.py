@@ -1,6 +1,6 @@
 """`campaigns demo`: the whole programme for five sample patients, on a simulated clock.
 
-It runs on a throwaway SQLite file with the outbox providers, so it needs no services, and it
+It runs on a throwaway SQLite file with the local providers, so it needs no services, and it
 goes through the same enrolment, planning, dispatch and send code as production.
 """
 
@@ -14,12 +14,11 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from campaigns import enrollments, housekeeping, views
+from campaigns import enrollments, housekeeping, queries
 from campaigns.bootstrap import Services, build
 from campaigns.clock import MovableClock
-from campaigns.domain import ConsentSource, EddSource, MessageStatus
 from campaigns.errors import StateError
-from campaigns.intake import parse_enrolment
+from campaigns.intake import parse_enrollment
 from campaigns.planning import PlannedSend
 from campaigns.pregnancy import date_at_gestation, gestational_age
 from campaigns.runtime import InlineQueue, tick
@@ -27,6 +26,7 @@ from campaigns.scheduling import extend_plans
 from campaigns.settings import Settings
 from campaigns.storage.migrate import upgrade
 from campaigns.storage.models import Enrollment, Patient, ScheduledMessage
+from campaigns.vocabulary import ConsentSource, EddSource, MessageStatus
 from campaigns.window import zone
 
 Echo = Callable[[str], None]
@@ -123,13 +123,13 @@ def seed(services: Services) -> int:
     with services.db.session() as session:
         known = set(session.execute(select(Patient.phone)).scalars())
     requests = [
-        parse_enrolment(
+        parse_enrollment(
             _fields(p, _edd_for(p, now.astimezone(zone(p.timezone)).date())), services.intake, now
         )
         for p in PATIENTS
         if p.phone not in known
     ]
-    enrollments.enrol_many(
+    enrollments.enroll_many(
         services.db, services.planner, requests, now, source=ConsentSource.STAFF, actor=ACTOR
     )
     return len(requests)
@@ -184,8 +184,8 @@ def simulate(settings: Settings, start_day: date | None, echo: Echo) -> None:
         demo_settings = settings.model_copy(
             update={
                 "database_url": url,
-                "sms_provider": "outbox",
-                "email_provider": "outbox",
+                "sms_provider": "local",
+                "email_provider": "local",
                 "send_concurrency": 1,
             }
         )
@@ -215,7 +215,7 @@ class _Simulation:
         for p in PATIENTS:
             self.echo(f"  {p.name}: {p.story}")
         self.echo("")
-        self._enrol_all(first_day)
+        self._enroll_all(first_day)
         events = self._events()
         end = self.clock.now() + timedelta(weeks=60)
         while True:
@@ -237,12 +237,12 @@ class _Simulation:
                 break
         self._summary()
 
-    def _enrol_all(self, first_day: date) -> None:
+    def _enroll_all(self, first_day: date) -> None:
         now = self.clock.now()
         for p in PATIENTS:
             edd = _edd_for(p, now.astimezone(zone(p.timezone)).date())
-            request = parse_enrolment(_fields(p, edd), self.services.intake, now)
-            [done] = enrollments.enrol_many(
+            request = parse_enrollment(_fields(p, edd), self.services.intake, now)
+            [done] = enrollments.enroll_many(
                 self.services.db,
                 self.services.planner,
                 [request],
@@ -428,7 +428,7 @@ class _Simulation:
                 patient = session.get(Patient, enrollment.patient_id)
                 assert patient is not None
                 statuses = [
-                    e.status for e in views.timeline(session, patient, self.services.planner, now)
+                    e.status for e in queries.timeline(session, patient, self.services.planner, now)
                 ]
                 counts = {s: statuses.count(s) for s in sorted(set(statuses))}
                 self.echo(

@@ -17,15 +17,8 @@ from sqlalchemy.orm import Session
 
 from campaigns import audit
 from campaigns.consent import WORDING_VERSION
-from campaigns.domain import (
-    Channel,
-    ConsentPurpose,
-    ConsentSource,
-    EddSource,
-    EnrollmentStatus,
-)
 from campaigns.errors import InputError, StateError
-from campaigns.intake import EnrolmentRequest
+from campaigns.intake import EnrollmentRequest
 from campaigns.planning import PlanInput, PlannedSend
 from campaigns.pregnancy import EddError, check_edd, pregnancy_start
 from campaigns.scheduling import (
@@ -43,6 +36,13 @@ from campaigns.scheduling import (
 from campaigns.storage.bulk import NULL, copy_field, iso, reserve_ids, text_or_null, write_rows
 from campaigns.storage.db import Database
 from campaigns.storage.models import ConsentEvent, Enrollment, Patient
+from campaigns.vocabulary import (
+    Channel,
+    ConsentPurpose,
+    ConsentSource,
+    EddSource,
+    EnrollmentStatus,
+)
 from campaigns.window import zone
 
 LIVE = (EnrollmentStatus.ACTIVE.value, EnrollmentStatus.PAUSED.value)
@@ -100,10 +100,10 @@ ENROLLMENT_COLUMNS = (
 )
 
 
-def enrol_many(
+def enroll_many(
     db: Database,
     planner: Planner,
-    requests: Sequence[EnrolmentRequest],
+    requests: Sequence[EnrollmentRequest],
     now: datetime,
     *,
     source: ConsentSource,
@@ -187,7 +187,7 @@ def enrol_many(
 
 def _planned_enrollments(
     planner: Planner,
-    requests: Sequence[EnrolmentRequest],
+    requests: Sequence[EnrollmentRequest],
     patient_ids: Sequence[int],
     enrollment_ids: Sequence[int],
     now: datetime,
@@ -554,7 +554,7 @@ def _ranges(ids: Sequence[int]) -> list[list[int]]:
     return runs
 
 
-def _refuse_repeated_phones(requests: Sequence[EnrolmentRequest]) -> None:
+def _refuse_repeated_phones(requests: Sequence[EnrollmentRequest]) -> None:
     seen: dict[str, int] = {}
     for index, request in enumerate(requests):
         if request.phone is None:
@@ -568,7 +568,7 @@ def _refuse_repeated_phones(requests: Sequence[EnrolmentRequest]) -> None:
         seen[request.phone] = index
 
 
-def _refuse_known_phones(session: Session, requests: Sequence[EnrolmentRequest]) -> None:
+def _refuse_known_phones(session: Session, requests: Sequence[EnrollmentRequest]) -> None:
     phones = {r.phone: i for i, r in enumerate(requests) if r.phone is not None}
     numbers = list(phones)
     for start in range(0, len(numbers), 1000):

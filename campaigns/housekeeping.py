@@ -13,11 +13,11 @@ from sqlalchemy import exists, select
 
 from campaigns import audit
 from campaigns.catalog import Catalog
-from campaigns.domain import Anchor, EnrollmentStatus, MessageStatus
 from campaigns.enrollments import pause
 from campaigns.pregnancy import MAX_GESTATION_DAYS, TERM_DAYS, is_overdue_unconfirmed
 from campaigns.storage.db import Database
 from campaigns.storage.models import Enrollment, Patient, ScheduledMessage
+from campaigns.vocabulary import Anchor, EnrollmentStatus, MessageStatus
 from campaigns.window import zone
 
 SYSTEM = "system:housekeeping"

@@ -12,14 +12,14 @@ from datetime import date, datetime
 
 from campaigns.catalog import Catalog
 from campaigns.contacts import check_language, check_timezone, normalise_email, normalise_phone
-from campaigns.domain import Channel, ConsentPurpose, EddSource
 from campaigns.errors import InputError
 from campaigns.pregnancy import EddError, check_edd
+from campaigns.vocabulary import Channel, ConsentPurpose, EddSource
 from campaigns.window import zone
 
 
 @dataclass(frozen=True)
-class EnrolmentRequest:
+class EnrollmentRequest:
     campaign: str
     name: str
     phone: str | None
@@ -41,9 +41,9 @@ class IntakeRules:
     default_timezone: str
 
 
-def parse_enrolment(
+def parse_enrollment(
     fields: Mapping[str, str | None], rules: IntakeRules, now: datetime, *, row: int | None = None
-) -> EnrolmentRequest:
+) -> EnrollmentRequest:
     """Check one request; raises InputError(field, message, row=row) for the first problem."""
     try:
         return _parse(fields, rules, now)
@@ -51,7 +51,9 @@ def parse_enrolment(
         raise InputError(exc.field, exc.message, row=row) from None
 
 
-def _parse(fields: Mapping[str, str | None], rules: IntakeRules, now: datetime) -> EnrolmentRequest:
+def _parse(
+    fields: Mapping[str, str | None], rules: IntakeRules, now: datetime
+) -> EnrollmentRequest:
     def text(name: str) -> str:
         return (fields.get(name) or "").strip()
 
@@ -82,7 +84,7 @@ def _parse(fields: Mapping[str, str | None], rules: IntakeRules, now: datetime) 
         raise InputError("consent", "marketing_sms needs a phone number")
     if ConsentPurpose.MARKETING_EMAIL in consents and email is None:
         raise InputError("consent", "marketing_email needs an email address")
-    return EnrolmentRequest(
+    return EnrollmentRequest(
         campaign=campaign,
         name=name,
         phone=phone,

@@ -27,8 +27,8 @@ from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from campaigns.catalog import Campaign, Step
-from campaigns.domain import Anchor, Channel, MessageStatus, StepKind
 from campaigns.pregnancy import pregnancy_start
+from campaigns.vocabulary import Anchor, Channel, MessageStatus, StepKind
 from campaigns.window import SendWindow, local_to_utc, zone
 
 

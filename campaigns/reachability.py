@@ -16,10 +16,10 @@ from sqlalchemy.orm import Session
 from campaigns import audit
 from campaigns.consent import WORDING_VERSION
 from campaigns.contacts import address_hash
-from campaigns.domain import Channel, ConsentPurpose, ConsentSource
 from campaigns.scheduling import Planner, active_enrollments, cancel_channel, reschedule
 from campaigns.storage.db import insert_if_absent
 from campaigns.storage.models import ConsentEvent, Patient, Suppression
+from campaigns.vocabulary import Channel, ConsentPurpose, ConsentSource
 
 
 def address_of(patient: Patient, channel: Channel) -> str | None:

@@ -12,7 +12,7 @@ and time; SendGrid's Email Activity by our id):
                   per sweep, with the evidence; `campaigns requeue --unknown` resends)
     error      -> ask again later, with the same deadline
 
-A callback that arrives first settles the row itself (campaigns.inbound) and the reconciler
+A callback that arrives first settles the row itself (campaigns.receipts) and the reconciler
 then finds nothing to do. Only `not found` leads to a resend, and only the provider's own
 records can say it.
 """
@@ -30,7 +30,6 @@ from sqlalchemy import select, update
 
 from campaigns import alerts, audit
 from campaigns.delivery import NEEDS_REVIEW, DeliveryPolicy
-from campaigns.domain import Channel, MessageStatus
 from campaigns.providers.base import (
     Attempt,
     EmailSender,
@@ -42,6 +41,7 @@ from campaigns.providers.base import (
 from campaigns.replies import AlertSpec, Severity
 from campaigns.storage.db import Database, among
 from campaigns.storage.models import Enrollment, Patient, ScheduledMessage
+from campaigns.vocabulary import Channel, MessageStatus
 
 log = logging.getLogger(__name__)
 SM = ScheduledMessage

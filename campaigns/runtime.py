@@ -12,9 +12,9 @@ import time
 
 from campaigns import alerts, delivery, housekeeping, reconciling, staff_sessions
 from campaigns.bootstrap import Services
-from campaigns.domain import Channel
 from campaigns.scheduling import extend_plans
 from campaigns.staff_sessions import Timeouts
+from campaigns.vocabulary import Channel
 
 log = logging.getLogger(__name__)
 UPKEEP_EVERY_SECONDS = 60.0

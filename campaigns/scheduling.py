@@ -18,14 +18,6 @@ from sqlalchemy.orm import Session
 from campaigns.catalog import Catalog
 from campaigns.consent import ConsentRecord, ConsentState, current
 from campaigns.contacts import address_hash
-from campaigns.domain import (
-    CANCELLABLE,
-    NOT_SENT_FINAL,
-    Channel,
-    ConsentPurpose,
-    EnrollmentStatus,
-    MessageStatus,
-)
 from campaigns.errors import NotFoundError
 from campaigns.planning import PlanInput, PlannedSend, plan
 from campaigns.storage.bulk import NULL, copy_lines, is_postgres, iso, write_rows
@@ -36,6 +28,14 @@ from campaigns.storage.models import (
     Patient,
     ScheduledMessage,
     Suppression,
+)
+from campaigns.vocabulary import (
+    CANCELLABLE,
+    NOT_SENT_FINAL,
+    Channel,
+    ConsentPurpose,
+    EnrollmentStatus,
+    MessageStatus,
 )
 from campaigns.window import SendWindow, zone
 

@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from campaigns.consent import ConsentState
-from campaigns.domain import Channel, EnrollmentStatus, MessageStatus, StepKind
 from campaigns.providers.base import (
     ConfigurationError,
     InvalidAddressError,
@@ -26,6 +25,7 @@ from campaigns.providers.base import (
     SendReceipt,
     UnknownOutcomeError,
 )
+from campaigns.vocabulary import Channel, EnrollmentStatus, MessageStatus, StepKind
 from campaigns.window import SendWindow, zone
 
 #: A halted channel's messages wait this long before they are offered to it again.

@@ -42,7 +42,6 @@ from campaigns import send_rules as rules
 from campaigns.clock import Clock
 from campaigns.content import ContentRenderer, Recipient
 from campaigns.delivery import DeliveryPolicy
-from campaigns.domain import Channel, ConsentSource
 from campaigns.grouping import GroupCommitter
 from campaigns.links import LinkSigner
 from campaigns.providers.base import (
@@ -58,6 +57,7 @@ from campaigns.scheduling import Planner, lock_patient
 from campaigns.send_rules import Facts, Followup, Outcome, Verdict
 from campaigns.storage import outbox
 from campaigns.storage.db import Database
+from campaigns.vocabulary import Channel, ConsentSource
 from campaigns.window import SendWindow
 
 log = logging.getLogger(__name__)

@@ -55,8 +55,10 @@ class Settings(BaseSettings):
     booking_url: str = "https://santi.example/book"
     #: Where RED and AMBER alerts are emailed (through the email provider); unset: inbox only.
     alert_email: str | None = None
-    sms_provider: Literal["outbox", "fake", "twilio"] = "outbox"
-    email_provider: Literal["outbox", "fake", "sendgrid", "smtp"] = "outbox"
+    #: "local" keeps messages in the database and shows them in the staff UI (nothing leaves
+    #: the machine); "outbox", its old name, is still read as "local".
+    sms_provider: Literal["local", "fake", "twilio"] = "local"
+    email_provider: Literal["local", "fake", "sendgrid", "smtp"] = "local"
     #: Messages per second for each provider account, shared by every worker (0: no limit).
     sms_rate: float = Field(default=0, ge=0)
     email_rate: float = Field(default=0, ge=0)
@@ -150,6 +152,11 @@ class Settings(BaseSettings):
     #: Request bodies larger than this are refused while they arrive (413); SendGrid's event
     #: batches have their own, larger limit.
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+    @field_validator("sms_provider", "email_provider", mode="before")
+    @classmethod
+    def _old_local_name(cls, value: object) -> object:
+        return "local" if value == "outbox" else value
 
     @field_validator("default_timezone")
     @classmethod

@@ -55,7 +55,7 @@ class StaffMember:
 
 
 @dataclass(frozen=True)
-class TotpEnrolment:
+class TotpEnrollment:
     secret: str
     uri: str
     recovery_codes: list[str]
@@ -289,9 +289,9 @@ def start_totp(box: SecretBox, email: str) -> tuple[str, str, str]:
     return secret, box.seal(secret), totp.provisioning_uri(secret, email)
 
 
-def enrol_totp(
+def enroll_totp(
     db: Database, box: SecretBox, email: str, now: datetime, *, actor: str
-) -> TotpEnrolment:
+) -> TotpEnrollment:
     """For `campaigns users totp`: a secret replaces any earlier one; new recovery codes."""
     secret, sealed, uri = start_totp(box, normalise_email(email))
     with db.session() as session:
@@ -300,7 +300,7 @@ def enrol_totp(
         user.totp_last_step = None
         codes = _replace_recovery_codes(session, user.id)
         audit.record(session, now, actor, "staff_2fa_enrolled", user=user.id, method="totp")
-    return TotpEnrolment(secret, uri, codes)
+    return TotpEnrollment(secret, uri, codes)
 
 
 def confirm_totp(

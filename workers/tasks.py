@@ -6,9 +6,9 @@ import threading
 
 from campaigns import delivery, housekeeping, reconciling, runtime, scheduling, staff_sessions
 from campaigns.bootstrap import Services, build
-from campaigns.domain import Channel
 from campaigns.settings import get_settings
 from campaigns.staff_sessions import Timeouts
+from campaigns.vocabulary import Channel
 from workers.app import celery_app
 
 _services: Services | None = None

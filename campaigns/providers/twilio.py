@@ -53,7 +53,7 @@ from campaigns.providers.twilio_http import PooledTwilioHttpClient
 logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
 
 
-class Action(Enum):
+class ErrorAction(Enum):
     RETRY = "retry"  # nothing was sent: back off and try again
     GIVE_UP = "give_up"  # this message will never go as it is
     OPT_OUT = "opt_out"  # the patient opted out at Twilio or the carrier: suppress SMS
@@ -63,58 +63,58 @@ class Action(Enum):
 
 
 #: PROVIDERS.md 1.5, one row per code, for errors on create and in status callbacks alike.
-TWILIO_ERRORS: dict[int, Action] = {
-    20429: Action.RETRY,  # too many requests: "never processed and always safe to retry"
-    30001: Action.RETRY,  # queue overflow
-    30003: Action.RETRY,  # unreachable handset (retried a limited number of times)
-    30008: Action.RETRY,  # unknown delivery error
-    30500: Action.RETRY,  # Twilio internal error
-    21610: Action.OPT_OUT,  # the recipient replied STOP to this sender
-    30004: Action.OPT_OUT,  # blocked by the recipient or the carrier
-    21211: Action.INVALID_NUMBER,  # not a valid phone number
-    21614: Action.INVALID_NUMBER,  # not a mobile number
-    21635: Action.INVALID_NUMBER,  # a landline
-    30005: Action.INVALID_NUMBER,  # unknown or inactive handset
-    30006: Action.INVALID_NUMBER,  # landline or unreachable carrier
-    20003: Action.HALT,  # authentication failed
-    20404: Action.HALT,  # wrong account or messaging service
-    21408: Action.HALT,  # geo permissions not enabled for the destination
-    21606: Action.HALT,  # From is not an SMS-capable number of the account
-    21608: Action.HALT,  # trial account / unverified
-    21612: Action.HALT,  # To/From cannot be routed (sender configuration)
-    30002: Action.HALT,  # account suspended
-    30032: Action.HALT,  # toll-free number not verified
-    30034: Action.HALT,  # A2P 10DLC unregistered
-    21617: Action.GIVE_UP,  # body over 1,600 characters
-    30007: Action.GIVE_UP,  # filtered as spam: never resend the same content
+TWILIO_ERRORS: dict[int, ErrorAction] = {
+    20429: ErrorAction.RETRY,  # too many requests: "never processed and always safe to retry"
+    30001: ErrorAction.RETRY,  # queue overflow
+    30003: ErrorAction.RETRY,  # unreachable handset (retried a limited number of times)
+    30008: ErrorAction.RETRY,  # unknown delivery error
+    30500: ErrorAction.RETRY,  # Twilio internal error
+    21610: ErrorAction.OPT_OUT,  # the recipient replied STOP to this sender
+    30004: ErrorAction.OPT_OUT,  # blocked by the recipient or the carrier
+    21211: ErrorAction.INVALID_NUMBER,  # not a valid phone number
+    21614: ErrorAction.INVALID_NUMBER,  # not a mobile number
+    21635: ErrorAction.INVALID_NUMBER,  # a landline
+    30005: ErrorAction.INVALID_NUMBER,  # unknown or inactive handset
+    30006: ErrorAction.INVALID_NUMBER,  # landline or unreachable carrier
+    20003: ErrorAction.HALT,  # authentication failed
+    20404: ErrorAction.HALT,  # wrong account or messaging service
+    21408: ErrorAction.HALT,  # geo permissions not enabled for the destination
+    21606: ErrorAction.HALT,  # From is not an SMS-capable number of the account
+    21608: ErrorAction.HALT,  # trial account / unverified
+    21612: ErrorAction.HALT,  # To/From cannot be routed (sender configuration)
+    30002: ErrorAction.HALT,  # account suspended
+    30032: ErrorAction.HALT,  # toll-free number not verified
+    30034: ErrorAction.HALT,  # A2P 10DLC unregistered
+    21617: ErrorAction.GIVE_UP,  # body over 1,600 characters
+    30007: ErrorAction.GIVE_UP,  # filtered as spam: never resend the same content
 }
 
 
-def classify(code: int | None, http_status: int | None) -> Action:
+def error_action(code: int | None, http_status: int | None) -> ErrorAction:
     """The action for a Twilio error code (or, without one, its HTTP status)."""
     if code is not None and code in TWILIO_ERRORS:
         return TWILIO_ERRORS[code]
     status = http_status if http_status is not None else code
     if status is not None and status >= 500:
-        return Action.UNKNOWN  # the request reached Twilio: the message may exist
+        return ErrorAction.UNKNOWN  # the request reached Twilio: the message may exist
     if status in (401, 403):
-        return Action.HALT
+        return ErrorAction.HALT
     if status == 429:
-        return Action.RETRY
-    return Action.GIVE_UP
+        return ErrorAction.RETRY
+    return ErrorAction.GIVE_UP
 
 
-_ERRORS: dict[Action, type[ProviderError]] = {
-    Action.RETRY: RetryableError,
-    Action.GIVE_UP: PermanentError,
-    Action.OPT_OUT: OptedOutError,
-    Action.INVALID_NUMBER: InvalidAddressError,
-    Action.HALT: ConfigurationError,
-    Action.UNKNOWN: UnknownOutcomeError,
+_ERRORS: dict[ErrorAction, type[ProviderError]] = {
+    ErrorAction.RETRY: RetryableError,
+    ErrorAction.GIVE_UP: PermanentError,
+    ErrorAction.OPT_OUT: OptedOutError,
+    ErrorAction.INVALID_NUMBER: InvalidAddressError,
+    ErrorAction.HALT: ConfigurationError,
+    ErrorAction.UNKNOWN: UnknownOutcomeError,
 }
 
 
-def error_for(action: Action, code: str, detail: str) -> ProviderError:
+def error_for(action: ErrorAction, code: str, detail: str) -> ProviderError:
     return _ERRORS[action](code, detail)
 
 
@@ -124,11 +124,11 @@ def lookup_error_for(code: int | None, http_status: int | None) -> ProviderError
 
     A GET changes nothing at Twilio, so a 5xx (unknown for a send) is simply retried.
     """
-    action = classify(code, http_status)
+    action = error_action(code, http_status)
     shown = str(code or http_status)
-    if action in (Action.RETRY, Action.UNKNOWN):
+    if action in (ErrorAction.RETRY, ErrorAction.UNKNOWN):
         return RetryableError(shown, f"Twilio could not answer the lookup (HTTP {http_status})")
-    if action is Action.HALT:
+    if action is ErrorAction.HALT:
         return ConfigurationError(shown, f"Twilio refused our credentials (HTTP {http_status})")
     return None
 
@@ -198,7 +198,9 @@ class TwilioSmsSender:
             created = self.client().messages.create(**options)
         except TwilioRestException as exc:
             raise error_for(
-                classify(exc.code, exc.status), str(exc.code or exc.status), f"HTTP {exc.status}"
+                error_action(exc.code, exc.status),
+                str(exc.code or exc.status),
+                f"HTTP {exc.status}",
             ) from None
         except NewConnectionError:
             # Refused, unreachable or unresolvable (a subclass of the connect timeout below,

@@ -16,10 +16,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 
 from campaigns import audit, reachability
-from campaigns.domain import Channel, ConsentSource
 from campaigns.links import ExpiredTokenError, TokenError
 from campaigns.scheduling import consent_state, lock_patient, suppressed_channels
 from campaigns.storage.models import Enrollment, Patient
+from campaigns.vocabulary import Channel, ConsentSource
 from campaigns.web.deps import ServicesDep
 from campaigns.web.pages import pages
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 
-from campaigns import delivery, halts, views
+from campaigns import delivery, halts, queries
 from campaigns.bootstrap import Services
-from campaigns.domain import Channel
 from campaigns.errors import StateError
 from campaigns.roles import Permission
 from campaigns.staff_sessions import Current
+from campaigns.vocabulary import Channel
 from campaigns.web.deps import ServicesDep
 from campaigns.web.guard import StaffDep, requires, signed_in
 from campaigns.web.pages import back, render
@@ -25,7 +25,7 @@ router = APIRouter(prefix="/staff", include_in_schema=False, dependencies=[Depen
 def operations(request: Request, services: ServicesDep) -> Response:
     now = services.clock.now()
     with services.db.session() as session:
-        backlog = views.backlog(session, now)
+        backlog = queries.backlog(session, now)
     return render(
         request,
         "ops.html",

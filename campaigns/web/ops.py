@@ -13,10 +13,10 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 
-from campaigns import alerts, halts, views
-from campaigns.domain import Channel
+from campaigns import alerts, halts, queries
 from campaigns.roles import Permission, may
 from campaigns.staff_sessions import Stage
+from campaigns.vocabulary import Channel
 from campaigns.web.deps import ServicesDep, get_services
 from campaigns.web.guard import SignInRequired, current
 
@@ -69,7 +69,7 @@ def metrics(services: ServicesDep, _reader: Annotated[str, Depends(metrics_reade
     """Prometheus text format: messages by status, the due backlog and its lag, halts, alerts."""
     now = services.clock.now()
     with services.db.session() as session:
-        found = views.backlog(session, now)
+        found = queries.backlog(session, now)
         open_alerts = alerts.open_counts(session)
     stopped = halts.halted(services.db)
     oldest = (now - open_alerts.oldest).total_seconds() if open_alerts.oldest else 0.0

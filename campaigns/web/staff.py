@@ -17,13 +17,12 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from campaigns import alerts, audit, enrollments, views
+from campaigns import alerts, audit, enrollments, queries
 from campaigns.bootstrap import Services
 from campaigns.consent import ConsentState
 from campaigns.content import Recipient
-from campaigns.domain import Channel, ConsentSource, EddSource, MessageStatus
 from campaigns.errors import InputError, NotFoundError, StateError
-from campaigns.intake import parse_date, parse_edd_source, parse_enrolment
+from campaigns.intake import parse_date, parse_edd_source, parse_enrollment
 from campaigns.pregnancy import gestational_age, trimester_label
 from campaigns.roles import Permission, may
 from campaigns.scheduling import state_of, suppressed_channels
@@ -35,6 +34,7 @@ from campaigns.storage.models import (
     Patient,
     ScheduledMessage,
 )
+from campaigns.vocabulary import Channel, ConsentSource, EddSource, MessageStatus
 from campaigns.web.deps import ServicesDep
 from campaigns.web.guard import StaffDep, requires, signed_in
 from campaigns.web.pages import back, render
@@ -54,7 +54,7 @@ def dashboard(request: Request, services: ServicesDep, staff: StaffDep) -> HTMLR
     now = services.clock.now()
     names = may(staff.role, Permission.VIEW_PATIENTS)
     with services.db.session() as session:
-        backlog = views.backlog(session, now)
+        backlog = queries.backlog(session, now)
         upcoming = (
             session.execute(
                 select(ScheduledMessage, Patient)
@@ -128,7 +128,7 @@ def patient_page(
             .scalars()
             .all()
         )
-        entries = views.timeline(session, patient, services.planner, now)
+        entries = queries.timeline(session, patient, services.planner, now)
         suppressed = suppressed_channels(session, patient)
         received = (
             session.execute(
@@ -256,7 +256,7 @@ def _apply(
 
 @router.get("/enrol", response_class=HTMLResponse)
 @requires(Permission.ACT_ON_PATIENTS)
-def enrol_form(request: Request, services: ServicesDep) -> HTMLResponse:
+def enroll_form(request: Request, services: ServicesDep) -> HTMLResponse:
     return render(
         request,
         "enrol.html",
@@ -268,7 +268,7 @@ def enrol_form(request: Request, services: ServicesDep) -> HTMLResponse:
 
 @router.post("/enrol", response_class=HTMLResponse)
 @requires(Permission.ACT_ON_PATIENTS)
-async def enrol_submit(request: Request, services: ServicesDep, staff: StaffDep) -> Response:
+async def enroll_submit(request: Request, services: ServicesDep, staff: StaffDep) -> Response:
     form = await request.form()
     values: dict[str, Any] = {k: str(v) for k, v in form.items() if isinstance(v, str)}
     values["channels"] = [str(c) for c in form.getlist("channels")]
@@ -280,9 +280,9 @@ async def enrol_submit(request: Request, services: ServicesDep, staff: StaffDep)
     }
     now = services.clock.now()
 
-    def enrol() -> enrollments.Enrolled:
-        request_ = parse_enrolment(fields, services.intake, now)
-        [done] = enrollments.enrol_many(
+    def enroll() -> enrollments.Enrolled:
+        request_ = parse_enrollment(fields, services.intake, now)
+        [done] = enrollments.enroll_many(
             services.db,
             services.planner,
             [request_],
@@ -293,7 +293,7 @@ async def enrol_submit(request: Request, services: ServicesDep, staff: StaffDep)
         return done
 
     try:
-        done = await run_in_threadpool(enrol)  # database work stays off the event loop
+        done = await run_in_threadpool(enroll)  # database work stays off the event loop
     except InputError as exc:
         return render(
             request,
@@ -315,7 +315,7 @@ async def enrol_submit(request: Request, services: ServicesDep, staff: StaffDep)
 @requires(Permission.VIEW_PATIENTS)
 def outbox(request: Request, services: ServicesDep, q: str = "") -> HTMLResponse:
     with services.db.session() as session:
-        rows = views.outbox(session, limit=200, search=q or None)
+        rows = queries.outbox(session, limit=200, search=q or None)
     return render(request, "outbox.html", rows=rows, q=q, local=_local)
 
 
@@ -394,12 +394,12 @@ def preview(
     marketing: str = "",
     discreet: str = "",
 ) -> HTMLResponse:
-    entries: list[views.PreviewEntry] = []
+    entries: list[queries.PreviewEntry] = []
     error = None
     timezone = tz or services.settings.default_timezone
     if edd:
         try:
-            entries = views.preview_request(
+            entries = queries.preview_request(
                 services.catalog,
                 services.window,
                 services.renderer,

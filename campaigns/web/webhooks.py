@@ -1,7 +1,7 @@
 """Provider webhooks: patients' texts, Twilio status callbacks and SendGrid events. Each checks
 its signature against the raw request, refuses anything malformed or oversized with a 4xx that
 changes nothing, and hands the parsed items to the application (campaigns.answering for texts,
-campaigns.inbound for delivery news)."""
+campaigns.receipts for delivery news)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
-from campaigns import inbound
+from campaigns import receipts
 from campaigns.answering import Inbound
 from campaigns.web.deps import ServicesDep, get_services
 
@@ -57,8 +57,8 @@ async def _body(request: Request, limit: int) -> bytes | None:
     return None if len(body) > limit else body
 
 
-def _context(services: ServicesDep) -> inbound.Context:
-    return inbound.Context(
+def _context(services: ServicesDep) -> receipts.Context:
+    return receipts.Context(
         services.db, services.planner, services.window, services.settings.max_attempts
     )
 
@@ -134,7 +134,7 @@ async def twilio_status(
         # In a worker thread: it takes the patient's lock; the event loop stays free.
         result = await run_in_threadpool(
             _once_more_if_disconnected,
-            inbound.twilio_status,
+            receipts.twilio_status,
             _context(services),
             form,
             int(message) if message.isdigit() else None,
@@ -178,7 +178,7 @@ async def sendgrid_events(
         return Response(status_code=400)
     counts = await run_in_threadpool(
         _once_more_if_disconnected,
-        inbound.sendgrid_events,
+        receipts.sendgrid_events,
         _context(services),
         events,
         services.clock.now(),

@@ -27,7 +27,7 @@ from campaigns.storage.migrate import upgrade
 from campaigns.storage.models import Enrollment
 from campaigns.web.app import create_app
 from tests.conftest import make_settings
-from tests.integration.helpers import enrol, phone_of
+from tests.integration.helpers import enroll, phone_of
 from tests.integration.processes import free_port
 from tests.integration.staff import PASSWORD, add_member
 
@@ -154,7 +154,7 @@ def test_staff_sign_in_and_out_and_a_wrong_password_is_told_plainly(
 
 def test_sign_in_with_an_authenticator_code(live: LiveServer, page: Page) -> None:
     add_member(live.services, "admin")
-    enrolled = staff_accounts.enrol_totp(
+    enrolled = staff_accounts.enroll_totp(
         live.services.db,
         live.services.totp_box,
         "admin@clinic.example",
@@ -209,7 +209,7 @@ def test_a_security_key_is_added_and_signs_in(live: LiveServer, page: Page) -> N
 def test_a_viewer_sees_no_actions_and_a_forged_request_is_refused(
     live: LiveServer, page: Page
 ) -> None:
-    done = enrol(live.services, weeks=20, name="Dot Example")
+    done = enroll(live.services, weeks=20, name="Dot Example")
     add_member(live.services, "viewer")
     sign_in(page, live, "viewer@clinic.example")
     page.goto(f"{live.url}/staff/patients/{done.patient_id}")
@@ -234,7 +234,7 @@ def test_a_viewer_sees_no_actions_and_a_forged_request_is_refused(
 def test_staff_work_a_red_alert_from_the_dashboard_to_acknowledged(
     live: LiveServer, page: Page
 ) -> None:
-    done = enrol(live.services, weeks=30, name="Cara Example")
+    done = enroll(live.services, weeks=30, name="Cara Example")
     add_member(live.services, "clinician")
     sign_in(page, live, "clinician@clinic.example")
     phone = phone_of(live.services, done.patient_id)
@@ -263,7 +263,7 @@ def test_staff_work_a_red_alert_from_the_dashboard_to_acknowledged(
 
 
 def test_a_patient_books_and_unsubscribes_through_their_links(live: LiveServer, page: Page) -> None:
-    done = enrol(live.services, weeks=20)
+    done = enroll(live.services, weeks=20)
     phone = phone_of(live.services, done.patient_id)
     [answer] = live.text_from(phone, "Book pls")
     link = next(word for word in answer.split() if "/b/" in word)

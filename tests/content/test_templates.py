@@ -30,8 +30,8 @@ from campaigns.content import (
     RenderedSms,
     sms_encoding,
 )
-from campaigns.domain import Channel, StepKind
 from campaigns.settings import Settings
+from campaigns.vocabulary import Channel, StepKind
 
 SETTINGS = Settings()
 TEMPLATES_DIR = SETTINGS.templates_dir

@@ -25,7 +25,7 @@ from campaigns.providers.base import (
     SmsSender,
 )
 from campaigns.providers.fake import FakeEmailSender, FakeSmsSender
-from campaigns.providers.outbox import OutboxEmailSender, OutboxSmsSender
+from campaigns.providers.local import LocalEmailSender, LocalSmsSender
 from tests.conftest import make_settings
 from tests.providers.conftest import (  # noqa: F401 - fixtures the real providers need
     sendgrid_sandbox,
@@ -38,12 +38,12 @@ from tests.providers.test_smtp import smtp_server  # noqa: F401 - a fixture
 
 # Each maker gets pytest's `request`, to start the local server a real provider talks to.
 SMS_PROVIDERS: dict[str, Callable[[pytest.FixtureRequest], Any]] = {
-    "outbox": lambda _: OutboxSmsSender(),
+    "local": lambda _: LocalSmsSender(),
     "fake": lambda _: FakeSmsSender(),
     "twilio": lambda request: twilio_sender(request.getfixturevalue("twilio_sandbox").url),
 }
 EMAIL_PROVIDERS: dict[str, Callable[[pytest.FixtureRequest], Any]] = {
-    "outbox": lambda _: OutboxEmailSender(),
+    "local": lambda _: LocalEmailSender(),
     "fake": lambda _: FakeEmailSender(),
     "sendgrid": lambda request: sendgrid_sender(request.getfixturevalue("sendgrid_sandbox").url),
     "smtp": lambda request: smtp_sender(*request.getfixturevalue("smtp_server")[1:]),
@@ -139,11 +139,14 @@ def test_the_fake_answers_lookups_and_fails_them_on_cue() -> None:
     assert fake.lookups == 4
 
 
-@pytest.mark.parametrize("setting", ["outbox", "fake"])
-def test_settings_choose_the_provider(setting: str) -> None:
+@pytest.mark.parametrize(
+    ("setting", "name"), [("local", "local"), ("outbox", "local"), ("fake", "fake")]
+)
+def test_settings_choose_the_provider(setting: str, name: str) -> None:
+    """"outbox", the local provider's old name, still chooses it."""
     settings = make_settings(sms_provider=setting, email_provider=setting)
-    assert sms_sender(settings).name == setting
-    assert email_sender(settings).name == setting
+    assert sms_sender(settings).name == name
+    assert email_sender(settings).name == name
 
 
 def test_the_fake_raises_classified_errors_on_cue_and_records_only_successes() -> None:

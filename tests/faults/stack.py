@@ -44,14 +44,14 @@ from twilio.request_validator import RequestValidator
 
 from campaigns import enrollments, staff_accounts
 from campaigns.bootstrap import build
-from campaigns.domain import Channel, ConsentPurpose, ConsentSource, EddSource
-from campaigns.intake import EnrolmentRequest
+from campaigns.intake import EnrollmentRequest
 from campaigns.sandbox.sendgrid_server import TEST_API_KEY, TEST_PUBLIC_KEY, SendGridSandbox
 from campaigns.sandbox.twilio_server import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TwilioSandbox
 from campaigns.settings import Settings
 from campaigns.storage.db import Database
 from campaigns.storage.migrate import upgrade
 from campaigns.storage.models import AuditEvent, Enrollment, ScheduledMessage
+from campaigns.vocabulary import Channel, ConsentPurpose, ConsentSource, EddSource
 from tests.integration.processes import (
     BIN,
     ROOT,
@@ -332,7 +332,7 @@ class Stack:
 
     # -- a cohort ------------------------------------------------------------------------
 
-    def enrol(self, patients: int) -> Cohort:
+    def enroll(self, patients: int) -> Cohort:
         """Enrol patients (SMS and email) whose first messages are due but held."""
         self._cohort += 1
         number = self._cohort
@@ -345,7 +345,7 @@ class Stack:
         )
         services = build(settings)
         requests = [
-            EnrolmentRequest(
+            EnrollmentRequest(
                 campaign="leg-cramps",
                 name=f"Patient {number}-{i}",
                 phone=f"+4475{number:02d}{i:06d}",
@@ -359,7 +359,7 @@ class Stack:
             )
             for i in range(patients)
         ]
-        done = enrollments.enrol_many(
+        done = enrollments.enroll_many(
             services.db,
             services.planner,
             requests,
@@ -526,7 +526,7 @@ class Run:
 
     def __init__(self, stack: Stack, name: str, patients: int, *, cancels: int = 6) -> None:
         self.stack, self.name = stack, name
-        self.cohort = stack.enrol(patients)
+        self.cohort = stack.enroll(patients)
         self.cancels: list[Cancel] = []
         self.latencies: list[float] = []
         # The last patients enrolled are the last sent to: their cancellations land mid-run.

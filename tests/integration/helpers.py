@@ -9,9 +9,9 @@ from sqlalchemy import select
 
 from campaigns import enrollments
 from campaigns.bootstrap import Services
-from campaigns.domain import ConsentSource
-from campaigns.intake import parse_enrolment
+from campaigns.intake import parse_enrollment
 from campaigns.storage.models import Enrollment, Patient, ScheduledMessage
+from campaigns.vocabulary import ConsentSource
 
 _counter = iter(range(100, 10_000))
 
@@ -21,7 +21,7 @@ def edd_at(today: date, weeks: int, days: int = 0) -> date:
     return today + timedelta(days=280 - weeks * 7 - days)
 
 
-def enrol(
+def enroll(
     services: Services, *, weeks: int = 10, days: int = 0, **fields: Any
 ) -> enrollments.Enrolled:
     now = services.clock.now()
@@ -36,8 +36,8 @@ def enrol(
         "consent": "programme",
     }
     values.update(fields)
-    request = parse_enrolment(values, services.intake, now)
-    [done] = enrollments.enrol_many(
+    request = parse_enrollment(values, services.intake, now)
+    [done] = enrollments.enroll_many(
         services.db, services.planner, [request], now, source=ConsentSource.API, actor="test"
     )
     return done

@@ -49,8 +49,8 @@ def production_env(postgres_url: str) -> Iterator[dict[str, str]]:
     yield env_with(
         CAMPAIGNS_DATABASE_URL=postgres_url,
         CAMPAIGNS_BROKER_URL=REDIS_URL,
-        CAMPAIGNS_SMS_PROVIDER="outbox",
-        CAMPAIGNS_EMAIL_PROVIDER="outbox",
+        CAMPAIGNS_SMS_PROVIDER="local",
+        CAMPAIGNS_EMAIL_PROVIDER="local",
         CAMPAIGNS_SEND_WINDOW="Mon-Sun 00:00-24:00",  # the test may run at any hour
         CAMPAIGNS_HOLIDAY_REGION="none",
         CAMPAIGNS_DISPATCH_INTERVAL_SECONDS="0.5",
@@ -76,7 +76,7 @@ def timeline(phone: str, env: dict[str, str]) -> list[dict[str, object]]:
     return entries
 
 
-def test_worker_and_beat_take_a_due_message_from_enrolment_to_the_outbox(
+def test_worker_and_beat_take_a_due_message_from_enrollment_to_the_outbox(
     production_env: dict[str, str], tmp_path: Path
 ) -> None:
     phone = "+447400088001"
@@ -160,8 +160,8 @@ def test_a_patient_replies_to_a_step_through_the_production_shape(
         public_url="https://clinic.example",
         twilio_auth_token=TOKEN,
         booking_url="https://book.example/physio",
-        sms_provider="outbox",
-        email_provider="outbox",
+        sms_provider="local",
+        email_provider="local",
     )
     web = build(settings, clock=clock)
     worker = start("worker", production_env, tmp_path)

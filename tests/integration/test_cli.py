@@ -16,9 +16,9 @@ import pytest
 
 from campaigns import halts
 from campaigns.alerts import raise_alert
-from campaigns.domain import Channel
 from campaigns.replies import AlertSpec, Severity
 from campaigns.storage.db import Database
+from campaigns.vocabulary import Channel
 from tests.conftest import REDIS_URL
 from tests.integration.processes import (
     ROOT,
@@ -83,7 +83,7 @@ GOOD = [
 ]
 
 
-def test_enrol_then_timeline_then_dispatch_then_status(env: dict[str, str]) -> None:
+def test_enroll_then_timeline_then_dispatch_then_status(env: dict[str, str]) -> None:
     enrolled = campaigns("enroll", *GOOD, "--edd", edd(33), env=env)
     assert enrolled.returncode == 0, enrolled.stderr
     assert enrolled.stdout.startswith("enrolled patient 1 (enrollment 1)")
@@ -245,7 +245,7 @@ def test_demo_runs_the_whole_programme_quickly_without_services(env: dict[str, s
     assert all('"Santi: ' in line for line in sms_lines)
 
 
-def test_demo_seed_enrols_the_sample_patients_once(env: dict[str, str]) -> None:
+def test_demo_seed_enrolls_the_sample_patients_once(env: dict[str, str]) -> None:
     first = campaigns("demo", "--seed", env=env)
     assert first.returncode == 0, first.stderr
     assert first.stdout.splitlines()[0] == "demo patients: 5 enrolled"

@@ -12,7 +12,6 @@ from campaigns import delivery, halts
 from campaigns.bootstrap import Services
 from campaigns.clock import MovableClock
 from campaigns.contacts import address_hash
-from campaigns.domain import Channel
 from campaigns.providers.base import (
     ConfigurationError,
     InvalidAddressError,
@@ -30,7 +29,8 @@ from campaigns.storage.models import (
     ScheduledMessage,
     Suppression,
 )
-from tests.integration.helpers import enrol, rows
+from campaigns.vocabulary import Channel
+from tests.integration.helpers import enroll, rows
 
 SM = ScheduledMessage
 
@@ -46,7 +46,7 @@ def claim(services: Services) -> delivery.Claimed:
 
 
 def only_sms_welcome(services: Services, **fields: str) -> tuple[int, delivery.Claimed]:
-    enrol(services, weeks=20, channels="sms", email="", **fields)
+    enroll(services, weeks=20, channels="sms", email="", **fields)
     claimed = claim(services)
     [(channel, ids)] = claimed.batches
     assert channel is Channel.SMS and len(ids) == 1
@@ -62,7 +62,7 @@ def row(services: Services, message_id: int) -> ScheduledMessage:
 
 def test_claim_takes_only_due_pending_rows_and_groups_them_by_channel(services: Services) -> None:
     for _ in range(3):
-        enrol(services, weeks=10)
+        enroll(services, weeks=10)
     claimed = delivery.claim_due(services.db, services.clock.now(), 1000, 2)
     assert claimed.count == 6  # three welcomes by SMS and email
     assert sorted(len(ids) for _, ids in claimed.batches) == [1, 1, 2, 2]
@@ -88,7 +88,7 @@ def test_sending_records_what_the_patient_received(services: Services) -> None:
 
 
 def test_email_carries_a_working_unsubscribe_link(services: Services) -> None:
-    done = enrol(services, weeks=20, channels="email")
+    done = enroll(services, weeks=20, channels="email")
     claimed = claim(services)
     [(_, ids)] = claimed.batches
     services.deliverer.send_batch(ids, claimed.token)
@@ -236,7 +236,7 @@ def test_a_configuration_error_halts_the_channel_not_the_patient(
     stored = row(services, message_id)
     assert (stored.status, stored.attempts) == ("pending", 0)  # waiting, attempt not spent
     assert set(halts.halted(services.db)) == {"sms"}
-    enrol(services, weeks=20, channels="email")  # email still flows
+    enroll(services, weeks=20, channels="email")  # email still flows
     clock.advance(timedelta(minutes=10))
     queue = RecordingQueue()
     delivery.dispatch_due(services.db, queue, clock, services.policy)
@@ -255,7 +255,7 @@ class RecordingQueue:
 
 
 def test_an_opt_out_at_the_provider_suppresses_sms_and_records_consent(services: Services) -> None:
-    done = enrol(services, weeks=20, phone="+447400012399", channels="sms,email")
+    done = enroll(services, weeks=20, phone="+447400012399", channels="sms,email")
     claimed = claim(services)
     sms_id = next(i for c, ids in claimed.batches if c is Channel.SMS for i in ids)
     fakes(services)[0].fail_next(OptedOutError("21610", "unsubscribed recipient"))
@@ -276,7 +276,7 @@ def test_an_opt_out_at_the_provider_suppresses_sms_and_records_consent(services:
 
 
 def test_an_invalid_number_moves_the_remaining_messages_to_email(services: Services) -> None:
-    done = enrol(services, weeks=20, channels="sms", email="pat@example.com")
+    done = enroll(services, weeks=20, channels="sms", email="pat@example.com")
     claimed = claim(services)
     [(_, [message_id])] = claimed.batches
     fakes(services)[0].fail_next(InvalidAddressError("21211", "invalid To"))
@@ -309,7 +309,7 @@ def test_concurrent_dispatchers_never_claim_the_same_row(
     services: Services = make_services(database_url, plan_horizon_days=400)  # every send a row
     now = services.clock.now()
     for _ in range(40):
-        enrol(services, weeks=12)
+        enroll(services, weeks=12)
     with services.db.session() as session:  # make every pending row due now
         total = session.execute(
             update(SM).where(SM.status == "pending").values(next_attempt_at=now)

@@ -11,11 +11,11 @@ from sqlalchemy import func, select
 
 from campaigns import enrollments
 from campaigns.bootstrap import Services
-from campaigns.domain import ConsentSource
 from campaigns.errors import InputError
-from campaigns.intake import parse_enrolment
+from campaigns.intake import parse_enrollment
 from campaigns.storage.models import AuditEvent, ConsentEvent, Enrollment, Patient, ScheduledMessage
-from tests.integration.helpers import edd_at, enrol, rows
+from campaigns.vocabulary import ConsentSource
+from tests.integration.helpers import edd_at, enroll, rows
 from tests.integration.processes import ROOT
 
 
@@ -24,8 +24,8 @@ def count(services: Services, model: type) -> int:
         return int(session.execute(select(func.count()).select_from(model)).scalar_one())
 
 
-def test_enrolment_writes_everything(services: Services) -> None:
-    done = enrol(services, weeks=33, days=2, consent="programme,marketing_sms")
+def test_enrollment_writes_everything(services: Services) -> None:
+    done = enroll(services, weeks=33, days=2, consent="programme,marketing_sms")
     with services.db.session() as session:
         patient = session.get(Patient, done.patient_id)
         assert patient is not None and patient.phone and patient.phone.startswith("+44")
@@ -68,13 +68,13 @@ def test_enrolment_writes_everything(services: Services) -> None:
 
 
 def test_the_timeline_shows_rows_skips_and_the_rest_of_the_plan(services: Services) -> None:
-    from campaigns import views
+    from campaigns import queries
 
-    done = enrol(services, weeks=33, days=2)
+    done = enroll(services, weeks=33, days=2)
     with services.db.session() as session:
         patient = session.get(Patient, done.patient_id)
         assert patient is not None
-        entries = views.timeline(session, patient, services.planner, services.clock.now())
+        entries = queries.timeline(session, patient, services.planner, services.clock.now())
     by_key = {(e.step, e.channel): e for e in entries}
     assert len(by_key) == len(done.planned)
     assert by_key[("cramps-what-to-expect", "sms")].status == "skipped"
@@ -86,10 +86,10 @@ def test_the_timeline_shows_rows_skips_and_the_rest_of_the_plan(services: Servic
 
 
 def test_a_known_phone_number_writes_nothing(services: Services) -> None:
-    enrol(services, phone="+447400055555")
+    enroll(services, phone="+447400055555")
     before = [count(services, m) for m in (Patient, Enrollment, ScheduledMessage, ConsentEvent)]
     with pytest.raises(InputError, match="phone: this number already belongs to patient"):
-        enrol(services, phone="07400 055555")
+        enroll(services, phone="07400 055555")
     after = [count(services, m) for m in (Patient, Enrollment, ScheduledMessage, ConsentEvent)]
     assert after == before
 
@@ -103,11 +103,11 @@ def test_a_duplicate_inside_a_batch_names_both_rows_and_writes_nothing(services:
         "consent": "programme",
     }
     requests = [
-        parse_enrolment({**fields, "phone": p}, services.intake, now)
+        parse_enrollment({**fields, "phone": p}, services.intake, now)
         for p in ("+447400066601", "+447400066602", "+447400066601")
     ]
     with pytest.raises(InputError, match="row 3: phone: the same number is in rows 1 and 3"):
-        enrollments.enrol_many(
+        enrollments.enroll_many(
             services.db, services.planner, requests, now, source=ConsentSource.CSV, actor="test"
         )
     assert count(services, Patient) == 0
@@ -135,7 +135,7 @@ def test_bad_input_names_the_field(
     services: Services, field: str, value: str, message: str
 ) -> None:
     with pytest.raises(InputError) as caught:
-        enrol(services, **{field: value})
+        enroll(services, **{field: value})
     assert message in str(caught.value)
     assert caught.value.field == field
     assert count(services, Patient) == 0
@@ -143,20 +143,20 @@ def test_bad_input_names_the_field(
 
 def test_email_channel_needs_an_email(services: Services) -> None:
     with pytest.raises(InputError, match="email: is required for the email channel"):
-        enrol(services, email="", channels="email")
+        enroll(services, email="", channels="email")
 
 
 def test_after_a_loss_the_number_is_not_silently_enrolled_again(services: Services) -> None:
-    done = enrol(services, phone="+447400077777")
+    done = enroll(services, phone="+447400077777")
     enrollments.record_loss(services.db, done.enrollment_id, services.clock.now(), actor="t")
     with pytest.raises(InputError, match=f"already belongs to patient {done.patient_id}"):
-        enrol(services, phone="+447400077777")
+        enroll(services, phone="+447400077777")
 
 
-def test_many_enrolments_in_one_transaction(services: Services) -> None:
+def test_many_enrollments_in_one_transaction(services: Services) -> None:
     now = services.clock.now()
     requests = [
-        parse_enrolment(
+        parse_enrollment(
             {
                 "name": f"P{i}",
                 "phone": f"+4474001{i:05d}",
@@ -169,7 +169,7 @@ def test_many_enrolments_in_one_transaction(services: Services) -> None:
         )
         for i in range(250)
     ]
-    done = enrollments.enrol_many(
+    done = enrollments.enroll_many(
         services.db, services.planner, requests, now, source=ConsentSource.CSV, actor="test"
     )
     assert len({d.patient_id for d in done}) == 250
@@ -192,7 +192,7 @@ def test_one_import_with_two_campaigns_plans_each_patient_on_their_own(
     services: Services = make_services(database_url, templates_dir=templates)
     now = services.clock.now()
     requests = [
-        parse_enrolment(
+        parse_enrollment(
             {
                 "name": f"P{i}",
                 "phone": f"+4474002{i:05d}",
@@ -206,7 +206,7 @@ def test_one_import_with_two_campaigns_plans_each_patient_on_their_own(
         )
         for i, campaign in enumerate(["leg-cramps", "short-course", "leg-cramps"])
     ]
-    done = enrollments.enrol_many(
+    done = enrollments.enroll_many(
         services.db, services.planner, requests, now, source=ConsentSource.CSV, actor="test"
     )
     allowed = {

@@ -12,11 +12,11 @@ from campaigns.bootstrap import Services
 from campaigns.clock import MovableClock
 from campaigns.runtime import InlineQueue, tick
 from campaigns.scheduling import extend_plans
-from tests.integration.helpers import enrol, enrollment, rows
+from tests.integration.helpers import enroll, enrollment, rows
 
 
 def test_only_sends_inside_the_horizon_are_rows(services: Services) -> None:
-    done = enrol(services, weeks=10)
+    done = enroll(services, weeks=10)
     record = enrollment(services, done.enrollment_id)
     assert record.planned_until == services.clock.now() + timedelta(days=14)
     stored = rows(services, done.enrollment_id)
@@ -28,7 +28,7 @@ def test_only_sends_inside_the_horizon_are_rows(services: Services) -> None:
 def test_extension_writes_the_next_sends_once_and_only_when_needed(
     services: Services, clock: MovableClock
 ) -> None:
-    done = enrol(services, weeks=10)
+    done = enroll(services, weeks=10)
     assert extend_plans(services.db, services.planner, clock.now()) == 0  # 14 days left
     clock.advance(timedelta(days=8))  # 6 days left: under half the horizon
     assert extend_plans(services.db, services.planner, clock.now()) == 1
@@ -46,8 +46,8 @@ def test_extension_writes_the_next_sends_once_and_only_when_needed(
 
 
 def test_paused_or_ended_plans_are_not_extended(services: Services, clock: MovableClock) -> None:
-    paused = enrol(services, weeks=10)
-    lost = enrol(services, weeks=10)
+    paused = enroll(services, weeks=10)
+    lost = enroll(services, weeks=10)
     enrollments.pause(services.db, paused.enrollment_id, clock.now(), actor="t")
     enrollments.record_loss(services.db, lost.enrollment_id, clock.now(), actor="t")
     clock.advance(timedelta(days=20))
@@ -60,7 +60,7 @@ def test_paused_or_ended_plans_are_not_extended(services: Services, clock: Movab
 def test_every_step_goes_exactly_once_across_the_whole_programme(
     services: Services, clock: MovableClock, weeks: int
 ) -> None:
-    done = enrol(services, weeks=weeks, consent="programme,marketing_sms,marketing_email")
+    done = enroll(services, weeks=weeks, consent="programme,marketing_sms,marketing_email")
     queue = InlineQueue(services)
     for _ in range(4 * 7 * 33):  # every 6 hours until 41 weeks
         extend_plans(services.db, services.planner, clock.now())

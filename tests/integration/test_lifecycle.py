@@ -10,12 +10,12 @@ from sqlalchemy import select
 from campaigns import enrollments, housekeeping
 from campaigns.bootstrap import Services
 from campaigns.clock import MovableClock
-from campaigns.domain import EddSource
 from campaigns.errors import InputError, StateError
 from campaigns.runtime import InlineQueue, tick
 from campaigns.scheduling import extend_plans
 from campaigns.storage.models import AuditEvent
-from tests.integration.helpers import enrol, enrollment, rows
+from campaigns.vocabulary import EddSource
+from tests.integration.helpers import enroll, enrollment, rows
 
 
 def send_due(services: Services) -> int:
@@ -35,7 +35,7 @@ def live(services: Services, enrollment_id: int) -> dict[tuple[str, str], str]:
 def test_edd_change_cancels_the_old_plan_and_never_repeats_a_sent_step(
     services: Services, clock: MovableClock
 ) -> None:
-    done = enrol(services, weeks=13, days=6)
+    done = enroll(services, weeks=13, days=6)
     assert send_due(services) == 2  # welcome by SMS and email
     clock.advance(timedelta(days=1, hours=1))  # Tuesday 10:30: 14+0 is due
     assert send_due(services) == 2
@@ -77,7 +77,7 @@ def test_edd_change_cancels_the_old_plan_and_never_repeats_a_sent_step(
 
 
 def test_edd_change_is_checked(services: Services) -> None:
-    done = enrol(services, weeks=20)
+    done = enroll(services, weeks=20)
     with pytest.raises(InputError, match="edd: .* more than 44 weeks"):
         enrollments.change_edd(
             services.db,
@@ -94,7 +94,7 @@ def test_edd_change_is_checked(services: Services) -> None:
 def test_birth_cancels_pregnancy_steps_and_plans_after_birth_steps(
     services: Services, clock: MovableClock
 ) -> None:
-    done = enrol(services, weeks=36)
+    done = enroll(services, weeks=36)
     born = clock.now().date() - timedelta(days=2)  # Saturday: day 7 is a Saturday too
     planned = enrollments.record_birth(
         services.db, services.planner, done.enrollment_id, born, clock.now(), actor="t"
@@ -118,7 +118,7 @@ def test_birth_cancels_pregnancy_steps_and_plans_after_birth_steps(
 def test_birth_date_is_checked(
     services: Services, clock: MovableClock, days: int, message: str
 ) -> None:
-    done = enrol(services, weeks=30)
+    done = enroll(services, weeks=30)
     with pytest.raises(InputError, match=f"birth_date: .*{message}"):
         enrollments.record_birth(
             services.db,
@@ -133,7 +133,7 @@ def test_birth_date_is_checked(
 def test_loss_cancels_everything_and_nothing_is_ever_sent_again(
     services: Services, clock: MovableClock
 ) -> None:
-    done = enrol(services, weeks=16)
+    done = enroll(services, weeks=16)
     send_due(services)
     waiting = sum(1 for r in rows(services, done.enrollment_id) if r.status == "pending")
     cancelled = enrollments.record_loss(services.db, done.enrollment_id, clock.now(), actor="t")
@@ -153,7 +153,7 @@ def test_loss_cancels_everything_and_nothing_is_ever_sent_again(
 def test_pause_then_resume_skips_what_was_missed_but_catches_up_the_warning(
     services: Services, clock: MovableClock
 ) -> None:
-    done = enrol(services, weeks=18)
+    done = enroll(services, weeks=18)
     send_due(services)
     enrollments.pause(services.db, done.enrollment_id, clock.now(), actor="t")
     assert not [r for r in rows(services, done.enrollment_id) if r.status == "pending"]
@@ -172,7 +172,7 @@ def test_pause_then_resume_skips_what_was_missed_but_catches_up_the_warning(
 def test_overdue_pregnancy_without_a_birth_is_paused_for_staff(
     services: Services, clock: MovableClock
 ) -> None:
-    done = enrol(services, weeks=41)
+    done = enroll(services, weeks=41)
     clock.advance(timedelta(days=7))  # 42+0: still fine
     assert housekeeping.pause_overdue(services.db, clock.now()) == []
     clock.advance(timedelta(days=1))  # 42+1
@@ -188,7 +188,7 @@ def test_overdue_pregnancy_without_a_birth_is_paused_for_staff(
 def test_programme_completes_after_the_last_after_birth_step(
     services: Services, clock: MovableClock
 ) -> None:
-    done = enrol(services, weeks=39, channels="sms", email="")
+    done = enroll(services, weeks=39, channels="sms", email="")
     send_due(services)
     enrollments.record_birth(
         services.db,

@@ -23,7 +23,7 @@ from campaigns.clock import MovableClock
 from campaigns.delivery import claim_due
 from campaigns.errors import StateError
 from campaigns.storage.models import Alert
-from tests.integration.helpers import enrol, enrollment, phone_of, rows
+from tests.integration.helpers import enroll, enrollment, phone_of, rows
 from tests.integration.test_races import all_due_now, audit_detail
 from tests.integration.watching import BlockingSms
 
@@ -50,7 +50,7 @@ def test_a_loss_hold_and_the_staff_decision_race_an_in_flight_batch(
     services: Services = make_services(database_url, plan_horizon_days=400, send_concurrency=1)
     blocking = BlockingSms()
     services.sms = blocking
-    done = enrol(services, weeks=12, channels="sms", email="")
+    done = enroll(services, weeks=12, channels="sms", email="")
     phone = phone_of(services, done.patient_id)
     all_due_now(services, clock)
     claimed = claim_due(services.db, clock.now(), 100, 100)
@@ -109,7 +109,7 @@ def test_a_decided_loss_alert_cannot_be_decided_twice(
 ) -> None:
     assert callable(make_services)
     services: Services = make_services(database_url)
-    done = enrol(services, weeks=20)
+    done = enroll(services, weeks=20)
     reply(services, phone_of(services, done.patient_id), "I had a miscarriage yesterday")
     alert = loss_alert(services, done.patient_id)
     now = services.clock.now()

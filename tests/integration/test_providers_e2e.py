@@ -16,12 +16,12 @@ import redis
 
 from campaigns import enrollments
 from campaigns.bootstrap import Services, build
-from campaigns.domain import ConsentSource
-from campaigns.intake import parse_enrolment
+from campaigns.intake import parse_enrollment
 from campaigns.sandbox.sendgrid_server import TEST_API_KEY, TEST_PUBLIC_KEY, SendGridSandbox
 from campaigns.sandbox.twilio_server import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TwilioSandbox
 from campaigns.settings import Settings
 from campaigns.storage.db import Database
+from campaigns.vocabulary import ConsentSource
 from tests.conftest import REDIS_URL, _empty
 from tests.integration.helpers import edd_at, rows
 from tests.integration.processes import (
@@ -118,10 +118,10 @@ def stack(postgres_url: str, tmp_path: Path) -> Iterator[Stack]:
         assert "Traceback" not in log, log[-3000:]
 
 
-def enrol_many(services: Services, count: int, channels: str) -> None:
+def enroll_many(services: Services, count: int, channels: str) -> None:
     now = services.clock.now()
     requests = [
-        parse_enrolment(
+        parse_enrollment(
             {
                 "name": f"Patient {i}",
                 "phone": f"+4474005{i:05d}",
@@ -136,7 +136,7 @@ def enrol_many(services: Services, count: int, channels: str) -> None:
         )
         for i in range(count)
     ]
-    enrollments.enrol_many(
+    enrollments.enroll_many(
         services.db, services.planner, requests, now, source=ConsentSource.API, actor="test"
     )
 
@@ -148,7 +148,7 @@ def welcome_rows(services: Services) -> list[Any]:
 def test_both_providers_end_to_end_with_callbacks(stack: Stack) -> None:
     services = build(stack.settings)
     try:
-        enrol_many(services, 10, "sms,email")
+        enroll_many(services, 10, "sms,email")
         stack.start("web")
         stack.start("worker")
         stack.start("beat")
@@ -184,7 +184,7 @@ def test_two_worker_processes_share_the_provider_rate_limit(stack: Stack) -> Non
     stack.env["CAMPAIGNS_SEND_BATCH_SIZE"] = "10"  # 15 batches, so both workers take some
     services = build(stack.settings)
     try:
-        enrol_many(services, 150, "sms")
+        enroll_many(services, 150, "sms")
     finally:
         services.close()
     stack.start("web")

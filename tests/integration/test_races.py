@@ -22,11 +22,11 @@ from campaigns import enrollments
 from campaigns.bootstrap import Services
 from campaigns.clock import MovableClock
 from campaigns.delivery import claim_due
-from campaigns.domain import Channel
 from campaigns.ratelimit import LocalRateLimiter
 from campaigns.sending import Outcome
 from campaigns.storage.models import AuditEvent, ScheduledMessage
-from tests.integration.helpers import enrol, rows
+from campaigns.vocabulary import Channel
+from tests.integration.helpers import enroll, rows
 from tests.integration.watching import BlockingSms, HeldLimiter, WatchingSms
 
 
@@ -56,7 +56,7 @@ def test_a_loss_during_a_provider_call_commits_at_once_and_lists_the_call_in_fli
     services: Services = make_services(database_url)
     blocking = BlockingSms()
     services.sms = blocking
-    done = enrol(services, weeks=20, channels="sms", email="")
+    done = enroll(services, weeks=20, channels="sms", email="")
     claimed = claim_due(services.db, services.clock.now(), 100, 100)
     [(_, [message_id])] = claimed.batches
 
@@ -90,7 +90,7 @@ def test_a_loss_while_calls_wait_for_their_rate_limit_slot_stops_every_one(
     services: Services = make_services(database_url, send_concurrency=50, plan_horizon_days=400)
     watching = WatchingSms(database_url)
     services.sms = watching
-    patients = [enrol(services, weeks=12, channels="sms", email="") for _ in range(4)]
+    patients = [enroll(services, weeks=12, channels="sms", email="") for _ in range(4)]
     all_due_now(services, clock)
     claimed = claim_due(services.db, clock.now(), 40, 40)
     [(_, ids)] = claimed.batches
@@ -119,7 +119,7 @@ def test_a_loss_while_calls_wait_for_their_rate_limit_slot_stops_every_one(
 
 
 def test_a_claimed_message_is_not_sent_once_a_loss_is_recorded(services: Services) -> None:
-    done = enrol(services, weeks=20, channels="sms", email="")
+    done = enroll(services, weeks=20, channels="sms", email="")
     claimed = claim_due(services.db, services.clock.now(), 100, 100)
     [(_, [message_id])] = claimed.batches
     enrollments.record_loss(services.db, done.enrollment_id, services.clock.now(), actor="t")
@@ -128,7 +128,7 @@ def test_a_claimed_message_is_not_sent_once_a_loss_is_recorded(services: Service
 
 
 def test_a_pause_between_claim_and_send_is_honoured(services: Services) -> None:
-    done = enrol(services, weeks=20, channels="sms", email="")
+    done = enroll(services, weeks=20, channels="sms", email="")
     claimed = claim_due(services.db, services.clock.now(), 100, 100)
     [(_, [message_id])] = claimed.batches
     enrollments.pause(services.db, done.enrollment_id, services.clock.now(), actor="t")
@@ -146,7 +146,7 @@ def test_random_cancellations_racing_200_rate_limited_calls_never_let_a_text_thr
     watching = WatchingSms(database_url)
     services.sms = watching
     services.deliverer.limiters[Channel.SMS] = LocalRateLimiter(400)
-    patients = [enrol(services, weeks=12, channels="sms", email="") for _ in range(40)]
+    patients = [enroll(services, weeks=12, channels="sms", email="") for _ in range(40)]
     all_due_now(services, clock)
     chosen = random.Random(7).sample(patients, 24)
     rng = random.Random(3)
@@ -204,7 +204,7 @@ def test_a_cancellation_waits_only_for_a_go_ahead_not_for_calls(
     )
     blocking = BlockingSms()
     services.sms = blocking
-    patients = [enrol(services, weeks=12, channels="sms", email="") for _ in range(10)]
+    patients = [enroll(services, weeks=12, channels="sms", email="") for _ in range(10)]
     all_due_now(services, clock)
     claimed = claim_due(services.db, clock.now(), 200, 200)
     [(_, ids)] = claimed.batches

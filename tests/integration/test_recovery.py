@@ -18,7 +18,6 @@ from sqlalchemy import create_engine, func, select, text, update
 from campaigns import delivery, reconciling
 from campaigns.bootstrap import Services
 from campaigns.clock import MovableClock
-from campaigns.domain import Channel, MessageStatus
 from campaigns.errors import StateError
 from campaigns.providers.base import (
     OutgoingSms,
@@ -31,14 +30,15 @@ from campaigns.providers.fake import FakeSmsSender
 from campaigns.send_rules import Outcome, Verdict
 from campaigns.storage import outbox
 from campaigns.storage.models import Alert, AuditEvent, ScheduledMessage, SendLease
-from tests.integration.helpers import enrol
+from campaigns.vocabulary import Channel, MessageStatus
+from tests.integration.helpers import enroll
 
 SM = ScheduledMessage
 
 
 def sms_welcomes(services: Services, patients: int = 1) -> delivery.Claimed:
     for _ in range(patients):
-        enrol(services, weeks=20, channels="sms", email="")
+        enroll(services, weeks=20, channels="sms", email="")
     claimed = delivery.claim_due(services.db, services.clock.now(), 1000, 1000)
     assert claimed.count == patients
     return claimed
@@ -348,7 +348,7 @@ class RefusingQueue:
 def test_a_batch_the_broker_refused_goes_straight_back_to_pending(
     services: Services, clock: MovableClock
 ) -> None:
-    enrol(services, weeks=20, channels="sms", email="")
+    enroll(services, weeks=20, channels="sms", email="")
     assert delivery.dispatch_due(services.db, RefusingQueue(), clock, services.policy) == 0
     with services.db.session() as session:
         statuses = session.execute(select(SM.status).where(SM.next_attempt_at <= clock.now()))
@@ -371,7 +371,7 @@ def test_a_rate_limited_channel_is_claimed_only_as_far_as_its_workers_can_send(
         database_url, sms_rate=0.5, send_batch_size=5, claim_timeout_seconds=10
     )
     for _ in range(12):
-        enrol(services, weeks=20, channels="sms", email="")
+        enroll(services, weeks=20, channels="sms", email="")
     queue = CountingQueue()
     assert services.policy.claim_cap(Channel.SMS) == 5
     assert delivery.dispatch_due(services.db, queue, clock, services.policy) == 5
@@ -413,7 +413,7 @@ def test_database_connections_killed_mid_batch_lose_nothing_and_send_nothing_twi
 
     services.sms = KillingSms()
     for _ in range(10):
-        enrol(services, weeks=12, channels="sms", email="")
+        enroll(services, weeks=12, channels="sms", email="")
     with services.db.session() as session:
         total = session.execute(
             update(SM)

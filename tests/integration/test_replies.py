@@ -30,7 +30,7 @@ from campaigns.storage.models import (
 )
 from campaigns.web.app import create_app
 from campaigns.web.webhooks import form_params, twilio_signed
-from tests.integration.helpers import enrol, phone_of, rows
+from tests.integration.helpers import enroll, phone_of, rows
 from tests.integration.staff import StaffClient, sign_in
 
 TOKEN = "test_auth_token_0123456789abcdef"
@@ -177,7 +177,7 @@ def test_the_providers_md_inbound_vector_validates() -> None:
 def test_a_replayed_message_has_no_second_effect(
     client: TestClient, app_services: Services
 ) -> None:
-    done = enrol(app_services, weeks=20)
+    done = enroll(app_services, weeks=20)
     sender = phone_of(app_services, done.patient_id)
     params = incoming(sender, "my leg is swollen")
     first = texts(post(client, params))
@@ -198,7 +198,7 @@ def test_malformed_requests_get_a_4xx(client: TestClient) -> None:
 def test_an_unknown_number_gets_the_generic_answer_with_no_patient_data(
     client: TestClient, app_services: Services
 ) -> None:
-    enrol(app_services, weeks=20, name="Jessica Example")
+    enroll(app_services, weeks=20, name="Jessica Example")
     [answer] = say(client, "+447700900999", "hello, who is this? Jessica")
     assert "Santi Clinic" in answer and "111" in answer and "999" in answer
     assert "Jessica" not in answer and "Example" not in answer
@@ -220,7 +220,7 @@ def test_an_unknown_number_with_a_danger_sign_gets_the_safety_answer_and_an_aler
 
 
 def test_an_empty_body_and_a_10_kb_body(client: TestClient, app_services: Services) -> None:
-    done = enrol(app_services, weeks=20)
+    done = enroll(app_services, weeks=20)
     sender = phone_of(app_services, done.patient_id)
     [answer] = say(client, sender, "")
     assert "could not read your message" in answer
@@ -241,7 +241,7 @@ def test_an_empty_body_and_a_10_kb_body(client: TestClient, app_services: Servic
 def test_a_danger_sign_gets_the_safety_answer_an_alert_an_email_and_a_marketing_hold(
     client: TestClient, app_services: Services
 ) -> None:
-    done = enrol(app_services, weeks=20, consent="programme,marketing_sms,marketing_email")
+    done = enroll(app_services, weeks=20, consent="programme,marketing_sms,marketing_email")
     sender = phone_of(app_services, done.patient_id)
     answers = say(client, sender, "my leg is swollen and warm, can I book in?")
     assert len(answers) == 1
@@ -278,7 +278,7 @@ def test_a_danger_sign_gets_the_safety_answer_an_alert_an_email_and_a_marketing_
 def test_a_red_emergency_answer_says_999_and_promises_no_call_back(
     client: TestClient, app_services: Services
 ) -> None:
-    done = enrol(app_services, weeks=30)
+    done = enroll(app_services, weeks=30)
     [answer] = say(client, phone_of(app_services, done.patient_id), "chest pain and cant breathe")
     assert "999" in answer and "do not wait for us" in answer
     assert "call you" not in answer.lower()
@@ -288,7 +288,7 @@ def test_a_red_emergency_answer_says_999_and_promises_no_call_back(
 def test_marketing_is_held_for_30_days_after_a_safety_answer(
     client: TestClient, app_services: Services, clock: MovableClock
 ) -> None:
-    done = enrol(app_services, weeks=35, consent="programme,marketing_sms,marketing_email")
+    done = enroll(app_services, weeks=35, consent="programme,marketing_sms,marketing_email")
     say(client, phone_of(app_services, done.patient_id), "my calf hurts and is red")
     marketing = [r for r in rows(app_services, done.enrollment_id) if r.kind == "marketing"]
     assert marketing, "the plan should hold the physio offer within the horizon"
@@ -310,7 +310,7 @@ def test_marketing_is_held_for_30_days_after_a_safety_answer(
 def test_a_loss_told_in_a_text_holds_everything_until_staff_confirm_it(
     client: TestClient, clinician: StaffClient, app_services: Services
 ) -> None:
-    done = enrol(app_services, weeks=20)
+    done = enroll(app_services, weeks=20)
     sender = phone_of(app_services, done.patient_id)
     assert pending_by_channel(app_services, done.enrollment_id)
     [answer] = say(client, sender, "I had a miscarriage yesterday")
@@ -345,7 +345,7 @@ def test_a_loss_told_in_a_text_holds_everything_until_staff_confirm_it(
 def test_staff_clear_a_loss_hold_and_messages_resume_from_now(
     client: TestClient, clinician: StaffClient, app_services: Services
 ) -> None:
-    done = enrol(app_services, weeks=20)
+    done = enroll(app_services, weeks=20)
     before = {r.step_key for r in rows(app_services, done.enrollment_id) if r.status == "pending"}
     say(client, phone_of(app_services, done.patient_id), "we lost our baby on friday")
     [alert] = alerts_of(app_services)
@@ -372,7 +372,7 @@ def test_staff_clear_a_loss_hold_and_messages_resume_from_now(
 def test_a_mention_of_loss_changes_nothing_and_goes_to_staff(
     client: TestClient, app_services: Services, text: str
 ) -> None:
-    done = enrol(app_services, weeks=20)
+    done = enroll(app_services, weeks=20)
     before = pending_by_channel(app_services, done.enrollment_id)
     [answer] = say(client, phone_of(app_services, done.patient_id), text)
     assert "sorry" not in answer and "our team will read" in answer and "999" in answer
@@ -387,7 +387,7 @@ def test_a_mention_of_loss_changes_nothing_and_goes_to_staff(
 def test_danger_and_loss_from_unknown_and_opted_out_numbers_reach_staff_by_email(
     client: TestClient, app_services: Services
 ) -> None:
-    done = enrol(app_services, weeks=20)
+    done = enroll(app_services, weeks=20)
     opted_out = phone_of(app_services, done.patient_id)
     say(client, opted_out, "STOP")
     [safety] = say(client, "+447700900991", "my waters have gone")
@@ -412,7 +412,7 @@ def test_danger_and_loss_from_unknown_and_opted_out_numbers_reach_staff_by_email
 def test_a_text_in_another_language_that_no_list_reads_is_emailed_to_staff(
     client: TestClient, app_services: Services
 ) -> None:
-    done = enrol(app_services, weeks=20)
+    done = enroll(app_services, weeks=20)
     [answer] = say(client, phone_of(app_services, done.patient_id), "dziękuję, mam pytanie")
     assert "maternity unit" in answer and "999" in answer
     [alert] = alerts_of(app_services)
@@ -427,7 +427,7 @@ def test_a_text_in_another_language_that_no_list_reads_is_emailed_to_staff(
 def test_stop_cancels_pending_texts_answers_once_and_then_only_safety_start_and_help(
     client: TestClient, app_services: Services
 ) -> None:
-    done = enrol(app_services, weeks=20)
+    done = enroll(app_services, weeks=20)
     sender = phone_of(app_services, done.patient_id)
     before = pending_by_channel(app_services, done.enrollment_id)
     assert before.get("sms") and before.get("email")
@@ -466,7 +466,7 @@ def test_stop_cancels_pending_texts_answers_once_and_then_only_safety_start_and_
 def test_twilio_advanced_opt_out_is_applied_without_a_second_answer(
     client: TestClient, app_services: Services
 ) -> None:
-    done = enrol(app_services, weeks=20)
+    done = enroll(app_services, weeks=20)
     sender = phone_of(app_services, done.patient_id)
     assert say(client, sender, "STOP", OptOutType="STOP") == []
     assert "sms" not in pending_by_channel(app_services, done.enrollment_id)
@@ -475,7 +475,7 @@ def test_twilio_advanced_opt_out_is_applied_without_a_second_answer(
 
 
 def test_the_consent_ledger_is_append_only(app_services: Services) -> None:
-    enrol(app_services, weeks=20)
+    enroll(app_services, weeks=20)
     for statement in (
         "UPDATE consent_events SET granted = NOT granted",
         "DELETE FROM consent_events",
@@ -495,7 +495,7 @@ def test_the_consent_ledger_is_append_only(app_services: Services) -> None:
 def test_book_gets_a_signed_link_that_redirects_and_is_recorded(
     client: TestClient, app_services: Services, clock: MovableClock
 ) -> None:
-    done = enrol(app_services, weeks=20)
+    done = enroll(app_services, weeks=20)
     [answer] = say(client, phone_of(app_services, done.patient_id), "Book pls")
     link = next(word for word in answer.split() if "/b/" in word)
     assert link.startswith(PUBLIC + "/b/")
@@ -528,7 +528,7 @@ def test_book_gets_a_signed_link_that_redirects_and_is_recorded(
 def test_book_within_24_hours_of_a_safety_alert_gets_the_safety_answer_again(
     client: TestClient, app_services: Services, clock: MovableClock
 ) -> None:
-    done = enrol(app_services, weeks=20)
+    done = enroll(app_services, weeks=20)
     sender = phone_of(app_services, done.patient_id)
     say(client, sender, "my calf is red n hot")
     clock.advance(timedelta(hours=23))
@@ -544,7 +544,7 @@ def test_book_within_24_hours_of_a_safety_alert_gets_the_safety_answer_again(
 
 
 def test_one_click_unsubscribe_is_idempotent(client: TestClient, app_services: Services) -> None:
-    done = enrol(app_services, weeks=20)
+    done = enroll(app_services, weeks=20)
     url = app_services.links.unsubscribe_url(done.patient_id, 1)
     path = urllib.parse.urlsplit(url).path
     page = client.get(path)
@@ -572,7 +572,7 @@ def test_one_click_unsubscribe_is_idempotent(client: TestClient, app_services: S
 def test_a_birth_is_asked_for_its_date_and_staff_confirm_it(
     client: TestClient, clinician: StaffClient, app_services: Services, clock: MovableClock
 ) -> None:
-    done = enrol(app_services, weeks=39)
+    done = enroll(app_services, weeks=39)
     sender = phone_of(app_services, done.patient_id)
     [question] = say(client, sender, "baby arrived!!")
     assert "birth date" in question
@@ -604,7 +604,7 @@ def test_a_birth_is_asked_for_its_date_and_staff_confirm_it(
 def test_the_inbox_lists_open_alerts_most_urgent_first_until_acknowledged(
     client: TestClient, clinician: StaffClient, operator: StaffClient, app_services: Services
 ) -> None:
-    done = enrol(app_services, weeks=20)
+    done = enroll(app_services, weeks=20)
     sender = phone_of(app_services, done.patient_id)
     say(client, sender, "what time is my appointment on tuesday, thanks")  # review (not BOOK)
     say(client, sender, "hello??")  # review
@@ -635,7 +635,7 @@ def test_a_failure_while_handling_still_sends_the_safety_answer(
     def broken(*_: object, **__: object) -> None:
         raise RuntimeError("database went away")
 
-    done = enrol(app_services, weeks=20)
+    done = enroll(app_services, weeks=20)
     sender = phone_of(app_services, done.patient_id)
     monkeypatch.setattr(app_services.answerer, "handle", broken)
     # Nothing was done, so nothing is confirmed: the safety answer only, no "unsubscribed".
@@ -658,7 +658,7 @@ def test_a_failure_while_handling_still_sends_the_safety_answer(
 def test_only_an_open_birth_alert_can_confirm_a_birth(
     client: TestClient, clinician: StaffClient, app_services: Services
 ) -> None:
-    done = enrol(app_services, weeks=20)
+    done = enroll(app_services, weeks=20)
     say(client, phone_of(app_services, done.patient_id), "leg swollen")
     [alert] = alerts_of(app_services)
     refused = clinician.post(
@@ -674,7 +674,7 @@ def test_only_an_open_birth_alert_can_confirm_a_birth(
 def test_an_alert_email_that_fails_goes_on_the_next_sweep(
     client: TestClient, app_services: Services
 ) -> None:
-    done = enrol(app_services, weeks=20)
+    done = enroll(app_services, weeks=20)
     say(client, phone_of(app_services, done.patient_id), "chest pain")
     email = app_services.email
     email.fail_next(RetryableError("503", "try later"))  # type: ignore[attr-defined]

@@ -21,10 +21,10 @@ from campaigns.answering import Answer, Inbound
 from campaigns.bootstrap import Services
 from campaigns.clock import MovableClock
 from campaigns.delivery import claim_due
-from campaigns.domain import Channel
 from campaigns.ratelimit import LocalRateLimiter
 from campaigns.storage.models import ScheduledMessage
-from tests.integration.helpers import enrol, phone_of, rows
+from campaigns.vocabulary import Channel
+from tests.integration.helpers import enroll, phone_of, rows
 from tests.integration.test_races import audit_detail
 from tests.integration.watching import BlockingSms, WatchingSms
 
@@ -46,7 +46,7 @@ def test_a_reply_during_a_send_commits_at_once_and_stops_the_rest(
     services: Services = make_services(database_url, plan_horizon_days=400)
     blocking = BlockingSms()
     services.sms = blocking
-    done = enrol(services, weeks=20, channels="sms", email="")
+    done = enroll(services, weeks=20, channels="sms", email="")
     phone = phone_of(services, done.patient_id)
     claimed = claim_due(services.db, services.clock.now(), 100, 100)
     [(_, [message_id])] = claimed.batches
@@ -76,7 +76,7 @@ def test_random_stops_and_losses_racing_200_rate_limited_calls_never_let_a_text_
     watching = WatchingSms(database_url)
     services.sms = watching
     services.deliverer.limiters[Channel.SMS] = LocalRateLimiter(400)
-    patients = [enrol(services, weeks=12, channels="sms", email="") for _ in range(40)]
+    patients = [enroll(services, weeks=12, channels="sms", email="") for _ in range(40)]
     with services.db.session() as session:  # every planned message is due at once
         session.execute(
             update(ScheduledMessage)

@@ -20,14 +20,14 @@ from sqlalchemy import select
 
 from campaigns import halts, staff_accounts
 from campaigns.bootstrap import Services
-from campaigns.domain import Channel
 from campaigns.errors import InputError, NotFoundError, StateError
 from campaigns.sign_in_throttle import Limits, RedisCounter, Throttle
 from campaigns.storage.db import Database
 from campaigns.storage.models import AuditEvent, ScheduledMessage, StaffUser
+from campaigns.vocabulary import Channel
 from campaigns.web.app import create_app
 from tests.conftest import REDIS_URL
-from tests.integration.helpers import enrol, rows
+from tests.integration.helpers import enroll, rows
 from tests.integration.processes import campaigns, env_with, free_port, spawn, stop
 from tests.integration.staff import PASSWORD, StaffClient, sign_in
 
@@ -240,7 +240,7 @@ def test_account_rules_refuse_clearly(services: Services) -> None:
 
 
 def test_an_operator_resumes_a_channel_and_requeues_failed_messages(services: Services) -> None:
-    done = enrol(services, weeks=20)
+    done = enroll(services, weeks=20)
     [first, *_] = rows(services, done.enrollment_id)
     with services.db.session() as session:
         session.get(ScheduledMessage, first.id).status = "failed"  # type: ignore[union-attr]

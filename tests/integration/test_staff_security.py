@@ -22,7 +22,7 @@ from campaigns.clock import MovableClock
 from campaigns.storage.models import AuditEvent, StaffSession
 from campaigns.web.app import create_app
 from tests.conftest import make_settings
-from tests.integration.helpers import enrol, phone_of
+from tests.integration.helpers import enroll, phone_of
 from tests.integration.staff import PASSWORD, StaffClient, add_member, login_token, sign_in
 
 #: Reachable without signing in (the sign-in page itself).
@@ -119,7 +119,7 @@ def test_every_state_changing_route_refuses_a_missing_or_foreign_token(
         pytest.skip("the sign-in form carries its own token (tested below)")
     if path.startswith("/staff/login/"):  # the second step's routes: a session at that step
         add_member(services, "admin")
-        staff_accounts.enrol_totp(
+        staff_accounts.enroll_totp(
             services.db, services.totp_box, "admin@clinic.example", services.clock.now(), actor="t"
         )
         _login(anonymous, "admin@clinic.example", PASSWORD)
@@ -129,7 +129,7 @@ def test_every_state_changing_route_refuses_a_missing_or_foreign_token(
         csrf = found.group(1)
     else:
         csrf = sign_in(anonymous, services, "admin").csrf
-    enrol(services, weeks=20)
+    enroll(services, weeks=20)
     before = count_audits(services)
     missing = anonymous.post(path, data={})
     assert missing.status_code == 403, path
@@ -177,7 +177,7 @@ MATRIX = {
 def test_each_role_may_do_what_the_table_says_and_nothing_else(
     services: Services, role: str
 ) -> None:
-    done = enrol(services, weeks=20, name="Gia Example")
+    done = enroll(services, weeks=20, name="Gia Example")
     with _client(services) as client:
         member = sign_in(client, services, role)
         home = member.get("/staff/").text
@@ -197,7 +197,7 @@ def test_each_role_may_do_what_the_table_says_and_nothing_else(
 
 
 def test_a_viewer_gets_no_action_buttons(services: Services) -> None:
-    done = enrol(services, weeks=20)
+    done = enroll(services, weeks=20)
     with _client(services) as client:
         viewer = sign_in(client, services, "viewer")
         page = viewer.get(f"/staff/patients/{done.patient_id}").text
@@ -206,7 +206,7 @@ def test_a_viewer_gets_no_action_buttons(services: Services) -> None:
 
 
 def test_actions_and_views_are_audited_as_the_signed_in_member(services: Services) -> None:
-    done = enrol(services, weeks=20)
+    done = enroll(services, weeks=20)
     with _client(services) as client:
         clinician = sign_in(client, services, "clinician")
         clinician.get(f"/staff/patients/{done.patient_id}")
@@ -325,7 +325,7 @@ def test_sign_in_with_an_authenticator_code_accepts_each_code_once(
     anonymous: TestClient, services: Services, clock: MovableClock
 ) -> None:
     add_member(services, "clinician")
-    enrolled = staff_accounts.enrol_totp(
+    enrolled = staff_accounts.enroll_totp(
         services.db, services.totp_box, "clinician@clinic.example", clock.now(), actor="test"
     )
     generator = pyotp.TOTP(enrolled.secret)
@@ -516,7 +516,7 @@ def test_malformed_link_tokens_are_a_400_never_a_500(anonymous: TestClient, toke
 def test_the_access_log_names_routes_not_tokens_numbers_or_emails(
     anonymous: TestClient, services: Services, caplog: pytest.LogCaptureFixture
 ) -> None:
-    done = enrol(services, weeks=20, email="private.person@example.com")
+    done = enroll(services, weeks=20, email="private.person@example.com")
     phone = phone_of(services, done.patient_id)
     member = sign_in(anonymous, services, "admin")
     link = services.links.booking_url(done.patient_id, services.clock.now())

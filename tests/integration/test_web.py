@@ -10,10 +10,10 @@ from fastapi.testclient import TestClient
 
 from campaigns import halts
 from campaigns.bootstrap import Services
-from campaigns.domain import Channel
 from campaigns.runtime import InlineQueue, tick
+from campaigns.vocabulary import Channel
 from campaigns.web.app import create_app
-from tests.integration.helpers import edd_at, enrol, enrollment, rows
+from tests.integration.helpers import edd_at, enroll, enrollment, rows
 from tests.integration.staff import StaffClient, sign_in
 
 
@@ -32,7 +32,7 @@ def test_health_readiness_and_metrics(client: StaffClient, services: Services) -
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["campaigns"] == ["leg-cramps"]
-    enrol(services, weeks=20)
+    enroll(services, weeks=20)
     metrics = client.get("/metrics").text
     assert 'campaigns_messages{status="pending"}' in metrics
     assert re.search(r"^campaigns_due_messages 2$", metrics, re.M)
@@ -57,7 +57,7 @@ def test_readiness_fails_when_the_database_is_missing(
     assert response.json()["status"] == "unavailable"
 
 
-def test_enrol_form_explains_a_bad_field_and_writes_nothing(
+def test_enroll_form_explains_a_bad_field_and_writes_nothing(
     client: StaffClient, services: Services
 ) -> None:
     form = {
@@ -77,7 +77,7 @@ def test_enrol_form_explains_a_bad_field_and_writes_nothing(
     assert rows(services) == []
 
 
-def test_enrol_form_creates_the_patient_and_shows_the_plan(
+def test_enroll_form_creates_the_patient_and_shows_the_plan(
     client: StaffClient, services: Services
 ) -> None:
     today = services.clock.now().date()
@@ -101,7 +101,7 @@ def test_enrol_form_creates_the_patient_and_shows_the_plan(
 
 
 def test_staff_actions_change_the_plan(client: StaffClient, services: Services) -> None:
-    done = enrol(services, weeks=20, name="Eve Example")
+    done = enroll(services, weeks=20, name="Eve Example")
     page = f"/staff/patients/{done.patient_id}"
     url = f"/staff/enrollments/{done.enrollment_id}"
     refused = client.post(f"{url}/loss", data={}, follow_redirects=True)
@@ -128,10 +128,10 @@ def test_staff_actions_change_the_plan(client: StaffClient, services: Services) 
 
 def test_outbox_shows_what_was_sent(client: StaffClient, services: Services) -> None:
     services.sms = services.email = None  # type: ignore[assignment]
-    from campaigns.providers.outbox import OutboxEmailSender, OutboxSmsSender
+    from campaigns.providers.local import LocalEmailSender, LocalSmsSender
 
-    services.sms, services.email = OutboxSmsSender(), OutboxEmailSender()
-    done = enrol(services, weeks=20, name="Fay Example")
+    services.sms, services.email = LocalSmsSender(), LocalEmailSender()
+    done = enroll(services, weeks=20, name="Fay Example")
     assert tick(services, InlineQueue(services)) == 2
     outbox = client.get("/staff/outbox")
     assert "Fay Example" in outbox.text and "Santi: thanks for joining" in outbox.text

@@ -28,7 +28,7 @@ from campaigns.storage.models import (
 )
 from campaigns.web.app import create_app
 from campaigns.web.webhooks import form_params, sendgrid_signed, twilio_signed
-from tests.integration.helpers import enrol, rows
+from tests.integration.helpers import enroll, rows
 
 TOKEN = "test_auth_token_0123456789abcdef"
 PUBLIC = "https://clinic.example"
@@ -63,7 +63,7 @@ def client(app_services: Services) -> Iterator[TestClient]:
 
 def sent(services: Services, channel: str) -> ScheduledMessage:
     """Enrol a patient and send their welcome on `channel` through the fake provider."""
-    enrol(services, weeks=20, channels=channel, email="pat@example.com")
+    enroll(services, weeks=20, channels=channel, email="pat@example.com")
     claimed = claim_due(services.db, services.clock.now(), 10, 10)
     [(_, [message_id])] = claimed.batches
     services.deliverer.send_one(message_id, claimed.token)

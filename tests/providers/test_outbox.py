@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from campaigns.providers.base import Attempt, LookupVerdict, OutgoingEmail, OutgoingSms
-from campaigns.providers.outbox import OutboxEmailSender, OutboxSmsSender, _Issued
+from campaigns.providers.local import LocalEmailSender, LocalSmsSender, _Issued
 
 
 def attempt(message_id: int) -> Attempt:
@@ -14,18 +14,18 @@ def attempt(message_id: int) -> Attempt:
 
 
 def test_every_sender_of_the_process_finds_what_one_issued() -> None:
-    sms = OutboxSmsSender().send_sms(
+    sms = LocalSmsSender().send_sms(
         OutgoingSms(9001, "+447400000001", "Santi: a tip", datetime.now(UTC) + timedelta(hours=1))
     )
-    found = OutboxSmsSender().find_sms(attempt(9001))
+    found = LocalSmsSender().find_sms(attempt(9001))
     assert (found.verdict, found.provider_id) == (LookupVerdict.FOUND, sms.provider_id)
-    assert OutboxSmsSender().find_sms(attempt(9002)).verdict is LookupVerdict.NOT_FOUND
+    assert LocalSmsSender().find_sms(attempt(9002)).verdict is LookupVerdict.NOT_FOUND
     # Channels keep their own memory: an email with the same id is another message.
-    assert OutboxEmailSender().find_email(attempt(9001)).verdict is LookupVerdict.NOT_FOUND
-    mail = OutboxEmailSender().send_email(
+    assert LocalEmailSender().find_email(attempt(9001)).verdict is LookupVerdict.NOT_FOUND
+    mail = LocalEmailSender().send_email(
         OutgoingEmail(9001, "a@example.com", "S", "<p>x</p>", "x", "c", "https://x/u/t")
     )
-    assert OutboxEmailSender().find_email(attempt(9001)).provider_id == mail.provider_id
+    assert LocalEmailSender().find_email(attempt(9001)).provider_id == mail.provider_id
 
 
 def test_the_memory_is_bounded_and_keeps_the_latest() -> None:

@@ -22,7 +22,7 @@ from campaigns.providers.base import (
     RetryableError,
     UnknownOutcomeError,
 )
-from campaigns.providers.twilio import TWILIO_ERRORS, Action, classify
+from campaigns.providers.twilio import TWILIO_ERRORS, ErrorAction, error_action
 from campaigns.sandbox.twilio_server import TwilioSandbox
 from tests.providers.conftest import closed_port, set_fault, twilio_sender
 
@@ -159,50 +159,52 @@ def test_many_threads_share_one_sender(twilio_sandbox: TwilioSandbox) -> None:
 
 
 PROVIDERS_TABLE = {  # PROVIDERS.md 1.5, every code it lists
-    21211: Action.INVALID_NUMBER,
-    21610: Action.OPT_OUT,
-    21408: Action.HALT,
-    21614: Action.INVALID_NUMBER,
-    21612: Action.HALT,
-    21606: Action.HALT,
-    21608: Action.HALT,
-    21617: Action.GIVE_UP,
-    21635: Action.INVALID_NUMBER,
-    20003: Action.HALT,
-    20404: Action.HALT,
-    20429: Action.RETRY,
-    30001: Action.RETRY,
-    30002: Action.HALT,
-    30003: Action.RETRY,
-    30004: Action.OPT_OUT,
-    30005: Action.INVALID_NUMBER,
-    30006: Action.INVALID_NUMBER,
-    30007: Action.GIVE_UP,
-    30008: Action.RETRY,
-    30032: Action.HALT,
-    30034: Action.HALT,
-    30500: Action.RETRY,
+    21211: ErrorAction.INVALID_NUMBER,
+    21610: ErrorAction.OPT_OUT,
+    21408: ErrorAction.HALT,
+    21614: ErrorAction.INVALID_NUMBER,
+    21612: ErrorAction.HALT,
+    21606: ErrorAction.HALT,
+    21608: ErrorAction.HALT,
+    21617: ErrorAction.GIVE_UP,
+    21635: ErrorAction.INVALID_NUMBER,
+    20003: ErrorAction.HALT,
+    20404: ErrorAction.HALT,
+    20429: ErrorAction.RETRY,
+    30001: ErrorAction.RETRY,
+    30002: ErrorAction.HALT,
+    30003: ErrorAction.RETRY,
+    30004: ErrorAction.OPT_OUT,
+    30005: ErrorAction.INVALID_NUMBER,
+    30006: ErrorAction.INVALID_NUMBER,
+    30007: ErrorAction.GIVE_UP,
+    30008: ErrorAction.RETRY,
+    30032: ErrorAction.HALT,
+    30034: ErrorAction.HALT,
+    30500: ErrorAction.RETRY,
 }
 
 
 def test_the_table_classifies_every_documented_code() -> None:
-    assert {code: classify(code, 400) for code in PROVIDERS_TABLE} == PROVIDERS_TABLE
+    assert {code: error_action(code, 400) for code in PROVIDERS_TABLE} == PROVIDERS_TABLE
     assert set(TWILIO_ERRORS) == set(PROVIDERS_TABLE)
 
 
 @pytest.mark.parametrize(
     ("status", "action"),
     [
-        (500, Action.UNKNOWN),
-        (503, Action.UNKNOWN),
-        (401, Action.HALT),
-        (429, Action.RETRY),
-        (400, Action.GIVE_UP),
+        (500, ErrorAction.UNKNOWN),
+        (503, ErrorAction.UNKNOWN),
+        (401, ErrorAction.HALT),
+        (429, ErrorAction.RETRY),
+        (400, ErrorAction.GIVE_UP),
     ],
 )
-def test_codes_outside_the_table_fall_back_on_the_http_status(status: int, action: Action) -> None:
-    assert classify(None, status) is action
-    assert classify(99999, status) is action
+def test_codes_outside_the_table_fall_back_on_the_http_status(
+    status: int, action: ErrorAction
+) -> None:
+    assert error_action(None, status) is action
+    assert error_action(99999, status) is action
 
 
 def test_a_sent_message_is_found_with_its_sid_and_status(settled_twilio: TwilioSandbox) -> None:

@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from campaigns.catalog import CAMPAIGN_FILE, Catalog, CatalogError, template_names
-from campaigns.domain import StepKind
 from campaigns.settings import Settings
+from campaigns.vocabulary import StepKind
 
 REAL_TEMPLATES = Settings().templates_dir
 CAMPAIGN = "leg-cramps"

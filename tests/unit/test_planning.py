@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from campaigns.catalog import Campaign
-from campaigns.domain import Channel, MessageStatus
 from campaigns.planning import CATCH_UP, PlanInput, PlannedSend, SkipReason, plan
 from campaigns.pregnancy import date_at_gestation
+from campaigns.vocabulary import Channel, MessageStatus
 from campaigns.window import SendWindow, zone
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,7 +51,7 @@ def edd_for(today: date, weeks: int, days: int = 0) -> date:
 TODAY = date(2026, 3, 2)  # a Monday
 
 
-def test_early_enrolment_plans_every_step_in_order_without_skips() -> None:
+def test_early_enrollment_plans_every_step_in_order_without_skips() -> None:
     edd = edd_for(TODAY, 10)
     planned = plan(facts(edd, TODAY), CAMPAIGN, WINDOW, at(TODAY))
     assert all(p.status is MessageStatus.PENDING for p in planned if p.step.kind != "marketing")
@@ -158,7 +158,7 @@ def test_days_already_taken_by_other_messages_are_avoided() -> None:
     assert local(moved["supplements"]).date() == taken + timedelta(days=1)
 
 
-def test_late_enrolment_skips_the_past_and_catches_up_the_latest_warning_of_each_topic() -> None:
+def test_late_enrollment_skips_the_past_and_catches_up_the_latest_warning_of_each_topic() -> None:
     planned = plan(facts(edd_for(TODAY, 33, 2), TODAY), CAMPAIGN, WINDOW, at(TODAY))
     sms = by_step(planned)
     for key in (

@@ -229,7 +229,7 @@ LOSS_WORDS = [
     ANY_TEXT,
     st.sampled_from([PATIENT, OPTED_OUT, STRANGER]),
 )
-def test_a_loss_mention_never_ends_an_enrolment(
+def test_a_loss_mention_never_ends_an_enrollment(
     before: str, loss: str, after: str, situation: Situation
 ) -> None:
     """No text ends a programme: at most a hold that staff confirm or clear, and staff told."""

@@ -9,7 +9,6 @@ import pytest
 
 from campaigns import send_rules as rules
 from campaigns.consent import ConsentState
-from campaigns.domain import Channel, MessageStatus, StepKind
 from campaigns.providers.base import (
     ConfigurationError,
     InvalidAddressError,
@@ -21,6 +20,7 @@ from campaigns.providers.base import (
     UnknownOutcomeError,
 )
 from campaigns.send_rules import Followup, Outcome
+from campaigns.vocabulary import Channel, MessageStatus, StepKind
 from campaigns.window import SendWindow
 
 WINDOW = SendWindow.parse("Mon-Sat 09:00-20:00", "GB-ENG")

@@ -13,12 +13,12 @@ from campaigns.catalog import Campaign, Catalog
 from campaigns.contacts import mask_phone, normalise_phone
 from campaigns.content import ContentRenderer, Recipient
 from campaigns.delivery import NEEDS_REVIEW
-from campaigns.domain import Channel, MessageStatus
 from campaigns.errors import InputError, NotFoundError
 from campaigns.intake import parse_date
 from campaigns.planning import PlanInput, PlannedSend, plan
 from campaigns.scheduling import Planner
 from campaigns.storage.models import Enrollment, Patient, ScheduledMessage
+from campaigns.vocabulary import Channel, MessageStatus
 from campaigns.window import SendWindow, WindowError, zone
 
 SM = ScheduledMessage
@@ -300,7 +300,7 @@ def outbox(
         select(SM, Patient)
         .join(Enrollment, Enrollment.id == SM.enrollment_id)
         .join(Patient, Patient.id == Enrollment.patient_id)
-        .where(SM.provider == "outbox", SM.sent_at.is_not(None))
+        .where(SM.provider == "local", SM.sent_at.is_not(None))
         .order_by(SM.sent_at.desc(), SM.id.desc())
         .limit(limit)
     )

@@ -1,7 +1,9 @@
 """The embedded default: every message is accepted and kept in the database, nothing leaves.
 
-The send path already records what each patient received on the message row; the outbox
+The send path already records what each patient received on the message row; the local
 provider only accepts the message and gives it an id, and the staff UI's outbox view shows it.
+(Called "outbox" before: that word is the send table's, so the setting's old value is still
+read as "local".)
 """
 
 from __future__ import annotations
@@ -62,8 +64,8 @@ def _find(issued: _Issued, attempt: Attempt) -> Lookup:
     )
 
 
-class OutboxSmsSender:
-    name = "outbox"
+class LocalSmsSender:
+    name = "local"
 
     def send_sms(self, message: OutgoingSms) -> SendReceipt:
         receipt = SendReceipt(self.name, f"OBSM{uuid.uuid4().hex}")
@@ -74,8 +76,8 @@ class OutboxSmsSender:
         return _find(_SMS, attempt)
 
 
-class OutboxEmailSender:
-    name = "outbox"
+class LocalEmailSender:
+    name = "local"
 
     def send_email(self, message: OutgoingEmail) -> SendReceipt:
         receipt = SendReceipt(self.name, f"OBEM{uuid.uuid4().hex}")

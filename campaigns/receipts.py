@@ -22,11 +22,11 @@ from sqlalchemy import CursorResult, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from campaigns import halts, reachability
-from campaigns.domain import Channel, ConsentSource, MessageStatus
-from campaigns.providers.twilio import Action, classify
+from campaigns.providers.twilio import ErrorAction, error_action
 from campaigns.scheduling import Planner
 from campaigns.storage.db import Database, insert_if_absent
 from campaigns.storage.models import Enrollment, Patient, ProviderEvent, ScheduledMessage
+from campaigns.vocabulary import Channel, ConsentSource, MessageStatus
 from campaigns.window import SendWindow, zone
 
 log = logging.getLogger(__name__)
@@ -97,10 +97,10 @@ def twilio_status(
         if status not in ("undelivered", "failed", "canceled"):
             return "ignored"
         final = MessageStatus.FAILED if status == "failed" else MessageStatus.UNDELIVERED
-        action = classify(int(error), None) if error.isdigit() else Action.GIVE_UP
+        action = error_action(int(error), None) if error.isdigit() else ErrorAction.GIVE_UP
         row.error_code = error or status
         if (
-            action is Action.RETRY
+            action is ErrorAction.RETRY
             and row.attempts < ctx.max_attempts
             and RANK.get(MessageStatus(row.status), 0) < 2
         ):
@@ -109,7 +109,7 @@ def twilio_status(
             row.next_attempt_at = ctx.window.next_open(now + RESEND_AFTER, zone(patient.timezone))
             return "resend"
         result = _advance(row, final, now, reason=f"twilio_{error or status}")
-        if action is Action.OPT_OUT:
+        if action is ErrorAction.OPT_OUT:
             reachability.opt_out(
                 session,
                 patient,
@@ -119,7 +119,7 @@ def twilio_status(
                 reason=f"twilio:{error}",
                 actor="provider:twilio",
             )
-        elif action is Action.INVALID_NUMBER:
+        elif action is ErrorAction.INVALID_NUMBER:
             reachability.mark_invalid(
                 session,
                 ctx.planner,
@@ -129,7 +129,7 @@ def twilio_status(
                 reason=f"twilio:{error}",
                 actor="provider:twilio",
             )
-        elif action is Action.HALT:
+        elif action is ErrorAction.HALT:
             halts.record(session, Channel.SMS, "twilio", error, "error in a status callback", now)
         return result
 

@@ -1,6 +1,6 @@
 """Enrolment with planning, on PostgreSQL, through the bulk path (`enrol_many`).
 
-    .venv/bin/python -m bench.enrol [--patients 100000] [--batch 10000]
+    .venv/bin/python -m bench.enroll [--patients 100000] [--batch 10000]
 
 Each patient gets programme consent (a third also marketing by SMS), both channels, a random
 gestational age between 8+0 and 39+6, and a timezone from a realistic mix; every plan is the
@@ -21,15 +21,15 @@ from bench.common import fresh_postgres, save
 from campaigns import enrollments
 from campaigns.bootstrap import build
 from campaigns.clock import MovableClock
-from campaigns.domain import Channel, ConsentPurpose, ConsentSource, EddSource
-from campaigns.intake import EnrolmentRequest
+from campaigns.intake import EnrollmentRequest
 from campaigns.settings import Settings
 from campaigns.storage.models import ScheduledMessage
+from campaigns.vocabulary import Channel, ConsentPurpose, ConsentSource, EddSource
 
 TIMEZONES = ["Europe/London"] * 8 + ["Europe/Warsaw", "America/New_York"]
 
 
-def requests(count: int, today: datetime, seed: int = 1) -> list[EnrolmentRequest]:
+def requests(count: int, today: datetime, seed: int = 1) -> list[EnrollmentRequest]:
     rng = random.Random(seed)
     made = []
     for i in range(count):
@@ -38,7 +38,7 @@ def requests(count: int, today: datetime, seed: int = 1) -> list[EnrolmentReques
         if i % 3 == 0:
             consents.add(ConsentPurpose.MARKETING_SMS)
         made.append(
-            EnrolmentRequest(
+            EnrollmentRequest(
                 campaign="leg-cramps",
                 name=f"Patient {i}",
                 phone=f"+4474{i:08d}",
@@ -67,7 +67,7 @@ def main() -> None:
         per_batch = []
         for start in range(0, len(batch), args.batch):
             t0 = time.perf_counter()
-            enrollments.enrol_many(
+            enrollments.enroll_many(
                 services.db,
                 services.planner,
                 batch[start : start + args.batch],
