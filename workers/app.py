@@ -1,4 +1,4 @@
-"""The Celery application, configured from campaigns settings (DESIGN.md, "Moving the work").
+"""The Celery application, configured from campaigns settings (docs/architecture.md, "Processes").
 
 Future sends live in the database, never in the broker: beat only fires `dispatch_due`, which
 claims due rows and publishes `send_batch` tasks (ids only) after its transaction commits.

@@ -162,7 +162,7 @@ class SendGridEmailSender:
                 "List-Unsubscribe": f"<{message.unsubscribe_url}>",
                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
             },
-            # No tracking pixels or rewritten links in health emails (CLINICAL 5.4).
+            # No tracking pixels or rewritten links in health emails (docs/clinical-content.md).
             "tracking_settings": {
                 "click_tracking": {"enable": False, "enable_text": False},
                 "open_tracking": {"enable": False},

@@ -62,7 +62,8 @@ class ErrorAction(Enum):
     UNKNOWN = "unknown"  # it may have been sent: never resend blindly
 
 
-#: PROVIDERS.md 1.5, one row per code, for errors on create and in status callbacks alike.
+#: docs/providers.md, "Error codes we classify": one row per code, for errors on create and in
+#: status callbacks alike.
 TWILIO_ERRORS: dict[int, ErrorAction] = {
     20429: ErrorAction.RETRY,  # too many requests: "never processed and always safe to retry"
     30001: ErrorAction.RETRY,  # queue overflow

@@ -1,4 +1,5 @@
-"""A SendGrid v3 Mail Send stand-in (PROVIDERS.md 5.4), with signed Event Webhook posts.
+"""A SendGrid v3 Mail Send stand-in (docs/providers.md, "The sandboxes"), with signed Event
+Webhook posts.
 
 POST /v3/mail/send with `Authorization: Bearer <key>` and a JSON body: 202, an empty body and
 `X-Message-Id`. Then a signed batch of events (processed, then delivered) goes to the events
@@ -49,7 +50,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from campaigns.sandbox.common import Handler, SandboxServer, our_message_id, post
 from campaigns.sandbox.credentials import TEST_API_KEY
 
-# PROVIDERS.md 6.3's deterministic test key (test only).
+# A deterministic test key (test only; docs/providers.md, "Event Webhook").
 _TEST_PRIVATE = ec.derive_private_key(
     0x1F2E3D4C5B6A79880123456789ABCDEF0123456789ABCDEF0123456789ABCDEF, ec.SECP256R1()
 )

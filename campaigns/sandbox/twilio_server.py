@@ -1,4 +1,4 @@
-"""A Twilio Messages API stand-in (PROVIDERS.md 4.5).
+"""A Twilio Messages API stand-in (docs/providers.md, "The sandboxes").
 
 POST /2010-04-01/Accounts/{AccountSid}/Messages.json with HTTP Basic auth and a form body.
 Magic `To` numbers (Twilio's test numbers, plus a few of ours):

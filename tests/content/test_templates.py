@@ -1,7 +1,7 @@
 """Content rules on every step and channel of every campaign in the catalog.
 
-Guards CLINICAL.md section 3 (content rules), 5.1 (service vs marketing), 5.4 (minimal,
-discreet SMS; neutral subjects), 6.2 (one GSM-7 segment) and 6.4 (accessible HTML email), and
+Guards the writing rules of docs/clinical-content.md (content rules, service vs marketing,
+minimal and discreet SMS with neutral subjects, one GSM-7 segment, accessible HTML email), and
 the renderer's own promises: SMS templates get no patient fields, HTML is autoescaped, and a
 missing translation falls back to English. Each message is rendered in plain and discreet
 wording, with a distinctive first name and the default clinic from settings.

@@ -143,7 +143,7 @@ def test_the_fake_answers_lookups_and_fails_them_on_cue() -> None:
     ("setting", "name"), [("local", "local"), ("outbox", "local"), ("fake", "fake")]
 )
 def test_settings_choose_the_provider(setting: str, name: str) -> None:
-    """"outbox", the local provider's old name, still chooses it."""
+    """ "outbox", the local provider's old name, still chooses it."""
     settings = make_settings(sms_provider=setting, email_provider=setting)
     assert sms_sender(settings).name == name
     assert email_sender(settings).name == name

@@ -1,5 +1,6 @@
-"""Provider webhooks through the app: signatures (by the SDKs' own code and PROVIDERS.md's
-vectors), deduplication, the status state machine, and what each provider event does."""
+"""Provider webhooks through the app: signatures (by the SDKs' own code and the test
+vectors in docs/providers.md), deduplication, the status state machine, and what each
+provider event does."""
 
 from __future__ import annotations
 

@@ -158,7 +158,7 @@ def test_many_threads_share_one_sender(twilio_sandbox: TwilioSandbox) -> None:
     )
 
 
-PROVIDERS_TABLE = {  # PROVIDERS.md 1.5, every code it lists
+PROVIDERS_TABLE = {  # docs/providers.md, "Error codes we classify": every code listed
     21211: ErrorAction.INVALID_NUMBER,
     21610: ErrorAction.OPT_OUT,
     21408: ErrorAction.HALT,
