@@ -1,9 +1,9 @@
 """The SMS segment estimator and the template fingerprint in campaigns.content.
 
 sms_encoding must give the same answer as every row of the verified table in docs/providers.md
-("SMS encoding and segments": GSM-7 160/153, UCS-2 70/67, extension characters cost 2, a character is never split across
-segments). template_ref is what the audit trail records, so it must change when the wording
-changes and stay the same when it does not.
+("SMS encoding and segments": GSM-7 160/153, UCS-2 70/67, extension characters cost 2, a
+character is never split across segments). template_ref is what the audit trail records, so it
+must change when the wording changes and stay the same when it does not.
 """
 
 from __future__ import annotations
