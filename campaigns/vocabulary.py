@@ -35,7 +35,6 @@ class EnrollmentStatus(StrEnum):
     PAUSED = "paused"
     LOSS_HOLD = "loss_hold"  # the patient told us of a loss: nothing goes until staff decide
     COMPLETED = "completed"
-    ENDED_BIRTH = "ended_birth"  # reserved: birth normally moves the plan on, it does not end it
     ENDED_LOSS = "ended_loss"
     STOPPED = "stopped"
 

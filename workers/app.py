@@ -11,6 +11,7 @@ from typing import Any
 from celery import Celery
 
 from campaigns.settings import Settings, get_settings
+from campaigns.upkeep import JOBS
 from workers import watchdog
 
 DISPATCH_QUEUE = "dispatch"
@@ -18,39 +19,15 @@ SEND_QUEUES = ("send.sms", "send.email")
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Every periodic job of campaigns.upkeep, on its period; a run left queued for longer than
+    its expiry is dropped (the next one does its work)."""
     return {
-        "dispatch-due": {
-            "task": "campaigns.dispatch_due",
-            "schedule": settings.dispatch_interval_seconds,
-            "options": {"expires": settings.dispatch_interval_seconds * 5},
-        },
-        # RED/AMBER alerts to the clinic's alert address, within seconds of the reply.
-        "email-alerts": {
-            "task": "campaigns.email_alerts",
-            "schedule": settings.dispatch_interval_seconds,
-            "options": {"expires": settings.dispatch_interval_seconds * 5},
-        },
-        # Lost tasks and dead workers are found within seconds, not at the next minute.
-        "reap": {
-            "task": "campaigns.reap",
-            "schedule": settings.upkeep_interval_seconds,
-            "options": {"expires": settings.upkeep_interval_seconds * 5},
-        },
-        "reconcile": {
-            "task": "campaigns.reconcile",
-            "schedule": settings.upkeep_interval_seconds,
-            "options": {"expires": settings.upkeep_interval_seconds * 5},
-        },
-        "extend-plans": {
-            "task": "campaigns.extend_plans",
-            "schedule": 3600.0,
-            "options": {"expires": 3000},
-        },
-        "housekeeping": {
-            "task": "campaigns.housekeeping",
-            "schedule": 600.0,
-            "options": {"expires": 1200},
-        },
+        job.name.replace("_", "-"): {
+            "task": f"campaigns.{job.name}",
+            "schedule": job.every(settings),
+            "options": {"expires": job.every(settings) * job.expires_after},
+        }
+        for job in JOBS
     }
 
 

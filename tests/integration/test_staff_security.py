@@ -546,10 +546,10 @@ def test_upkeep_deletes_sessions_past_their_timeouts(
     with _client(services) as client:
         StaffClient(client, "viewer@clinic.example")
     clock.advance(timedelta(minutes=20))
-    runtime.upkeep(services)
+    runtime.upkeep_now(services)
     with services.db.session() as session:
         assert session.execute(select(func.count()).select_from(StaffSession)).scalar_one() == 2
     clock.advance(timedelta(minutes=11))
-    runtime.upkeep(services)
+    runtime.upkeep_now(services)
     with services.db.session() as session:
         assert session.execute(select(func.count()).select_from(StaffSession)).scalar_one() == 0
