@@ -27,6 +27,7 @@ from campaigns.keywords import (
     classify,
 )
 from campaigns.links import LinkSigner
+from campaigns.planner import Planner
 from campaigns.replies import (
     UNRECOGNISED,
     Action,
@@ -38,7 +39,6 @@ from campaigns.replies import (
     decide,
     safety_replies,
 )
-from campaigns.scheduling import Planner
 from campaigns.storage.db import Database, insert_ignoring
 from campaigns.storage.models import (
     Alert,

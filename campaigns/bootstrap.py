@@ -15,6 +15,7 @@ from campaigns.intake import IntakeRules
 from campaigns.keywords import Reader, load_reader
 from campaigns.links import LinkSigner
 from campaigns.passkeys import RelyingParty
+from campaigns.planner import Planner
 from campaigns.providers.base import EmailSender, SmsSender
 from campaigns.providers.fake import FakeEmailSender, FakeSmsSender
 from campaigns.providers.local import LocalEmailSender, LocalSmsSender
@@ -23,7 +24,6 @@ from campaigns.providers.smtp import SmtpEmailSender
 from campaigns.providers.twilio import TwilioSmsSender
 from campaigns.ratelimit import RateLimiter, limiter
 from campaigns.replies import BIRTH_DATE, NOTED, UNKNOWN_SENDER, UNRECOGNISED
-from campaigns.scheduling import Planner
 from campaigns.secretbox import SecretBox
 from campaigns.sending import Deliverer
 from campaigns.settings import Settings

@@ -53,3 +53,19 @@ def current(events: Iterable[ConsentRecord]) -> ConsentState:
 
 def _channels(channel: Channel | None) -> list[Channel]:
     return list(Channel) if channel is None else [channel]
+
+
+def usable_channels(
+    enrolled: frozenset[Channel],
+    consent: ConsentState,
+    suppressed: frozenset[Channel],
+    *,
+    invalid: frozenset[Channel],
+    has_email: bool,
+) -> frozenset[Channel]:
+    """The channels a plan may use now: enrolled (a dead phone number falls back to email),
+    consented to, and neither suppressed nor known to be dead."""
+    wanted = set(enrolled)
+    if Channel.SMS in invalid and has_email:
+        wanted.add(Channel.EMAIL)
+    return frozenset(wanted & consent.programme) - suppressed - invalid

@@ -9,9 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -19,23 +17,16 @@ from campaigns import audit
 from campaigns.consent import WORDING_VERSION
 from campaigns.errors import InputError, StateError
 from campaigns.intake import EnrollmentRequest
+from campaigns.planner import Planner, SkipRecords, Stored, skip_records, split
 from campaigns.planning import PlanInput, PlannedSend
 from campaigns.pregnancy import EddError, check_edd, pregnancy_start
-from campaigns.scheduling import (
-    Planner,
-    SkipRecords,
-    Stored,
-    active_enrollments,
-    cancel_live,
-    lock_enrollment,
-    reschedule,
-    skip_records,
-    split,
-    write_plans,
-)
-from campaigns.storage.bulk import NULL, copy_field, iso, reserve_ids, text_or_null, write_rows
+from campaigns.scheduling import reschedule
+from campaigns.storage import enrollment_rows as rows
+from campaigns.storage.bulk import reserve_ids
 from campaigns.storage.db import Database
-from campaigns.storage.models import ConsentEvent, Enrollment, Patient
+from campaigns.storage.models import Enrollment, Patient
+from campaigns.storage.patients import active_enrollments, lock_enrollment
+from campaigns.storage.plans import cancel_live, write_plans
 from campaigns.vocabulary import (
     Channel,
     ConsentPurpose,
@@ -61,45 +52,6 @@ class Enrolled:
     stored: list[PlannedSend]  # the part written as outbox rows now (the horizon)
 
 
-PATIENT_COLUMNS = (
-    "id",
-    "name",
-    "phone",
-    "email",
-    "timezone",
-    "language",
-    "discreet",
-    "clinic_ref",
-    "created_at",
-)
-CONSENT_COLUMNS = (
-    "patient_id",
-    "purpose",
-    "channel",
-    "granted",
-    "occurred_at",
-    "source",
-    "wording_version",
-    "actor",
-)
-ENROLLMENT_COLUMNS = (
-    "id",
-    "patient_id",
-    "campaign",
-    "edd",
-    "edd_source",
-    "edd_set_at",
-    "channels",
-    "status",
-    "enrolled_at",
-    "enrolled_on",
-    "schedule_version",
-    "planned_until",
-    "skipped",
-    "updated_at",
-)
-
-
 def enroll_many(
     db: Database,
     planner: Planner,
@@ -123,66 +75,54 @@ def enroll_many(
         with db.session() as session:
             patient_ids = reserve_ids(session, Patient, len(requests))
             enrollment_ids = reserve_ids(session, Enrollment, len(requests))
-            write_rows(
+            rows.write_patients(session, patient_ids, requests, now)
+            rows.write_consents(
                 session,
-                Patient,
-                PATIENT_COLUMNS,
-                (
-                    (
-                        pid,
-                        r.name,
-                        r.phone,
-                        r.email,
-                        r.timezone,
-                        r.language,
-                        r.discreet,
-                        r.clinic_ref,
-                        now,
-                    )
-                    for pid, r in zip(patient_ids, requests, strict=True)
-                ),
-                line=_patient_line,
+                patient_ids,
+                requests,
+                now,
+                source=source.value,
+                wording=WORDING_VERSION,
+                actor=actor,
             )
-            write_rows(
+            rows.write_enrollments(
                 session,
-                ConsentEvent,
-                CONSENT_COLUMNS,
-                (
-                    (pid, purpose.value, None, True, now, source.value, WORDING_VERSION, actor)
-                    for pid, r in zip(patient_ids, requests, strict=True)
-                    for purpose in sorted(r.consents)
-                ),
-                line=_consent_line,
-            )
-            write_rows(
-                session,
-                Enrollment,
-                ENROLLMENT_COLUMNS,
                 _planned_enrollments(planner, requests, patient_ids, enrollment_ids, now, results),
-                line=_enrollment_line,
             )
             write_plans(session, [(e.enrollment_id, 1, e.stored) for e in results], now)
-            # One audit event for the whole enrolment: each patient's consent events and
-            # enrollment row already say when, how and by whom they were enrolled.
-            single = len(requests) == 1
-            audit.record(
-                session,
-                now,
-                actor,
-                "enrolled",
-                patient_id=patient_ids[0] if single else None,
-                enrollment_id=enrollment_ids[0] if single else None,
-                count=len(results),
-                source=source.value,
-                campaigns=sorted({r.campaign for r in requests}),
-                patient_ids=_ranges(patient_ids),
-                enrollment_ids=_ranges(enrollment_ids),
-            )
+            _audit_enrolment(session, now, actor, source, requests, patient_ids, enrollment_ids)
     except IntegrityError:
         with db.session() as session:
             _refuse_known_phones(session, requests)  # raises InputError naming the row
         raise
     return results
+
+
+def _audit_enrolment(
+    session: Session,
+    now: datetime,
+    actor: str,
+    source: ConsentSource,
+    requests: Sequence[EnrollmentRequest],
+    patient_ids: Sequence[int],
+    enrollment_ids: Sequence[int],
+) -> None:
+    """One audit event for the whole enrolment: each patient's consent events and enrollment
+    row already say when, how and by whom they were enrolled."""
+    single = len(requests) == 1
+    audit.record(
+        session,
+        now,
+        actor,
+        "enrolled",
+        patient_id=patient_ids[0] if single else None,
+        enrollment_id=enrollment_ids[0] if single else None,
+        count=len(requests),
+        source=source.value,
+        campaigns=sorted({r.campaign for r in requests}),
+        patient_ids=_ranges(patient_ids),
+        enrollment_ids=_ranges(enrollment_ids),
+    )
 
 
 def _planned_enrollments(
@@ -192,7 +132,7 @@ def _planned_enrollments(
     enrollment_ids: Sequence[int],
     now: datetime,
     results: list[Enrolled],
-) -> Iterator[tuple[Any, ...]]:
+) -> Iterator[rows.NewEnrollment]:
     """Plan each request and yield its enrollment row; `results` collects the plans.
 
     plan() is pure: patients with the same campaign, due date, timezone and choices share one
@@ -218,21 +158,21 @@ def _planned_enrollments(
             found = plans[facts, r.campaign] = (planned, stored, skip_records(stored.skips, 1))
         planned, stored, skips = found
         results.append(Enrolled(pid, eid, planned, stored.rows))
-        yield (
-            eid,
-            pid,
-            r.campaign,
-            r.edd,
-            r.edd_source.value,
-            now,
-            ",".join(sorted(r.channels)),
-            EnrollmentStatus.ACTIVE.value,
-            now,
-            day,
-            1,
-            stored.planned_until,
-            skips,
-            now,
+        yield rows.NewEnrollment(
+            id=eid,
+            patient_id=pid,
+            campaign=r.campaign,
+            edd=r.edd,
+            edd_source=r.edd_source.value,
+            edd_set_at=now,
+            channels=",".join(sorted(r.channels)),
+            status=EnrollmentStatus.ACTIVE.value,
+            enrolled_at=now,
+            enrolled_on=day,
+            schedule_version=1,
+            planned_until=stored.planned_until,
+            skipped=skips,
+            updated_at=now,
         )
 
 
@@ -515,34 +455,6 @@ def _marketing_channels(consents: frozenset[ConsentPurpose]) -> frozenset[Channe
     return frozenset(chosen)
 
 
-# COPY formatters for the three tables written per patient. Names and addresses are escaped;
-# the other fields are validated identifiers, numbers, dates and timestamps.
-def _patient_line(row: Sequence[Any]) -> str:
-    pid, name, phone, email, tz, language, discreet, ref, now = row
-    return (
-        f"{pid}\t{text_or_null(name)}\t{text_or_null(phone)}\t{text_or_null(email)}\t{tz}"
-        f"\t{language}\t{'t' if discreet else 'f'}\t{text_or_null(ref)}\t{iso(now)}\n"
-    )
-
-
-def _consent_line(row: Sequence[Any]) -> str:
-    pid, purpose, _, _, now, source, wording, actor = row
-    return (
-        f"{pid}\t{purpose}\t\\N\tt\t{iso(now)}\t{source}\t{text_or_null(wording)}"
-        f"\t{text_or_null(actor)}\n"
-    )
-
-
-def _enrollment_line(row: Sequence[Any]) -> str:
-    eid, pid, campaign, edd, source, now, channels, status, _, day, version, until, skips, _ = row
-    stamp = iso(now)
-    return (
-        f"{eid}\t{pid}\t{campaign}\t{edd.isoformat()}\t{source}\t{stamp}\t{channels}"
-        f"\t{status}\t{stamp}\t{day.isoformat()}\t{version}"
-        f"\t{iso(until) if until else NULL}\t{copy_field(skips)}\t{stamp}\n"
-    )
-
-
 def _ranges(ids: Sequence[int]) -> list[list[int]]:
     """[1, 2, 3, 7, 8] -> [[1, 3], [7, 8]]: reserved ids are nearly always one run."""
     runs: list[list[int]] = []
@@ -570,13 +482,8 @@ def _refuse_repeated_phones(requests: Sequence[EnrollmentRequest]) -> None:
 
 def _refuse_known_phones(session: Session, requests: Sequence[EnrollmentRequest]) -> None:
     phones = {r.phone: i for i, r in enumerate(requests) if r.phone is not None}
-    numbers = list(phones)
-    for start in range(0, len(numbers), 1000):
-        known = session.execute(
-            select(Patient.phone, Patient.id).where(
-                Patient.phone.in_(numbers[start : start + 1000])
-            )
-        ).first()
-        if known is not None and known[0] is not None:
-            row = phones[known[0]] + 1 if len(requests) > 1 else None
-            raise InputError("phone", f"this number already belongs to patient {known[1]}", row=row)
+    known = rows.known_phone(session, list(phones))
+    if known is not None:
+        phone, patient_id = known
+        row = phones[phone] + 1 if len(requests) > 1 else None
+        raise InputError("phone", f"this number already belongs to patient {patient_id}", row=row)

@@ -17,10 +17,11 @@ from sqlalchemy.orm import Session
 from campaigns import alerts, enrollments
 from campaigns.errors import NotFoundError, StateError
 from campaigns.keywords import Intent
+from campaigns.planner import Planner
 from campaigns.planning import PlannedSend
-from campaigns.scheduling import Planner, lock_patient
 from campaigns.storage.db import Database
 from campaigns.storage.models import Alert, Patient
+from campaigns.storage.patients import lock_patient
 
 
 def confirm(db: Database, alert_id: int, now: datetime, *, actor: str) -> int:

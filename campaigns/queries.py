@@ -15,8 +15,8 @@ from campaigns.content import ContentRenderer, Recipient
 from campaigns.delivery import NEEDS_REVIEW
 from campaigns.errors import InputError, NotFoundError
 from campaigns.intake import parse_date
+from campaigns.planner import Planner
 from campaigns.planning import PlanInput, PlannedSend, plan
-from campaigns.scheduling import Planner
 from campaigns.storage.models import Enrollment, Patient, ScheduledMessage
 from campaigns.vocabulary import Channel, MessageStatus
 from campaigns.window import SendWindow, WindowError, zone

@@ -16,9 +16,12 @@ from sqlalchemy.orm import Session
 from campaigns import audit
 from campaigns.consent import WORDING_VERSION
 from campaigns.contacts import address_hash
-from campaigns.scheduling import Planner, active_enrollments, cancel_channel, reschedule
+from campaigns.planner import Planner
+from campaigns.scheduling import reschedule
 from campaigns.storage.db import insert_if_absent
 from campaigns.storage.models import ConsentEvent, Patient, Suppression
+from campaigns.storage.patients import active_enrollments
+from campaigns.storage.plans import cancel_channel
 from campaigns.vocabulary import Channel, ConsentPurpose, ConsentSource
 
 

@@ -22,8 +22,8 @@ from sqlalchemy import CursorResult, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from campaigns import halts, reachability
+from campaigns.planner import Planner
 from campaigns.providers.twilio import ErrorAction, error_action
-from campaigns.scheduling import Planner
 from campaigns.storage.db import Database, insert_if_absent
 from campaigns.storage.models import Enrollment, Patient, ProviderEvent, ScheduledMessage
 from campaigns.vocabulary import Channel, ConsentSource, MessageStatus

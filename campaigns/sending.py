@@ -44,6 +44,7 @@ from campaigns.content import ContentRenderer, Recipient
 from campaigns.delivery import DeliveryPolicy
 from campaigns.grouping import GroupCommitter
 from campaigns.links import LinkSigner
+from campaigns.planner import Planner
 from campaigns.providers.base import (
     EmailSender,
     OutgoingEmail,
@@ -53,10 +54,10 @@ from campaigns.providers.base import (
     SmsSender,
 )
 from campaigns.ratelimit import RateLimiter, Unlimited
-from campaigns.scheduling import Planner, lock_patient
 from campaigns.send_rules import Facts, Followup, Outcome, Verdict
 from campaigns.storage import outbox
 from campaigns.storage.db import Database
+from campaigns.storage.patients import lock_patient
 from campaigns.vocabulary import Channel, ConsentSource
 from campaigns.window import SendWindow
 

@@ -39,8 +39,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.elements import ColumnElement
 
 from campaigns.contacts import address_hash
-from campaigns.scheduling import consent_states, suppressions
 from campaigns.send_rules import Facts, Verdict
+from campaigns.storage.consents import consent_states, suppressions
 from campaigns.storage.db import among
 from campaigns.storage.models import Enrollment, Patient, ScheduledMessage, SendLease
 from campaigns.storage.types import UTCDateTime

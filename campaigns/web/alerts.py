@@ -23,8 +23,8 @@ from campaigns.intake import parse_date
 from campaigns.keywords import Intent
 from campaigns.replies import Severity
 from campaigns.roles import Permission
-from campaigns.scheduling import active_enrollments
 from campaigns.storage.models import Alert, Enrollment, InboundMessage, Patient
+from campaigns.storage.patients import active_enrollments
 from campaigns.web.deps import ServicesDep
 from campaigns.web.guard import StaffDep, requires, signed_in
 from campaigns.web.pages import back, render

@@ -17,8 +17,9 @@ from sqlalchemy import select
 
 from campaigns import audit, reachability
 from campaigns.links import ExpiredTokenError, TokenError
-from campaigns.scheduling import consent_state, lock_patient, suppressed_channels
+from campaigns.storage.consents import consent_state, suppressed_channels
 from campaigns.storage.models import Enrollment, Patient
+from campaigns.storage.patients import lock_patient
 from campaigns.vocabulary import Channel, ConsentSource
 from campaigns.web.deps import ServicesDep
 from campaigns.web.pages import pages

@@ -25,8 +25,8 @@ from campaigns.errors import InputError, NotFoundError, StateError
 from campaigns.intake import parse_date, parse_edd_source, parse_enrollment
 from campaigns.pregnancy import gestational_age, trimester_label
 from campaigns.roles import Permission, may
-from campaigns.scheduling import state_of, suppressed_channels
 from campaigns.staff_sessions import Current
+from campaigns.storage.consents import state_of, suppressed_channels
 from campaigns.storage.models import (
     ConsentEvent,
     Enrollment,
