@@ -10,14 +10,14 @@ before anything is done, so a replayed webhook has no second effect.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from campaigns import alerts, audit, enrollments, reachability
+from campaigns import alerts, audit, reachability, reply_actions
 from campaigns.content import ContentRenderer
 from campaigns.keywords import (
     Classification,
@@ -28,59 +28,31 @@ from campaigns.keywords import (
 )
 from campaigns.links import LinkSigner
 from campaigns.planner import Planner
+from campaigns.providers.twilio import ADVANCED_OPT_OUT
 from campaigns.replies import (
     UNRECOGNISED,
     Action,
     AlertSpec,
-    Decision,
+    Inbound,
     Severity,
     Situation,
     birth_date_in,
     decide,
     safety_replies,
 )
+from campaigns.reply_actions import ACTOR
 from campaigns.storage.db import Database, insert_ignoring
 from campaigns.storage.models import (
     Alert,
     InboundMessage,
     Patient,
 )
-from campaigns.vocabulary import (
-    Channel,
-    ConsentSource,
-)
 from campaigns.window import zone
 
 log = logging.getLogger(__name__)
-MARKETING_HOLD = timedelta(days=30)
 BIRTH_DATE_WAIT = timedelta(days=14)
-ACTOR = "patient:sms"
 #: The alert kind (and action) for a text whose handling failed: staff must do what it asked.
 HANDLING_FAILED = "handling_failed"
-#: Twilio's Advanced Opt-Out verdicts, as the intents they stand for.
-PROVIDER_KEYWORDS = {"STOP": Intent.OPT_OUT, "START": Intent.RESUBSCRIBE, "HELP": Intent.HELP}
-
-
-@dataclass(frozen=True)
-class Inbound:
-    provider_id: str  # MessageSid
-    sender: str  # E.164
-    body: str
-    opt_out_type: str | None = None
-
-    @classmethod
-    def from_twilio(cls, form: Mapping[str, str]) -> Inbound:
-        """The fields we use from Twilio's incoming-message webhook; ValueError names a bad one."""
-        sid = form.get("MessageSid") or form.get("SmsMessageSid") or ""
-        sender = form.get("From", "")
-        if not sid or len(sid) > 64:
-            raise ValueError("MessageSid is missing or too long")
-        if not sender or len(sender) > 32:
-            raise ValueError("From is missing or too long")
-        kind = (form.get("OptOutType") or "").strip().upper() or None
-        if kind is not None and kind not in PROVIDER_KEYWORDS:
-            kind = None
-        return cls(sid, sender.strip(), form.get("Body", ""), kind)
 
 
 @dataclass(frozen=True)
@@ -130,8 +102,11 @@ class Answerer:
             if inbound_id is None:
                 session.rollback()
                 return Answer(())
-            self._act(
-                session, decision, found, situation, patient, inbound, inbound_id, waiting, now
+            reply_actions.act(
+                reply_actions.Reply(
+                    session, decision, found, situation, patient, inbound, inbound_id, waiting, now
+                ),
+                self.planner,
             )
             # The text itself and the words that matched stay in inbound_messages; the audit
             # trail gets what was decided (never the text).
@@ -245,107 +220,10 @@ class Answerer:
         )
         return situation, waiting
 
-    def _act(
-        self,
-        session: Session,
-        decision: Decision,
-        found: Classification,
-        situation: Situation,
-        patient: Patient | None,
-        inbound: Inbound,
-        inbound_id: int,
-        waiting: Alert | None,
-        now: datetime,
-    ) -> None:
-        """Apply the decision's actions in this transaction."""
-        pid = patient.id if patient is not None else None
-        for action in decision.actions:
-            if action is Action.ALERT and decision.alert is not None:
-                alerts.raise_alert(
-                    session,
-                    decision.alert,
-                    now,
-                    patient_id=pid,
-                    inbound_id=inbound_id,
-                    matched=found.words,
-                    **_birth_detail(decision, situation),
-                )
-            elif action is Action.OPT_OUT:
-                self._opt_out(session, patient, inbound.sender, situation, now)
-            elif action is Action.RESUBSCRIBE:
-                self._resubscribe(session, patient, inbound.sender, situation, now)
-            elif patient is None:
-                continue  # the rest concern a patient's own record
-            elif action is Action.MARKETING_HOLD:
-                until = now + MARKETING_HOLD
-                if patient.marketing_hold_until is None or patient.marketing_hold_until < until:
-                    patient.marketing_hold_until = until
-                    audit.record(
-                        session,
-                        now,
-                        "system",
-                        "marketing_held",
-                        patient_id=patient.id,
-                        until=until.isoformat(),
-                    )
-            elif action is Action.LOSS_HOLD:
-                enrollments.hold_for_loss(session, patient, now, actor=ACTOR)
-            elif action is Action.BOOKING_LINK:
-                audit.record(session, now, ACTOR, "booking_link_sent", patient_id=patient.id)
-            elif action is Action.BIRTH_DATE and waiting and situation.birth_date:
-                _propose_birth_date(session, waiting, situation.birth_date, now)
-
-    def _opt_out(
-        self,
-        session: Session,
-        patient: Patient | None,
-        sender: str,
-        situation: Situation,
-        now: datetime,
-    ) -> None:
-        if situation.opted_out:
-            return  # already withdrawn: no second consent event
-        if patient is None:  # a stranger: their number is never texted again
-            reachability.suppress(
-                session, Channel.SMS, sender, now, source=ConsentSource.KEYWORD, reason="keyword"
-            )
-            return
-        reachability.opt_out(
-            session,
-            patient,
-            Channel.SMS,
-            now,
-            source=ConsentSource.KEYWORD,
-            reason="keyword",
-            actor=ACTOR,
-        )
-
-    def _resubscribe(
-        self,
-        session: Session,
-        patient: Patient | None,
-        sender: str,
-        situation: Situation,
-        now: datetime,
-    ) -> None:
-        if patient is None:
-            reachability.lift_suppression(session, Channel.SMS, sender)
-            return
-        reachability.opt_in(
-            session,
-            self.planner,
-            patient,
-            Channel.SMS,
-            now,
-            source=ConsentSource.KEYWORD,
-            actor=ACTOR,
-            replan=situation.opted_out,
-        )
-
 
 def with_provider_keyword(found: Classification, opt_out_type: str | None) -> Classification:
     """Twilio already matched STOP/START/HELP (Advanced Opt-Out, any language): count it."""
-    intent = PROVIDER_KEYWORDS.get(opt_out_type or "")
+    intent = ADVANCED_OPT_OUT.get(opt_out_type or "")
     if intent is None or intent in found.intents:
         return found
     return found.with_match(Match(intent, intent.value, (f"OptOutType={opt_out_type}",)))
@@ -383,12 +261,6 @@ def _claim(
     return found_id
 
 
-def _birth_detail(decision: Decision, situation: Situation) -> dict[str, str]:
-    if Action.BIRTH_REPORTED in decision.actions and situation.birth_date is not None:
-        return {"birth_date": situation.birth_date.isoformat()}
-    return {}
-
-
 def _awaiting_birth_date(session: Session, patient_id: int, now: datetime) -> Alert | None:
     """A recent birth alert with no date yet, for a pregnancy with no birth recorded."""
     alert = session.execute(
@@ -405,16 +277,3 @@ def _awaiting_birth_date(session: Session, patient_id: int, now: datetime) -> Al
     if alert is None or alert.detail.get("birth_date"):
         return None
     return alert
-
-
-def _propose_birth_date(session: Session, alert: Alert, birth_date: date, now: datetime) -> None:
-    alert.detail = {**alert.detail, "birth_date": birth_date.isoformat()}
-    audit.record(
-        session,
-        now,
-        ACTOR,
-        "birth_date_reported",
-        patient_id=alert.patient_id,
-        alert=alert.id,
-        birth_date=birth_date.isoformat(),
-    )

@@ -291,3 +291,15 @@ def _year(text: str | None) -> int | None:
         return None
     value = int(text)
     return value + 2000 if value < 100 else value
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """A patient's text as the provider gave it (campaigns.web.webhooks reads Twilio's form)."""
+
+    provider_id: str  # the provider's id for it (Twilio's MessageSid)
+    sender: str  # E.164
+    body: str
+    #: The provider's own opt-out keyword verdict (Twilio's Advanced Opt-Out: STOP, START,
+    #: HELP), which counts even when our word lists missed (another language).
+    opt_out_type: str | None = None

@@ -31,6 +31,7 @@ from urllib3.exceptions import (
     SSLError,
 )
 
+from campaigns.keywords import Intent
 from campaigns.providers.base import (
     Attempt,
     ConfigurationError,
@@ -63,6 +64,10 @@ class ErrorAction(Enum):
 
 
 #: docs/providers.md, "Error codes we classify": one row per code, for errors on create and in
+#: Twilio's Advanced Opt-Out verdicts (the `OptOutType` of an incoming text), as the intents
+#: they stand for.
+ADVANCED_OPT_OUT = {"STOP": Intent.OPT_OUT, "START": Intent.RESUBSCRIBE, "HELP": Intent.HELP}
+
 #: status callbacks alike.
 TWILIO_ERRORS: dict[int, ErrorAction] = {
     20429: ErrorAction.RETRY,  # too many requests: "never processed and always safe to retry"
