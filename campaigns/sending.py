@@ -30,15 +30,13 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy.exc import SQLAlchemyError
-
-from campaigns import halts, reachability
+from campaigns import followups
 from campaigns import send_rules as rules
+from campaigns.batches import Batch, BatchSteps, Job, LeaseKeeper, Recorder
 from campaigns.clock import Clock
 from campaigns.content import ContentRenderer, Recipient
 from campaigns.delivery import DeliveryPolicy
@@ -54,53 +52,16 @@ from campaigns.providers.base import (
     SmsSender,
 )
 from campaigns.ratelimit import RateLimiter, Unlimited
-from campaigns.send_rules import Facts, Followup, Outcome, Verdict
+from campaigns.send_rules import Facts, Outcome, Verdict
 from campaigns.storage import outbox
 from campaigns.storage.db import Database
-from campaigns.storage.patients import lock_patient
-from campaigns.vocabulary import Channel, ConsentSource
+from campaigns.vocabulary import Channel
 from campaigns.window import SendWindow
 
 log = logging.getLogger(__name__)
 RECORD_TRIES = 3
 
 __all__ = ["Deliverer", "Outcome"]
-
-
-@dataclass(frozen=True)
-class Job:
-    """One message of the batch that may go: its facts at preparation and what to send."""
-
-    facts: Facts
-    outgoing: OutgoingSms | OutgoingEmail
-    content: outbox.Content
-
-    @property
-    def id(self) -> int:
-        return self.facts.id
-
-
-@dataclass
-class Batch:
-    token: str
-    stopping: threading.Event = field(default_factory=threading.Event)
-    outcomes: Counter[Outcome] = field(default_factory=Counter)
-    followups: list[tuple[Facts, Verdict, str]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    gate: GroupCommitter[Job, float | None] | None = None
-    recorder: Recorder | None = None
-    #: Rows whose verdict is written (or taken back by someone else): nothing to release.
-    done: set[int] = field(default_factory=set)
-
-    def finished(self, ids: Iterable[int]) -> None:
-        with self.lock:
-            self.done.update(ids)
-
-    def note(self, verdict: Verdict, facts: Facts | None = None, detail: str = "") -> None:
-        with self.lock:
-            self.outcomes[verdict.outcome] += 1
-            if verdict.followup is not None and facts is not None:
-                self.followups.append((facts, verdict, detail))
 
 
 class Deliverer:
@@ -132,6 +93,14 @@ class Deliverer:
         self.go_ahead_valid = policy.send_lease_seconds / 2
         self._pool = ThreadPoolExecutor(policy.send_concurrency, thread_name_prefix="send")
         self._leases = LeaseKeeper(db, clock, policy.send_lease_seconds / 3)
+        self.steps = BatchSteps(
+            db,
+            clock,
+            window,
+            render=self.render,
+            unlimited=lambda channel: isinstance(self.limiters[channel], Unlimited),
+            concurrency=policy.send_concurrency,
+        )
         self._active: dict[str, Batch] = {}
         self._active_lock = threading.Lock()
 
@@ -163,7 +132,7 @@ class Deliverer:
         if len(taken) < len(ids):
             outcomes[Outcome.NOT_CLAIMED] = len(ids) - len(taken)
         if not taken:
-            self._finish(batch, [], [])
+            self.steps.finish(batch, [], [])
             return outcomes
         self._leases.hold(batch.token)
         with self._active_lock:
@@ -177,22 +146,22 @@ class Deliverer:
             with self._active_lock:
                 self._active.pop(batch.token, None)
             self._leases.drop(batch.token)
-            self._finish(batch, list(taken), rest)
-        self._follow_up(batch)
+            self.steps.finish(batch, list(taken), rest)
+        followups.apply_all(self.db, self.planner, batch.followups, self.clock.now())
         outcomes.update(batch.outcomes)
         return outcomes
 
     def _run(self, batch: Batch, taken: Mapping[int, int]) -> list[tuple[Job, Verdict]]:
         """Prepare, then every call; returns the outcomes not yet written."""
-        jobs, granted = self._prepare(batch, taken)
+        jobs, granted = self.steps.prepare(batch, taken)
         if not jobs:
             return []
-        batch.gate = GroupCommitter(lambda group: self._go_ahead(batch, group))
+        batch.gate = GroupCommitter(lambda group: self.steps.go_ahead(batch, group))
         # Without a rate limit a batch is over in moments: one write at its end. Paced by a
         # rate limit it lasts longer: a write every second, so a crash loses little.
         unpaced = all(isinstance(self.limiters[j.facts.channel], Unlimited) for j in jobs)
         batch.recorder = Recorder(
-            lambda items: self._record(batch, items), every=len(jobs) if unpaced else 100
+            lambda items: self.steps.record(batch, items), every=len(jobs) if unpaced else 100
         )
         futures: list[Future[None]] = [
             self._pool.submit(self._send_one, batch, job, granted.get(job.id)) for job in jobs
@@ -205,41 +174,7 @@ class Deliverer:
             rest = batch.recorder.close()
         return rest
 
-    def _prepare(
-        self, batch: Batch, taken: Mapping[int, int]
-    ) -> tuple[list[Job], dict[int, float]]:
-        """Settle what may not go and render the rest, in one short transaction. Calls that
-        can start at once (no rate limit to wait for, a free thread) get their go-ahead in the
-        same transaction: nothing more could change before they start. Returns the jobs, and
-        when the go-ahead of those that have one committed."""
-        now = self.clock.now()
-        jobs: list[Job] = []
-        settled: list[tuple[Facts, Verdict]] = []
-        with self.db.session() as session:
-            connection = session.connection()
-            outbox.lock_patients(connection, list(taken.values()))
-            for facts in outbox.load_facts(connection, list(taken), batch.token):
-                verdict = rules.check(facts, now, self.window)
-                if verdict is None:
-                    try:
-                        jobs.append(self._render(facts))
-                        continue
-                    except Exception:
-                        log.exception("message %d could not be rendered", facts.id)
-                        verdict = rules.render_failed(facts)
-                settled.append((facts, verdict))
-            outbox.settle_unstarted(connection, batch.token, [(f.id, v) for f, v in settled], now)
-            at_once = [
-                job for job in jobs if isinstance(self.limiters[job.facts.channel], Unlimited)
-            ][: self.policy.send_concurrency]
-            allowed = outbox.allow_calls(connection, batch.token, [j.content for j in at_once], now)
-        committed = time.monotonic()
-        batch.finished(f.id for f, _ in settled)
-        for facts, verdict in settled:
-            batch.note(verdict, facts)
-        return jobs, dict.fromkeys(allowed, committed)
-
-    def _render(self, facts: Facts) -> Job:
+    def render(self, facts: Facts) -> Job:
         recipient = Recipient(facts.name.split()[0], facts.language, facts.discreet)
         if facts.channel is Channel.SMS:
             assert facts.phone is not None
@@ -311,227 +246,6 @@ class Deliverer:
         if isinstance(job.outgoing, OutgoingSms):
             return self.sms.send_sms(job.outgoing)
         return self.email.send_email(job.outgoing)
-
-    def _go_ahead(self, batch: Batch, jobs: Sequence[Job]) -> list[float | None]:
-        """The last check before calls start, for every job waiting for one, in one short
-        transaction; returns, per job, when its go-ahead committed (None: not allowed)."""
-        now = self.clock.now()
-        settled: list[tuple[Facts, Verdict]] = []
-        with self.db.session() as session:
-            connection = session.connection()
-            outbox.lock_patients(connection, [job.facts.patient_id for job in jobs])
-            fresh = {
-                f.id: f
-                for f in outbox.load_facts(connection, [job.id for job in jobs], batch.token)
-            }
-            go: list[outbox.Content] = []
-            for job in jobs:
-                facts = fresh.get(job.id)
-                if facts is None:
-                    continue  # taken back: a cancellation or the reaper has it now
-                verdict = rules.check(facts, now, self.window)
-                if verdict is None and facts.content_inputs() != job.facts.content_inputs():
-                    verdict = rules.changed_since_rendered(facts, now)
-                if verdict is None:
-                    go.append(job.content)
-                else:
-                    settled.append((facts, verdict))
-            outbox.settle_unstarted(connection, batch.token, [(f.id, v) for f, v in settled], now)
-            allowed = outbox.allow_calls(connection, batch.token, go, now)
-        committed = time.monotonic()
-        batch.finished([f.id for f, _ in settled] + [j.id for j in jobs if j.id not in fresh])
-        for facts, verdict in settled:
-            batch.note(verdict, facts)
-        taken_back = sum(1 for job in jobs if job.id not in fresh)
-        if taken_back:
-            with batch.lock:
-                batch.outcomes[Outcome.NOT_CLAIMED] += taken_back
-        return [committed if job.id in allowed else None for job in jobs]
-
-    def _record(self, batch: Batch, items: Sequence[tuple[Job, Verdict]]) -> None:
-        """Outcomes of calls that happened, while the batch goes on."""
-        self._write_end(batch, items, [], end=False)
-        batch.finished(job.id for job, _ in items)
-
-    def _finish(
-        self, batch: Batch, taken: Sequence[int], rest: Sequence[tuple[Job, Verdict]]
-    ) -> None:
-        """The batch's end, in one transaction: the outcomes not yet written, rows whose call
-        never started back to pending, the lease ended. If even that fails, the lease lapses
-        and the reaper and the reconciler take the batch back."""
-        with batch.lock:
-            recorded = batch.done | {job.id for job, _ in rest}
-        unstarted = [i for i in taken if i not in recorded]
-        try:
-            released = self._write_end(batch, rest, unstarted, end=True)
-        except Exception:
-            log.exception("the end of a batch was not recorded; its lease lapses")
-            return
-        if released:
-            log.warning("%d messages of a batch did not start and went back to pending", released)
-            with batch.lock:
-                batch.outcomes[Outcome.RELEASED] += released
-
-    def _write_end(
-        self,
-        batch: Batch,
-        items: Sequence[tuple[Job, Verdict]],
-        unstarted: Sequence[int],
-        *,
-        end: bool,
-    ) -> int:
-        """Retried, because the alternative is asking the provider later; idempotent (a
-        second run finds nothing left to fence). Returns how many rows were released."""
-        verdicts = [(job.id, verdict) for job, verdict in items]
-        for attempt in range(1, RECORD_TRIES + 1):
-            try:
-                with self.db.session() as session:
-                    connection, now = session.connection(), self.clock.now()
-                    outbox.record_calls(connection, batch.token, verdicts, now)
-                    released = outbox.release_unstarted(connection, unstarted, batch.token, now)
-                    if end:
-                        outbox.end_lease(connection, batch.token)
-                return released
-            except SQLAlchemyError:
-                if attempt == RECORD_TRIES:
-                    raise
-                log.warning("recording %d outcomes failed (try %d); again", len(items), attempt)
-                time.sleep(0.2 * 3**attempt)
-        raise AssertionError("unreachable")
-
-    def _follow_up(self, batch: Batch) -> None:
-        """What providers' answers asked for beyond the rows, each in its own transaction."""
-        for facts, verdict, detail in batch.followups:
-            try:
-                self._apply(facts, verdict, detail)
-            except Exception:
-                log.exception("follow-up %s for message %d failed", verdict.followup, facts.id)
-
-    def _apply(self, facts: Facts, verdict: Verdict, detail: str) -> None:
-        provider = verdict.provider or "?"
-        code = verdict.error_code or ""
-        now = self.clock.now()
-        if verdict.followup is Followup.HALT:
-            halts.halt(self.db, facts.channel, provider, code, detail, now)
-            return
-        with self.db.session() as session:
-            patient = lock_patient(session, facts.patient_id)
-            if verdict.followup is Followup.OPT_OUT:
-                reachability.opt_out(
-                    session,
-                    patient,
-                    facts.channel,
-                    now,
-                    source=ConsentSource.PROVIDER,
-                    reason=f"{provider}:{code}",
-                    actor=f"provider:{provider}",
-                )
-            elif verdict.followup is Followup.INVALID_ADDRESS:
-                reachability.mark_invalid(
-                    session,
-                    self.planner,
-                    patient,
-                    facts.channel,
-                    now,
-                    reason=f"{provider}:{code}",
-                    actor=f"provider:{provider}",
-                )
-
-
-class Recorder:
-    """Outcomes of a batch's calls, written in groups. A call hands its outcome over and goes
-    on; whichever call finds `every` outcomes waiting, or the last write `after` seconds old,
-    writes what is waiting (one statement), and the batch's end writes the rest. So the
-    database is not in the way of the calls, and a worker that dies leaves at most a few
-    seconds of outcomes to reconcile."""
-
-    def __init__(
-        self,
-        write: Callable[[Sequence[tuple[Job, Verdict]]], None],
-        *,
-        every: int = 100,
-        after: float = 1.0,
-    ) -> None:
-        self._write, self.every, self.after = write, every, after
-        self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
-        self._waiting: list[tuple[Job, Verdict]] = []
-        self._writing = self._closed = False
-        self._last = time.monotonic()
-
-    def add(self, item: tuple[Job, Verdict]) -> None:
-        with self._lock:
-            self._waiting.append(item)
-            due = len(self._waiting) >= self.every or time.monotonic() - self._last >= self.after
-            if not due or self._writing:
-                return
-            if self._closed:
-                return  # the batch's end writes it
-            self._writing, items, self._waiting = True, self._waiting, []
-        self._write_now(items)
-
-    def close(self) -> list[tuple[Job, Verdict]]:
-        """What is still waiting, once any group being written now is written: the batch's
-        end writes it, in its own last transaction."""
-        with self._lock:
-            while self._writing:
-                self._idle.wait()
-            self._closed = True
-            items, self._waiting = self._waiting, []
-        return items
-
-    def _write_now(self, items: list[tuple[Job, Verdict]]) -> None:
-        try:
-            self._write(items)
-        except Exception:
-            log.exception("recording %d outcomes failed; the batch's end tries again", len(items))
-            with self._lock:
-                self._waiting[:0] = items
-        finally:
-            with self._lock:
-                self._writing, self._last = False, time.monotonic()
-                self._idle.notify_all()
-
-
-class LeaseKeeper:
-    """Renews the leases of this process's batches while they send, from one thread."""
-
-    def __init__(self, db: Database, clock: Clock, every: float) -> None:
-        self.db, self.clock, self.every = db, clock, every
-        self._tokens: set[str] = set()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def hold(self, token: str) -> None:
-        with self._lock:
-            self._tokens.add(token)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="leases", daemon=True)
-                self._thread.start()
-
-    def drop(self, token: str) -> None:
-        with self._lock:
-            self._tokens.discard(token)
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.every):
-            with self._lock:
-                tokens = sorted(self._tokens)
-            if not tokens:
-                continue
-            try:
-                with self.db.session() as session:
-                    outbox.renew_leases(session.connection(), tokens, self.clock.now())
-            except Exception:
-                # Sends go on; if renewals keep failing the leases lapse and, once the
-                # database is back, the reaper takes the batches (their go-aheads stop).
-                log.warning("could not renew %d batch leases; trying again", len(tokens))
 
 
 def _worker() -> str:
