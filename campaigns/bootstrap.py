@@ -11,6 +11,7 @@ from campaigns.catalog import Catalog
 from campaigns.clock import Clock, SystemClock
 from campaigns.content import Clinic, ContentRenderer, check_reply_fit, check_sms_fit
 from campaigns.delivery import DeliveryPolicy
+from campaigns.enrollments import Enrollments
 from campaigns.intake import IntakeRules
 from campaigns.keywords import Reader, load_reader
 from campaigns.links import LinkSigner
@@ -61,6 +62,10 @@ class Services:
     @cached_property
     def planner(self) -> Planner:
         return Planner(self.catalog, self.window, timedelta(days=self.settings.plan_horizon_days))
+
+    @cached_property
+    def enrollments(self) -> Enrollments:
+        return Enrollments(self.db, self.planner, self.clock)
 
     @cached_property
     def answerer(self) -> Answerer:

@@ -12,10 +12,11 @@ from typing import Annotated, Any
 
 import typer
 
-from campaigns import alerts, enrollments, halts, queries
+from campaigns import alerts, halts, queries
 from campaigns.bootstrap import Services, build, clinic_from
 from campaigns.catalog import CatalogError
 from campaigns.content import ContentRenderer
+from campaigns.enrollments import Enrollments
 from campaigns.errors import InputError, NotFoundError, StateError
 from campaigns.intake import parse_date, parse_edd_source, parse_enrollment
 from campaigns.keywords import LexiconError, load_reader
@@ -184,9 +185,7 @@ def enroll(
             built.intake,
             now,
         )
-        [done] = enrollments.enroll_many(
-            built.db, built.planner, [request], now, source=ConsentSource.CLI, actor="cli"
-        )
+        [done] = built.enrollments.enroll([request], source=ConsentSource.CLI, actor="cli")
         pending = [p for p in done.planned if p.status == "pending"]
         if json_out:
             typer.echo(
@@ -509,9 +508,9 @@ def resume_channel(channel: Annotated[str, typer.Argument(help="sms or email")])
         typer.echo(f"{chosen.value}: resumed" if resumed else f"{chosen.value} was not halted")
 
 
-def _lifecycle(action: Callable[[Services, datetime], Any], message: str) -> None:
+def _lifecycle(action: Callable[[Enrollments], Any], message: str) -> None:
     with services() as built:
-        result = action(built, built.clock.now())
+        result = action(built.enrollments)
         typer.echo(message.format(result=result if not isinstance(result, list) else len(result)))
 
 
@@ -523,11 +522,9 @@ def change_edd(
 ) -> None:
     """Record a new due date (e.g. after the dating scan) and re-plan."""
 
-    def run(b: Services, now: datetime) -> Any:
+    def run(lifecycle: Enrollments) -> Any:
         source = parse_edd_source(edd_source)
-        return enrollments.change_edd(
-            b.db, b.planner, enrollment, parse_date(edd, "edd"), source, now, actor="cli"
-        )
+        return lifecycle.change_edd(enrollment, parse_date(edd, "edd"), source, actor="cli")
 
     _lifecycle(run, "due date changed; {result} sends in the new plan")
 
@@ -536,8 +533,8 @@ def change_edd(
 def birth(enrollment: int, date_: Annotated[str, typer.Option("--date")]) -> None:
     """Record the birth: pregnancy steps stop, after-birth steps are planned."""
     _lifecycle(
-        lambda b, now: enrollments.record_birth(
-            b.db, b.planner, enrollment, parse_date(date_, "birth_date"), now, actor="cli"
+        lambda lifecycle: lifecycle.record_birth(
+            enrollment, parse_date(date_, "birth_date"), actor="cli"
         ),
         "birth recorded; {result} sends in the new plan",
     )
@@ -547,7 +544,7 @@ def birth(enrollment: int, date_: Annotated[str, typer.Option("--date")]) -> Non
 def loss(enrollment: int) -> None:
     """Record a pregnancy loss: every message stops now and never restarts automatically."""
     _lifecycle(
-        lambda b, now: enrollments.record_loss(b.db, enrollment, now, actor="cli"),
+        lambda lifecycle: lifecycle.record_loss(enrollment, actor="cli"),
         "loss recorded; {result} pending messages cancelled",
     )
 
@@ -556,7 +553,7 @@ def loss(enrollment: int) -> None:
 def pause(enrollment: int) -> None:
     """Pause an enrollment's messages."""
     _lifecycle(
-        lambda b, now: enrollments.pause(b.db, enrollment, now, actor="cli"),
+        lambda lifecycle: lifecycle.pause(enrollment, actor="cli"),
         "paused; {result} pending messages cancelled",
     )
 
@@ -565,7 +562,7 @@ def pause(enrollment: int) -> None:
 def resume(enrollment: int) -> None:
     """Resume a paused enrollment, planning again from now."""
     _lifecycle(
-        lambda b, now: enrollments.resume(b.db, b.planner, enrollment, now, actor="cli"),
+        lambda lifecycle: lifecycle.resume(enrollment, actor="cli"),
         "resumed; {result} sends in the new plan",
     )
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from campaigns import enrollments, housekeeping, queries
+from campaigns import housekeeping, queries
 from campaigns.bootstrap import Services, build
 from campaigns.clock import MovableClock
 from campaigns.errors import StateError
@@ -129,9 +129,7 @@ def seed(services: Services) -> int:
         for p in PATIENTS
         if p.phone not in known
     ]
-    enrollments.enroll_many(
-        services.db, services.planner, requests, now, source=ConsentSource.STAFF, actor=ACTOR
-    )
+    services.enrollments.enroll(requests, source=ConsentSource.STAFF, actor=ACTOR)
     return len(requests)
 
 
@@ -242,13 +240,8 @@ class _Simulation:
         for p in PATIENTS:
             edd = _edd_for(p, now.astimezone(zone(p.timezone)).date())
             request = parse_enrollment(_fields(p, edd), self.services.intake, now)
-            [done] = enrollments.enroll_many(
-                self.services.db,
-                self.services.planner,
-                [request],
-                now,
-                source=ConsentSource.STAFF,
-                actor=ACTOR,
+            [done] = self.services.enrollments.enroll(
+                [request], source=ConsentSource.STAFF, actor=ACTOR
             )
             self.enrollment[p.name], self.edd[p.name] = done.enrollment_id, edd
             self.echo(
@@ -298,14 +291,8 @@ class _Simulation:
 
     def _change_edd(self, name: str, edd: date) -> None:
         self._event(name, f"DUE DATE CHANGED after the scan: {self.edd[name]:%d %b} -> {edd:%d %b}")
-        planned = enrollments.change_edd(
-            self.services.db,
-            self.services.planner,
-            self.enrollment[name],
-            edd,
-            EddSource.SCAN,
-            self.clock.now(),
-            actor=ACTOR,
+        planned = self.services.enrollments.change_edd(
+            self.enrollment[name], edd, EddSource.SCAN, actor=ACTOR
         )
         self.edd[name] = edd
         self._cancelled(name)
@@ -313,22 +300,13 @@ class _Simulation:
 
     def _birth(self, name: str, born: date) -> None:
         self._event(name, f"BIRTH recorded (born {born:%a %d %b})")
-        planned = enrollments.record_birth(
-            self.services.db,
-            self.services.planner,
-            self.enrollment[name],
-            born,
-            self.clock.now(),
-            actor=ACTOR,
-        )
+        planned = self.services.enrollments.record_birth(self.enrollment[name], born, actor=ACTOR)
         self._cancelled(name)
         self._explain(name, planned)
 
     def _loss(self, name: str) -> None:
         self._event(name, "PREGNANCY LOSS recorded: everything stops now, for good")
-        enrollments.record_loss(
-            self.services.db, self.enrollment[name], self.clock.now(), actor=ACTOR
-        )
+        self.services.enrollments.record_loss(self.enrollment[name], actor=ACTOR)
         self._cancelled(name)
 
     def _event(self, name: str, text: str) -> None:

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from campaigns import audit
+from campaigns.clock import Clock
 from campaigns.consent import WORDING_VERSION
 from campaigns.errors import InputError, StateError
 from campaigns.intake import EnrollmentRequest
@@ -487,3 +488,43 @@ def _refuse_known_phones(session: Session, requests: Sequence[EnrollmentRequest]
         phone, patient_id = known
         row = phones[phone] + 1 if len(requests) > 1 else None
         raise InputError("phone", f"this number already belongs to patient {patient_id}", row=row)
+
+
+@dataclass(frozen=True)
+class Enrollments:
+    """The enrollment lifecycle as one service, on the clock: what the CLI, the staff UI and
+    the demo call (each operation is one transaction under the patient's lock)."""
+
+    db: Database
+    planner: Planner
+    clock: Clock
+
+    def enroll(
+        self, requests: Sequence[EnrollmentRequest], *, source: ConsentSource, actor: str
+    ) -> list[Enrolled]:
+        return enroll_many(
+            self.db, self.planner, requests, self.clock.now(), source=source, actor=actor
+        )
+
+    def change_edd(
+        self, enrollment_id: int, edd: date, source: EddSource, *, actor: str
+    ) -> list[PlannedSend]:
+        return change_edd(
+            self.db, self.planner, enrollment_id, edd, source, self.clock.now(), actor=actor
+        )
+
+    def record_birth(
+        self, enrollment_id: int, birth_date: date, *, actor: str
+    ) -> list[PlannedSend]:
+        return record_birth(
+            self.db, self.planner, enrollment_id, birth_date, self.clock.now(), actor=actor
+        )
+
+    def record_loss(self, enrollment_id: int, *, actor: str) -> int:
+        return record_loss(self.db, enrollment_id, self.clock.now(), actor=actor)
+
+    def pause(self, enrollment_id: int, *, actor: str) -> int:
+        return pause(self.db, enrollment_id, self.clock.now(), actor=actor)
+
+    def resume(self, enrollment_id: int, *, actor: str) -> list[PlannedSend]:
+        return resume(self.db, self.planner, enrollment_id, self.clock.now(), actor=actor)

@@ -120,13 +120,8 @@ def confirm_birth(
         problem = "this patient has no live enrollment to record a birth on"
         return back(request, page, problem=problem)
     try:
-        planned = enrollments.record_birth(
-            services.db,
-            services.planner,
-            live.id,
-            parse_date(birth_date, "birth_date"),
-            now,
-            actor=staff.user.actor,
+        planned = services.enrollments.record_birth(
+            live.id, parse_date(birth_date, "birth_date"), actor=staff.user.actor
         )
     except (InputError, StateError, NotFoundError) as exc:
         return back(request, page, problem=str(exc).strip("'\""))

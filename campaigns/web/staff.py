@@ -21,6 +21,7 @@ from campaigns import alerts, audit, enrollments, queries
 from campaigns.bootstrap import Services
 from campaigns.consent import ConsentState
 from campaigns.content import Recipient
+from campaigns.enrollments import Enrollments
 from campaigns.errors import InputError, NotFoundError, StateError
 from campaigns.intake import parse_date, parse_edd_source, parse_enrollment
 from campaigns.pregnancy import gestational_age, trimester_label
@@ -181,7 +182,6 @@ def enrollment_action(
     birth_date: Annotated[str, Form()] = "",
     confirm: Annotated[str, Form()] = "",
 ) -> Response:
-    now = services.clock.now()
     with services.db.session() as session:
         patient_id = session.execute(
             select(Enrollment.patient_id).where(Enrollment.id == enrollment_id)
@@ -191,10 +191,9 @@ def enrollment_action(
     page = f"/staff/patients/{patient_id}"
     try:
         notice = _apply(
-            services,
+            services.enrollments,
             enrollment_id,
             action,
-            now,
             edd=edd,
             edd_source=edd_source,
             birth_date=birth_date,
@@ -207,10 +206,9 @@ def enrollment_action(
 
 
 def _apply(
-    services: Services,
+    lifecycle: Enrollments,
     enrollment_id: int,
     action: str,
-    now: datetime,
     *,
     edd: str,
     edd_source: str,
@@ -220,36 +218,22 @@ def _apply(
 ) -> str:
     if action == "edd":
         source = parse_edd_source(edd_source)
-        planned = enrollments.change_edd(
-            services.db,
-            services.planner,
-            enrollment_id,
-            parse_date(edd, "edd"),
-            source,
-            now,
-            actor=actor,
-        )
+        planned = lifecycle.change_edd(enrollment_id, parse_date(edd, "edd"), source, actor=actor)
         return f"Due date changed; {_pending(planned)} messages in the new plan."
     if action == "birth":
-        planned = enrollments.record_birth(
-            services.db,
-            services.planner,
-            enrollment_id,
-            parse_date(birth_date, "birth_date"),
-            now,
-            actor=actor,
-        )
+        born = parse_date(birth_date, "birth_date")
+        planned = lifecycle.record_birth(enrollment_id, born, actor=actor)
         return f"Birth recorded; {_pending(planned)} after-birth messages planned."
     if action == "loss":
         if confirm != "yes":
             raise InputError("confirm", "tick the box to confirm the pregnancy has ended")
-        cancelled = enrollments.record_loss(services.db, enrollment_id, now, actor=actor)
+        cancelled = lifecycle.record_loss(enrollment_id, actor=actor)
         return f"Loss recorded. {cancelled} messages cancelled; nothing more will be sent."
     if action == "pause":
-        cancelled = enrollments.pause(services.db, enrollment_id, now, actor=actor)
+        cancelled = lifecycle.pause(enrollment_id, actor=actor)
         return f"Paused; {cancelled} pending messages cancelled."
     if action == "resume":
-        planned = enrollments.resume(services.db, services.planner, enrollment_id, now, actor=actor)
+        planned = lifecycle.resume(enrollment_id, actor=actor)
         return f"Resumed; {_pending(planned)} messages planned from today."
     raise HTTPException(404, "no such action")
 
@@ -282,13 +266,8 @@ async def enroll_submit(request: Request, services: ServicesDep, staff: StaffDep
 
     def enroll() -> enrollments.Enrolled:
         request_ = parse_enrollment(fields, services.intake, now)
-        [done] = enrollments.enroll_many(
-            services.db,
-            services.planner,
-            [request_],
-            now,
-            source=ConsentSource.FORM,
-            actor=staff.user.actor,
+        [done] = services.enrollments.enroll(
+            [request_], source=ConsentSource.FORM, actor=staff.user.actor
         )
         return done
 
