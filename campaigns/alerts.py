@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, func, insert, or_, select, update
+from sqlalchemy import CursorResult, case, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from campaigns import audit
@@ -24,7 +24,7 @@ from campaigns.keywords import Intent
 from campaigns.providers.base import EmailSender, OutgoingEmail, ProviderError
 from campaigns.replies import BOOK_AFTER_SAFETY, AlertSpec, Severity
 from campaigns.storage.db import Database
-from campaigns.storage.models import Alert
+from campaigns.storage.models import Alert, InboundMessage, Patient
 
 log = logging.getLogger(__name__)
 #: A claimed alert email not confirmed sent after this is tried again (the sender died).
@@ -240,3 +240,42 @@ def _alert_email(
         category="staff-alert",
         unsubscribe_url=link,
     )
+
+
+# -- the staff inbox's reads ------------------------------------------------------------------
+
+
+def inbox(session: Session, *, everything: bool, limit: int = 300) -> list[Any]:
+    """Open alerts, most urgent first then oldest (or every alert, newest first), each with
+    its patient and the text that raised it."""
+    query = (
+        select(Alert, Patient, InboundMessage)
+        .join(Patient, Patient.id == Alert.patient_id, isouter=True)
+        .join(InboundMessage, InboundMessage.id == Alert.inbound_id, isouter=True)
+        .limit(limit)
+    )
+    if everything:
+        query = query.order_by(Alert.id.desc())
+    else:
+        query = query.where(Alert.acknowledged_at.is_(None)).order_by(_URGENCY, Alert.id)
+    return list(session.execute(query).all())
+
+
+@dataclass(frozen=True)
+class AlertRecord:
+    alert: Alert
+    patient: Patient | None
+    message: InboundMessage | None
+
+
+def alert_record(session: Session, alert_id: int) -> AlertRecord | None:
+    alert = session.get(Alert, alert_id)
+    if alert is None:
+        return None
+    patient = session.get(Patient, alert.patient_id) if alert.patient_id else None
+    message = session.get(InboundMessage, alert.inbound_id) if alert.inbound_id else None
+    return AlertRecord(alert, patient, message)
+
+
+#: Most urgent first: Severity lists them in that order.
+_URGENCY = case({s.value: rank for rank, s in enumerate(Severity)}, value=Alert.severity, else_=99)

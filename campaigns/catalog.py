@@ -151,6 +151,12 @@ class Catalog(Mapping[str, Campaign]):
     def __len__(self) -> int:
         return len(self._campaigns)
 
+    @property
+    def default(self) -> str:
+        """The campaign a request that names none enrols into: the first by key (today's
+        clinic has one)."""
+        return min(self._campaigns)
+
     @classmethod
     def load(cls, templates_dir: Path) -> Catalog:
         campaigns: dict[str, Campaign] = {}

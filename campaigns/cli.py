@@ -159,7 +159,7 @@ def enroll(
     tz: Annotated[str, typer.Option(help="IANA timezone; default from settings.")] = "",
     language: Annotated[str, typer.Option(help="Language code.")] = "en",
     channels: Annotated[str, typer.Option(help="sms,email")] = "sms",
-    campaign: Annotated[str, typer.Option(help="Campaign key.")] = "leg-cramps",
+    campaign: Annotated[str, typer.Option(help="Campaign key (default: the first).")] = "",
     discreet: Annotated[bool, typer.Option(help="Discreet wording.")] = False,
     clinic_ref: Annotated[str, typer.Option(help="The clinic's own reference.")] = "",
     json_out: JsonFlag = False,

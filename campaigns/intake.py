@@ -57,7 +57,7 @@ def _parse(
     def text(name: str) -> str:
         return (fields.get(name) or "").strip()
 
-    campaign = text("campaign") or "leg-cramps"
+    campaign = text("campaign") or rules.catalog.default
     if campaign not in rules.catalog:
         known = ", ".join(sorted(rules.catalog))
         raise InputError("campaign", f"{campaign!r} is not a campaign (known: {known})")

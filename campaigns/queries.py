@@ -1,4 +1,5 @@
-"""Read models shared by the CLI and the staff UI: timelines, previews, outbox, backlog."""
+"""Read models shared by the CLI and the staff UI: timelines, previews, the outbox, the
+backlog, and what each staff page shows (the pages never query the tables themselves)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from campaigns.catalog import Campaign, Catalog
+from campaigns.consent import ConsentState
 from campaigns.contacts import mask_phone, normalise_phone
 from campaigns.content import ContentRenderer, Recipient
 from campaigns.delivery import NEEDS_REVIEW
@@ -17,8 +19,15 @@ from campaigns.errors import InputError, NotFoundError
 from campaigns.intake import parse_date
 from campaigns.planner import Planner
 from campaigns.planning import PlanInput, PlannedSend, plan
-from campaigns.storage.models import Enrollment, Patient, ScheduledMessage
-from campaigns.vocabulary import Channel, MessageStatus
+from campaigns.storage.consents import state_of, suppressed_channels
+from campaigns.storage.models import (
+    ConsentEvent,
+    Enrollment,
+    InboundMessage,
+    Patient,
+    ScheduledMessage,
+)
+from campaigns.vocabulary import Channel, EnrollmentStatus, MessageStatus
 from campaigns.window import SendWindow, WindowError, zone
 
 SM = ScheduledMessage
@@ -314,3 +323,143 @@ def outbox(
 
 def _local(instant: datetime | None, tz: Any) -> str:
     return instant.astimezone(tz).isoformat() if instant else ""
+
+
+# -- the staff pages' reads ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    backlog: Backlog
+    upcoming: list[tuple[ScheduledMessage, Patient]]  # empty for a role without patient data
+    active: int
+
+
+def dashboard(session: Session, now: datetime, *, with_patients: bool) -> Dashboard:
+    upcoming: list[tuple[ScheduledMessage, Patient]] = []
+    if with_patients:
+        upcoming = [
+            (message, patient)
+            for message, patient in session.execute(
+                select(SM, Patient)
+                .join(Enrollment, Enrollment.id == SM.enrollment_id)
+                .join(Patient, Patient.id == Enrollment.patient_id)
+                .where(SM.status == MessageStatus.PENDING.value)
+                .order_by(SM.next_attempt_at)
+                .limit(12)
+            )
+        ]
+    active = session.execute(
+        select(func.count())
+        .select_from(Enrollment)
+        .where(Enrollment.status == EnrollmentStatus.ACTIVE.value)
+    ).scalar_one()
+    return Dashboard(backlog(session, now), upcoming, int(active))
+
+
+def patients(
+    session: Session, search: str = "", limit: int = 200
+) -> list[tuple[Patient, Enrollment | None]]:
+    """Newest patients first (with each enrollment), matching name, number, email or
+    clinic reference."""
+    query = (
+        select(Patient, Enrollment)
+        .join(Enrollment, Enrollment.patient_id == Patient.id, isouter=True)
+        .order_by(Patient.id.desc())
+        .limit(limit)
+    )
+    if search.strip():
+        like = f"%{search.strip()}%"
+        query = query.where(
+            or_(
+                Patient.name.ilike(like),
+                Patient.phone.ilike(like),
+                Patient.email.ilike(like),
+                Patient.clinic_ref.ilike(like),
+            )
+        )
+    return [(patient, enrollment) for patient, enrollment in session.execute(query)]
+
+
+@dataclass(frozen=True)
+class PatientRecord:
+    patient: Patient
+    enrollments: list[Enrollment]
+    timeline: list[TimelineEntry]
+    suppressed: frozenset[Channel]
+    received: list[InboundMessage]  # her texts, newest first
+    ledger: list[ConsentEvent]  # oldest first
+    consent: ConsentState  # today's, from the ledger above
+
+
+def patient_record(
+    session: Session, patient_id: int, planner: Planner, now: datetime
+) -> PatientRecord | None:
+    patient = session.get(Patient, patient_id)
+    if patient is None:
+        return None
+    ledger = list(
+        session.execute(
+            select(ConsentEvent)
+            .where(ConsentEvent.patient_id == patient.id)
+            .order_by(ConsentEvent.id)
+        ).scalars()
+    )
+    return PatientRecord(
+        patient=patient,
+        enrollments=list(
+            session.execute(
+                select(Enrollment)
+                .where(Enrollment.patient_id == patient.id)
+                .order_by(Enrollment.id)
+            ).scalars()
+        ),
+        timeline=timeline(session, patient, planner, now),
+        suppressed=suppressed_channels(session, patient),
+        received=list(
+            session.execute(
+                select(InboundMessage)
+                .where(InboundMessage.patient_id == patient.id)
+                .order_by(InboundMessage.id.desc())
+                .limit(50)
+            ).scalars()
+        ),
+        ledger=ledger,
+        consent=state_of(ledger),  # the ledger shown, read once
+    )
+
+
+def patient_of_enrollment(session: Session, enrollment_id: int) -> int | None:
+    found = session.execute(
+        select(Enrollment.patient_id).where(Enrollment.id == enrollment_id)
+    ).scalar_one_or_none()
+    return None if found is None else int(found)
+
+
+def sent_message(
+    session: Session, message_id: int
+) -> tuple[ScheduledMessage, Patient, Enrollment] | None:
+    """A message that went (or was handed to a provider), with its patient and enrollment."""
+    found = session.execute(
+        select(SM, Patient, Enrollment)
+        .join(Enrollment, Enrollment.id == SM.enrollment_id)
+        .join(Patient, Patient.id == Enrollment.patient_id)
+        .where(SM.id == message_id)
+    ).one_or_none()
+    if found is None or found[0].sent_at is None:
+        return None
+    message, patient, enrollment = found
+    return message, patient, enrollment
+
+
+def booking_campaign(session: Session, patient_id: int) -> tuple[bool, str | None]:
+    """Whether the patient exists, and the campaign of her newest enrollment."""
+    if session.get(Patient, patient_id) is None:
+        return False, None
+    campaign = session.execute(
+        select(Enrollment.campaign)
+        .where(Enrollment.patient_id == patient_id)
+        .order_by(Enrollment.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    return True, campaign

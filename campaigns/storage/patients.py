@@ -19,9 +19,16 @@ from campaigns.vocabulary import EnrollmentStatus
 
 def lock_patient(session: Session, patient_id: int) -> Patient:
     """Take the patient's row lock for a change that can stop or move sends."""
+    found = lock_patient_if_any(session, patient_id)
+    if found is None:
+        raise NotFoundError(f"no patient {patient_id}")
+    return found
+
+
+def lock_patient_if_any(session: Session, patient_id: int) -> Patient | None:
     return session.execute(
         select(Patient).where(Patient.id == patient_id).with_for_update()
-    ).scalar_one()
+    ).scalar_one_or_none()
 
 
 def lock_enrollment(session: Session, enrollment_id: int) -> tuple[Enrollment, Patient]:

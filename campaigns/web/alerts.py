@@ -14,16 +14,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
-from sqlalchemy import case, select
 from sqlalchemy.orm import Session
 
 from campaigns import alerts, enrollments, loss_review
 from campaigns.errors import InputError, NotFoundError, StateError
 from campaigns.intake import parse_date
 from campaigns.keywords import Intent
-from campaigns.replies import Severity
 from campaigns.roles import Permission
-from campaigns.storage.models import Alert, Enrollment, InboundMessage, Patient
+from campaigns.storage.models import Enrollment
 from campaigns.storage.patients import active_enrollments
 from campaigns.web.deps import ServicesDep
 from campaigns.web.guard import StaffDep, requires, signed_in
@@ -31,8 +29,6 @@ from campaigns.web.pages import back, render
 from campaigns.web.staff import _pending, viewed
 
 router = APIRouter(prefix="/staff", include_in_schema=False, dependencies=[Depends(signed_in)])
-# Most urgent first: Severity lists them in that order.
-_ORDER = case({s.value: rank for rank, s in enumerate(Severity)}, value=Alert.severity, else_=99)
 
 
 def _latest_live(session: Session, patient_id: int) -> Enrollment | None:
@@ -45,17 +41,7 @@ def _latest_live(session: Session, patient_id: int) -> Enrollment | None:
 @requires(Permission.VIEW_PATIENTS)
 def inbox(request: Request, services: ServicesDep, show: str = "open") -> HTMLResponse:
     with services.db.session() as session:
-        query = (
-            select(Alert, Patient, InboundMessage)
-            .join(Patient, Patient.id == Alert.patient_id, isouter=True)
-            .join(InboundMessage, InboundMessage.id == Alert.inbound_id, isouter=True)
-            .limit(300)
-        )
-        if show == "all":
-            query = query.order_by(Alert.id.desc())
-        else:
-            query = query.where(Alert.acknowledged_at.is_(None)).order_by(_ORDER, Alert.id)
-        rows = session.execute(query).all()
+        rows = alerts.inbox(session, everything=show == "all")
     return render(request, "alerts.html", rows=rows, show=show, now=services.clock.now())
 
 
@@ -65,15 +51,21 @@ def alert_page(
     request: Request, services: ServicesDep, staff: StaffDep, alert_id: int
 ) -> HTMLResponse:
     with services.db.session() as session:
-        alert = session.get(Alert, alert_id)
-        if alert is None:
+        found = alerts.alert_record(session, alert_id)
+        if found is None:
             raise HTTPException(404, "no such alert")
-        patient = session.get(Patient, alert.patient_id) if alert.patient_id else None
-        message = session.get(InboundMessage, alert.inbound_id) if alert.inbound_id else None
+        patient = found.patient
         live = _latest_live(session, patient.id) if patient is not None else None
         if patient is not None:
             viewed(session, services.clock.now(), staff, patient.id, "alert")
-    return render(request, "alert.html", alert=alert, patient=patient, message=message, live=live)
+    return render(
+        request,
+        "alert.html",
+        alert=found.alert,
+        patient=patient,
+        message=found.message,
+        live=live,
+    )
 
 
 @router.post("/alerts/{alert_id}/acknowledge")
@@ -109,11 +101,12 @@ def confirm_birth(
     now = services.clock.now()
     page = f"/staff/alerts/{alert_id}"
     with services.db.session() as session:
-        alert = session.get(Alert, alert_id)
-        if alert is None or alert.patient_id is None:
+        found = alerts.alert_record(session, alert_id)
+        if found is None or found.patient is None:
             raise HTTPException(404, "no such alert")
+        alert = found.alert
         waiting = alert.kind == Intent.BORN.value and alert.acknowledged_at is None
-        live = _latest_live(session, alert.patient_id)
+        live = _latest_live(session, found.patient.id)
     if not waiting:
         return back(request, page, problem=f"alert {alert_id} is not a birth to be confirmed")
     if live is None:

@@ -13,13 +13,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy import select
 
-from campaigns import audit, reachability
+from campaigns import audit, queries, reachability
 from campaigns.links import ExpiredTokenError, TokenError
 from campaigns.storage.consents import consent_state, suppressed_channels
-from campaigns.storage.models import Enrollment, Patient
-from campaigns.storage.patients import lock_patient
+from campaigns.storage.patients import lock_patient_if_any
 from campaigns.vocabulary import Channel, ConsentSource
 from campaigns.web.deps import ServicesDep
 from campaigns.web.pages import pages
@@ -49,14 +47,9 @@ def booking(request: Request, services: ServicesDep, token: str) -> Response:
     except TokenError:
         return _problem(request, services, "booking", expired=False)
     with services.db.session() as session:
-        if session.get(Patient, patient_id) is None:
+        known, campaign = queries.booking_campaign(session, patient_id)
+        if not known:
             return _problem(request, services, "booking", expired=False)
-        campaign = session.execute(
-            select(Enrollment.campaign)
-            .where(Enrollment.patient_id == patient_id)
-            .order_by(Enrollment.id.desc())
-            .limit(1)
-        ).scalar_one_or_none()
         audit.record(session, now, "patient:link", "booking_link_clicked", patient_id=patient_id)
     target = with_params(
         services.settings.booking_url,
@@ -107,9 +100,9 @@ def unsubscribe(request: Request, services: ServicesDep, token: str) -> Response
     now = services.clock.now()
     patient_id = int(target["patient"])
     with services.db.session() as session:
-        if session.get(Patient, patient_id) is None:
+        patient = lock_patient_if_any(session, patient_id)
+        if patient is None:
             return _problem(request, services, "unsubscribe", expired=False)
-        patient = lock_patient(session, patient_id)
         already = Channel.EMAIL in suppressed_channels(session, patient) or (
             Channel.EMAIL not in consent_state(session, patient.id).programme
         )

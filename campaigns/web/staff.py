@@ -14,12 +14,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
-from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from campaigns import alerts, audit, enrollments, queries
 from campaigns.bootstrap import Services
-from campaigns.consent import ConsentState
 from campaigns.content import Recipient
 from campaigns.enrollments import Enrollments
 from campaigns.errors import InputError, NotFoundError, StateError
@@ -27,11 +25,8 @@ from campaigns.intake import parse_date, parse_edd_source, parse_enrollment
 from campaigns.pregnancy import gestational_age, trimester_label
 from campaigns.roles import Permission, may
 from campaigns.staff_sessions import Current
-from campaigns.storage.consents import state_of, suppressed_channels
 from campaigns.storage.models import (
-    ConsentEvent,
     Enrollment,
-    InboundMessage,
     Patient,
     ScheduledMessage,
 )
@@ -52,32 +47,17 @@ def viewed(session: Session, now: datetime, staff: Current, patient_id: int, pag
 @router.get("/", response_class=HTMLResponse)
 @requires(Permission.SIGNED_IN)
 def dashboard(request: Request, services: ServicesDep, staff: StaffDep) -> HTMLResponse:
-    now = services.clock.now()
-    names = may(staff.role, Permission.VIEW_PATIENTS)
+    # Operators see counts, never patients.
+    with_patients = may(staff.role, Permission.VIEW_PATIENTS)
     with services.db.session() as session:
-        backlog = queries.backlog(session, now)
-        upcoming = (
-            session.execute(
-                select(ScheduledMessage, Patient)
-                .join(Enrollment, Enrollment.id == ScheduledMessage.enrollment_id)
-                .join(Patient, Patient.id == Enrollment.patient_id)
-                .where(ScheduledMessage.status == MessageStatus.PENDING.value)
-                .order_by(ScheduledMessage.next_attempt_at)
-                .limit(12)
-            ).all()
-            if names  # operators see counts, never patients
-            else []
-        )
-        active = session.execute(
-            select(func.count()).select_from(Enrollment).where(Enrollment.status == "active")
-        ).scalar_one()
+        found = queries.dashboard(session, services.clock.now(), with_patients=with_patients)
         waiting = alerts.open_counts(session)
     return render(
         request,
         "dashboard.html",
-        backlog=backlog,
-        upcoming=upcoming,
-        active=active,
+        backlog=found.backlog,
+        upcoming=found.upcoming,
+        active=found.active,
         alerts=waiting.by_severity,
         local=_local,
     )
@@ -87,23 +67,7 @@ def dashboard(request: Request, services: ServicesDep, staff: StaffDep) -> HTMLR
 @requires(Permission.VIEW_PATIENTS)
 def patients(request: Request, services: ServicesDep, q: str = "") -> HTMLResponse:
     with services.db.session() as session:
-        query = (
-            select(Patient, Enrollment)
-            .join(Enrollment, Enrollment.patient_id == Patient.id, isouter=True)
-            .order_by(Patient.id.desc())
-            .limit(200)
-        )
-        if q.strip():
-            like = f"%{q.strip()}%"
-            query = query.where(
-                or_(
-                    Patient.name.ilike(like),
-                    Patient.phone.ilike(like),
-                    Patient.email.ilike(like),
-                    Patient.clinic_ref.ilike(like),
-                )
-            )
-        rows = session.execute(query).all()
+        rows = queries.patients(session, q)
     today = services.clock.now().date()
     listed = [(p, e, _stage(e, today)) for p, e in rows]
     return render(request, "patients.html", rows=listed, q=q)
@@ -116,52 +80,21 @@ def patient_page(
 ) -> HTMLResponse:
     now = services.clock.now()
     with services.db.session() as session:
-        patient = session.get(Patient, patient_id)
-        if patient is None:
+        found = queries.patient_record(session, patient_id, services.planner, now)
+        if found is None:
             raise HTTPException(404, "no such patient")
-        viewed(session, now, staff, patient.id, "patient")
-        records = (
-            session.execute(
-                select(Enrollment)
-                .where(Enrollment.patient_id == patient.id)
-                .order_by(Enrollment.id)
-            )
-            .scalars()
-            .all()
-        )
-        entries = queries.timeline(session, patient, services.planner, now)
-        suppressed = suppressed_channels(session, patient)
-        received = (
-            session.execute(
-                select(InboundMessage)
-                .where(InboundMessage.patient_id == patient.id)
-                .order_by(InboundMessage.id.desc())
-                .limit(50)
-            )
-            .scalars()
-            .all()
-        )
-        ledger = (
-            session.execute(
-                select(ConsentEvent)
-                .where(ConsentEvent.patient_id == patient.id)
-                .order_by(ConsentEvent.id)
-            )
-            .scalars()
-            .all()
-        )
-        consent: ConsentState = state_of(ledger)  # the ledger shown below, read once
-    local_today = now.astimezone(zone(patient.timezone)).date()
+        viewed(session, now, staff, patient_id, "patient")
+    local_today = now.astimezone(zone(found.patient.timezone)).date()
     return render(
         request,
         "patient.html",
-        patient=patient,
-        enrollments=records,
-        entries=entries,
-        consent=consent,
-        suppressed=suppressed,
-        received=received,
-        ledger=ledger,
+        patient=found.patient,
+        enrollments=found.enrollments,
+        entries=found.timeline,
+        consent=found.consent,
+        suppressed=found.suppressed,
+        received=found.received,
+        ledger=found.ledger,
         channels=list(Channel),
         stage=lambda e: _stage(e, local_today),
         today=local_today.isoformat(),
@@ -183,9 +116,7 @@ def enrollment_action(
     confirm: Annotated[str, Form()] = "",
 ) -> Response:
     with services.db.session() as session:
-        patient_id = session.execute(
-            select(Enrollment.patient_id).where(Enrollment.id == enrollment_id)
-        ).scalar_one_or_none()
+        patient_id = queries.patient_of_enrollment(session, enrollment_id)
     if patient_id is None:
         raise HTTPException(404, "no such enrollment")
     page = f"/staff/patients/{patient_id}"
@@ -348,18 +279,12 @@ def _sent_message(
     services: Services, staff: Current, message_id: int, page: str | None
 ) -> tuple[ScheduledMessage, Patient, Enrollment]:
     with services.db.session() as session:
-        found = session.execute(
-            select(ScheduledMessage, Patient, Enrollment)
-            .join(Enrollment, Enrollment.id == ScheduledMessage.enrollment_id)
-            .join(Patient, Patient.id == Enrollment.patient_id)
-            .where(ScheduledMessage.id == message_id)
-        ).one_or_none()
-        if found is None or found[0].sent_at is None:
+        found = queries.sent_message(session, message_id)
+        if found is None:
             raise HTTPException(404, "no such sent message")
         if page is not None:  # the email's frame is part of the message page: one view
             viewed(session, services.clock.now(), staff, found[1].id, page)
-    message, patient, enrollment = found
-    return message, patient, enrollment
+    return found
 
 
 @router.get("/preview", response_class=HTMLResponse)
@@ -372,17 +297,19 @@ def preview(
     enrolled: str = "",
     marketing: str = "",
     discreet: str = "",
+    campaign: str = "",
 ) -> HTMLResponse:
     entries: list[queries.PreviewEntry] = []
     error = None
     timezone = tz or services.settings.default_timezone
+    campaign = campaign or services.catalog.default
     if edd:
         try:
             entries = queries.preview_request(
                 services.catalog,
                 services.window,
                 services.renderer,
-                campaign="leg-cramps",
+                campaign=campaign,
                 edd=edd,
                 timezone=timezone,
                 enrolled=enrolled,
@@ -398,7 +325,9 @@ def preview(
         "preview.html",
         entries=entries,
         error=error,
+        campaigns=sorted(services.catalog),
         values={
+            "campaign": campaign,
             "edd": edd,
             "tz": timezone,
             "enrolled": enrolled,
