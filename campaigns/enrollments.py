@@ -297,7 +297,11 @@ def hold_for_loss(session: Session, patient: Patient, now: datetime, *, actor: s
     cancelled = _stop_all(session, patient, live, "loss_hold", "loss_hold", now, actor)
     for each in live:
         each.held_from = each.status
-        each.status, each.status_reason, each.updated_at = HELD, "loss_reported", now
+        each.status, each.status_reason, each.updated_at = (
+            EnrollmentStatus.LOSS_HOLD,
+            "loss_reported",
+            now,
+        )
     return cancelled
 
 
@@ -346,7 +350,7 @@ def clear_loss_hold(
         raise StateError(f"patient {patient.id} has no messages on a loss hold")
     planned: list[PlannedSend] = []
     for each in held:
-        each.status = each.held_from or EnrollmentStatus.PAUSED.value
+        each.status = EnrollmentStatus(each.held_from or EnrollmentStatus.PAUSED)
         each.status_reason, each.held_from = None, None
         planned.extend(reschedule(session, planner, each, patient, now, "loss_hold_cleared"))
     audit.record(
@@ -370,7 +374,7 @@ def pause(
         _require(enrollment, (EnrollmentStatus.ACTIVE.value,), "pause")
         cancelled = cancel_live(session, [enrollment.id], "paused", now)
         enrollment.status, enrollment.status_reason, enrollment.updated_at = (
-            EnrollmentStatus.PAUSED.value,
+            EnrollmentStatus.PAUSED,
             reason,
             now,
         )
@@ -403,7 +407,7 @@ def resume(
                 raise StateError(
                     f"cannot resume: {exc}; record the birth or a new due date"
                 ) from None
-        enrollment.status, enrollment.status_reason = EnrollmentStatus.ACTIVE.value, None
+        enrollment.status, enrollment.status_reason = EnrollmentStatus.ACTIVE, None
         planned = reschedule(session, planner, enrollment, patient, now, "resumed")
         audit.record(
             session,
@@ -443,7 +447,7 @@ def _require(enrollment: Enrollment, allowed: Sequence[str], action: str) -> Non
 
 
 def _end(enrollment: Enrollment, status: EnrollmentStatus, reason: str, now: datetime) -> None:
-    enrollment.status, enrollment.status_reason, enrollment.held_from = status.value, reason, None
+    enrollment.status, enrollment.status_reason, enrollment.held_from = status, reason, None
     enrollment.ended_at = enrollment.updated_at = now
 
 

@@ -76,7 +76,7 @@ def complete_finished(db: Database, catalog: Catalog, now: datetime) -> list[int
                 default=0,
             )
             if now.date() > enrollment.birth_date + timedelta(days=last):
-                enrollment.status = EnrollmentStatus.COMPLETED.value
+                enrollment.status = EnrollmentStatus.COMPLETED
                 enrollment.status_reason = "programme_finished"
                 enrollment.ended_at = enrollment.updated_at = now
                 audit.record(

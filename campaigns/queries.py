@@ -293,7 +293,7 @@ def backlog(session: Session, now: datetime) -> Backlog:
     ).one()
     lag = (now - oldest).total_seconds() if oldest is not None else 0.0
     for_staff = 0
-    if counts.get(MessageStatus.UNKNOWN.value):
+    if counts.get(MessageStatus.UNKNOWN):
         for_staff = session.execute(
             select(func.count()).where(
                 SM.status == MessageStatus.UNKNOWN.value, SM.reason == NEEDS_REVIEW

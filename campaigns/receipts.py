@@ -104,7 +104,7 @@ def twilio_status(
             and row.attempts < ctx.max_attempts
             and RANK.get(MessageStatus(row.status), 0) < 2
         ):
-            row.status, row.claim_token, row.updated_at = MessageStatus.PENDING.value, None, now
+            row.status, row.claim_token, row.updated_at = MessageStatus.PENDING, None, now
             row.provider_id, row.reason = None, f"resend_after_{error}"
             row.next_attempt_at = ctx.window.next_open(now + RESEND_AFTER, zone(patient.timezone))
             return "resend"
@@ -347,7 +347,7 @@ def _advance(
     current = MessageStatus(row.status)
     if current not in RANK or RANK[status] <= RANK[current]:
         return "no_change"
-    row.status, row.updated_at = status.value, now
+    row.status, row.updated_at = status, now
     if reason:
         row.reason = reason
     if status is MessageStatus.DELIVERED:

@@ -58,6 +58,12 @@ class MessageStatus(StrEnum):
 NOT_SENT_FINAL = frozenset({MessageStatus.CANCELLED, MessageStatus.SKIPPED, MessageStatus.EXPIRED})
 #: Rows a cancellation can still stop before any provider call starts.
 CANCELLABLE = frozenset({MessageStatus.PENDING, MessageStatus.CLAIMED})
+#: Handed to a worker and not yet recorded.
+IN_FLIGHT = frozenset({MessageStatus.CLAIMED, MessageStatus.SENDING})
+#: Enrollments that still have a programme (at most one per patient and campaign).
+LIVE_ENROLLMENT = frozenset(
+    {EnrollmentStatus.ACTIVE, EnrollmentStatus.PAUSED, EnrollmentStatus.LOSS_HOLD}
+)
 
 
 class ConsentPurpose(StrEnum):

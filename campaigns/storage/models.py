@@ -21,7 +21,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from campaigns.storage.types import JsonText, UTCDateTime
+from campaigns.storage.types import JsonText, StrEnumType, UTCDateTime, in_set
+from campaigns.vocabulary import (
+    IN_FLIGHT,
+    LIVE_ENROLLMENT,
+    NOT_SENT_FINAL,
+    EnrollmentStatus,
+    MessageStatus,
+)
 
 Id = BigInteger().with_variant(Integer(), "sqlite")
 NAMING = {
@@ -31,11 +38,11 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-_PENDING = text("status = 'pending'")
-_LIVE = text("status NOT IN ('cancelled', 'skipped', 'expired')")
-_IN_FLIGHT = text("status IN ('claimed', 'sending')")
-_LIVE_ENROLLMENT = text("status IN ('active', 'paused', 'loss_hold')")
-_TO_RECONCILE = text("status = 'unknown' AND reconcile_at IS NOT NULL")
+_PENDING = in_set("status", {MessageStatus.PENDING})
+_LIVE = in_set("status", NOT_SENT_FINAL, negate=True)
+_IN_FLIGHT = in_set("status", IN_FLIGHT)
+_LIVE_ENROLLMENT = in_set("status", LIVE_ENROLLMENT)
+_TO_RECONCILE = text(f"status = '{MessageStatus.UNKNOWN.value}' AND reconcile_at IS NOT NULL")
 
 
 class Base(DeclarativeBase):
@@ -112,8 +119,8 @@ class Enrollment(Base):
         Index(
             "ix_enrollments_planned_until",
             "planned_until",
-            postgresql_where=text("status = 'active'"),
-            sqlite_where=text("status = 'active'"),
+            postgresql_where=in_set("status", {EnrollmentStatus.ACTIVE}),
+            sqlite_where=in_set("status", {EnrollmentStatus.ACTIVE}),
         ),
     )
 
@@ -124,7 +131,7 @@ class Enrollment(Base):
     edd_source: Mapped[str] = mapped_column(String(16))
     edd_set_at: Mapped[datetime]
     channels: Mapped[str] = mapped_column(String(32))  # "sms,email"
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[EnrollmentStatus] = mapped_column(StrEnumType(EnrollmentStatus))
     status_reason: Mapped[str | None] = mapped_column(String(64))
     enrolled_at: Mapped[datetime]
     enrolled_on: Mapped[date] = mapped_column(Date)  # the patient's local date of enrolment
@@ -193,7 +200,7 @@ class ScheduledMessage(Base):
     channel: Mapped[str] = mapped_column(String(16))
     kind: Mapped[str] = mapped_column(String(16))
     schedule_version: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[MessageStatus] = mapped_column(StrEnumType(MessageStatus))
     reason: Mapped[str | None] = mapped_column(String(64))
     due_at: Mapped[datetime]
     next_attempt_at: Mapped[datetime]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy import DateTime, Text
+from sqlalchemy import DateTime, String, Text, TextClause, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
@@ -47,3 +49,32 @@ class JsonText(TypeDecorator[Any]):
 
     def process_result_value(self, value: str | None, dialect: Dialect) -> Any:
         return None if value is None else json.loads(value)
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+class StrEnumType(TypeDecorator[E], Generic[E]):
+    """A status (or other vocabulary word) column: stored as its plain value in a VARCHAR, so
+    raw SQL, COPY and the partial indexes read it as text, and read back as the enum. A value
+    outside the enum is refused on the way in."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum: type[E], length: int = 16) -> None:
+        super().__init__(length)
+        self.enum = enum
+
+    def process_bind_param(self, value: E | str | None, dialect: Dialect) -> str | None:
+        return None if value is None else self.enum(value).value
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> E | None:
+        return None if value is None else self.enum(value)
+
+
+def in_set(column: str, values: Iterable[StrEnum], *, negate: bool = False) -> TextClause:
+    """A partial index's predicate from one of the vocabulary's sets, so each status word is
+    written once (campaigns.vocabulary)."""
+    listed = ", ".join(sorted(f"'{v.value}'" for v in values))
+    return text(f"{column} {'NOT IN' if negate else 'IN'} ({listed})")
