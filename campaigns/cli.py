@@ -9,19 +9,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 import typer
 
-from campaigns import alerts, halts, queries
+from campaigns import alerts, halts, keywords, queries
 from campaigns.bootstrap import Services, build, clinic_from
 from campaigns.catalog import CatalogError
 from campaigns.content import ContentRenderer
-from campaigns.enrollments import Enrollments
+from campaigns.enrollments import Enrolled, Enrollments
 from campaigns.errors import InputError, NotFoundError, StateError
 from campaigns.intake import parse_date, parse_edd_source, parse_enrollment
-from campaigns.keywords import LexiconError, load_reader
-from campaigns.keywords import classify as read_reply
-from campaigns.replies import Situation, decide
+from campaigns.keywords import Classification, LexiconError, load_reader
+from campaigns.replies import Decision, Situation, decide
 from campaigns.settings import get_settings
 from campaigns.vocabulary import ConsentSource
 from campaigns.window import WindowError, zone
@@ -77,6 +77,25 @@ def migrate() -> None:
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
+def _check_serve(host: str, workers: int, only: str) -> None:
+    """Refuse what cannot work, before anything is built or listens."""
+    from campaigns.settings import DEVELOPMENT_SECRET
+    from campaigns.web.app import PARTS
+
+    if only not in PARTS:
+        fail(f"--only: {only!r} is not one of {', '.join(PARTS)}")
+    settings = get_settings()
+    if workers > 1 and settings.embedded:
+        fail("--workers: more than one web process needs CAMPAIGNS_BROKER_URL (Redis)")
+    if only != "all" and settings.embedded:
+        fail("--only: the embedded worker runs with --only all; split parts need a broker")
+    if host not in LOOPBACK and settings.secret_key.get_secret_value() == DEVELOPMENT_SECRET:
+        fail(
+            f"--host {host}: the development CAMPAIGNS_SECRET_KEY must not be reachable from "
+            "other machines; set a secret key (see docs/operations.md, Security)"
+        )
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -98,23 +117,11 @@ def serve(
 
     import uvicorn
 
-    from campaigns.settings import DEVELOPMENT_SECRET
     from campaigns.web.app import PARTS, create_app
 
     logging.getLogger().setLevel(logging.INFO)
-    if only not in PARTS:
-        fail(f"--only: {only!r} is not one of {', '.join(PARTS)}")
-    settings = get_settings()
+    _check_serve(host, workers, only)
     several = workers > 1
-    if several and settings.embedded:
-        fail("--workers: more than one web process needs CAMPAIGNS_BROKER_URL (Redis)")
-    if only != "all" and settings.embedded:
-        fail("--only: the embedded worker runs with --only all; split parts need a broker")
-    if host not in LOOPBACK and settings.secret_key.get_secret_value() == DEVELOPMENT_SECRET:
-        fail(
-            f"--host {host}: the development CAMPAIGNS_SECRET_KEY must not be reachable from "
-            "other machines; set a secret key (see docs/operations.md, Security)"
-        )
     # Checks settings and content before anything listens.
     with services(web=True, staff=only != "webhooks") as built:
         mode = "embedded worker and beat" if built.settings.embedded else f"{workers} web process"
@@ -186,29 +193,34 @@ def enroll(
             now,
         )
         [done] = built.enrollments.enroll([request], source=ConsentSource.CLI, actor="cli")
-        pending = [p for p in done.planned if p.status == "pending"]
-        if json_out:
-            typer.echo(
-                json.dumps(
-                    {
-                        "patient_id": done.patient_id,
-                        "enrollment_id": done.enrollment_id,
-                        "planned": len(pending),
-                        "skipped": len(done.planned) - len(pending),
-                    }
-                )
-            )
-            return
+    _print_enrolled(done, zone(request.timezone), json_out=json_out)
+
+
+def _print_enrolled(done: Enrolled, tz: ZoneInfo, *, json_out: bool) -> None:
+    pending = [p for p in done.planned if p.status == "pending"]
+    skipped = len(done.planned) - len(pending)
+    if json_out:
         typer.echo(
-            f"enrolled patient {done.patient_id} (enrollment {done.enrollment_id}): "
-            f"{len(pending)} messages planned, {len(done.planned) - len(pending)} skipped"
-        )
-        if pending:
-            first = pending[0]
-            typer.echo(
-                f"first message: {first.step.key} by {first.channel} at "
-                f"{first.due_at.astimezone(zone(request.timezone)):%a %d %b %Y %H:%M %Z}"
+            json.dumps(
+                {
+                    "patient_id": done.patient_id,
+                    "enrollment_id": done.enrollment_id,
+                    "planned": len(pending),
+                    "skipped": skipped,
+                }
             )
+        )
+        return
+    typer.echo(
+        f"enrolled patient {done.patient_id} (enrollment {done.enrollment_id}): "
+        f"{len(pending)} messages planned, {skipped} skipped"
+    )
+    if pending:
+        first = pending[0]
+        typer.echo(
+            f"first message: {first.step.key} by {first.channel} at "
+            f"{first.due_at.astimezone(tz):%a %d %b %Y %H:%M %Z}"
+        )
 
 
 @app.command()
@@ -409,8 +421,7 @@ def sandbox(
     {"status", "delay", "accept", "count", "fraction"} (see campaigns/sandbox/common.py)."""
     import time as time_module
 
-    from campaigns.sandbox.credentials import TEST_ACCOUNT_SID, TEST_API_KEY, TEST_AUTH_TOKEN
-    from campaigns.sandbox.sendgrid_server import TEST_PUBLIC_KEY, SendGridSandbox
+    from campaigns.sandbox.sendgrid_server import SendGridSandbox
     from campaigns.sandbox.twilio_server import TwilioSandbox
 
     settings = get_settings()
@@ -424,24 +435,7 @@ def sandbox(
     )
     twilio.start()
     sendgrid.start()
-    typer.echo(
-        f"Twilio sandbox on {twilio.url}, SendGrid sandbox on {sendgrid.url}. "
-        "Point the service at them with:"
-    )
-    typer.echo(
-        f"  CAMPAIGNS_SMS_PROVIDER=twilio TWILIO_ACCOUNT_SID={TEST_ACCOUNT_SID} "
-        f"TWILIO_AUTH_TOKEN={TEST_AUTH_TOKEN} TWILIO_FROM=+15005550006 "
-        f"TWILIO_API_BASE_URL={twilio.url}"
-    )
-    typer.echo(
-        f"  CAMPAIGNS_EMAIL_PROVIDER=sendgrid SENDGRID_API_KEY={TEST_API_KEY} "
-        f"SENDGRID_API_HOST={sendgrid.url} SENDGRID_FROM=hello@santi.example "
-        f"SENDGRID_EVENT_PUBLIC_KEY={TEST_PUBLIC_KEY}"
-    )
-    typer.echo(
-        f"Inject faults with PUT {twilio.url}/_sandbox/faults (or {sendgrid.url}/_sandbox/faults)"
-        + ("" if email_activity else "; SendGrid answers Email Activity lookups 403")
-    )
+    _print_sandbox_settings(twilio.url, sendgrid.url, email_activity=email_activity)
     try:
         while True:
             time_module.sleep(3600)
@@ -450,6 +444,31 @@ def sandbox(
     finally:
         twilio.stop()
         sendgrid.stop()
+
+
+def _print_sandbox_settings(twilio: str, sendgrid: str, *, email_activity: bool) -> None:
+    """The settings that point the service at the sandboxes, ready to paste."""
+    from campaigns.sandbox.credentials import TEST_ACCOUNT_SID, TEST_API_KEY, TEST_AUTH_TOKEN
+    from campaigns.sandbox.sendgrid_server import TEST_PUBLIC_KEY
+
+    typer.echo(
+        f"Twilio sandbox on {twilio}, SendGrid sandbox on {sendgrid}. "
+        "Point the service at them with:"
+    )
+    typer.echo(
+        f"  CAMPAIGNS_SMS_PROVIDER=twilio TWILIO_ACCOUNT_SID={TEST_ACCOUNT_SID} "
+        f"TWILIO_AUTH_TOKEN={TEST_AUTH_TOKEN} TWILIO_FROM=+15005550006 "
+        f"TWILIO_API_BASE_URL={twilio}"
+    )
+    typer.echo(
+        f"  CAMPAIGNS_EMAIL_PROVIDER=sendgrid SENDGRID_API_KEY={TEST_API_KEY} "
+        f"SENDGRID_API_HOST={sendgrid} SENDGRID_FROM=hello@santi.example "
+        f"SENDGRID_EVENT_PUBLIC_KEY={TEST_PUBLIC_KEY}"
+    )
+    typer.echo(
+        f"Inject faults with PUT {twilio}/_sandbox/faults (or {sendgrid}/_sandbox/faults)"
+        + ("" if email_activity else "; SendGrid answers Email Activity lookups 403")
+    )
 
 
 @app.command("send-test")
@@ -781,7 +800,7 @@ def classify(
     if lang not in reader.languages:
         fail(f"--lang: no word list for {lang!r} (have: {', '.join(sorted(reader.languages))})")
     renderer = ContentRenderer(settings.templates_dir, clinic_from(settings))
-    found = read_reply(text, reader, opted_out=opted_out)
+    found = keywords.classify(text, reader, opted_out=opted_out)
     decision = decide(found, Situation(known=True, opted_out=opted_out))
     example_link = f"{settings.public_url.rstrip('/')}/b/<signed-link>"
     rendered = [renderer.render_reply(key, lang, link=example_link) for key in decision.replies]
@@ -812,6 +831,12 @@ def classify(
             )
         )
         return
+    _print_reading(found, decision, [r.body for r in rendered], segments)
+
+
+def _print_reading(
+    found: Classification, decision: Decision, replies: list[str], segments: list[dict[str, Any]]
+) -> None:
     typer.echo(f"intent:  {found.intent.value}")
     typer.echo(f"tier:    {found.tier.value}")
     typer.echo(f"read as: {found.language}")
@@ -825,12 +850,12 @@ def classify(
     typer.echo(f"actions: {actions}")
     if decision.alert:
         typer.echo(f"alert:   {decision.alert.severity.value} ({decision.alert.kind})")
-    for reply, shape in zip(rendered, segments, strict=True):
+    for reply, shape in zip(replies, segments, strict=True):
         typer.echo(
-            f"reply:   {reply.body}  [{shape['language']}, {shape['encoding']}, "
+            f"reply:   {reply}  [{shape['language']}, {shape['encoding']}, "
             f"{shape['units']} units, {shape['segments']} segment(s)]"
         )
-    if not rendered:
+    if not replies:
         typer.echo("reply:   (no reply)")
 
 

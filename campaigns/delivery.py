@@ -295,6 +295,17 @@ def _rowcount(result: Any) -> int:
 NEEDS_REVIEW = "needs_review"
 
 
+#: A requeued message starts again: pending, no attempts spent, no call started.
+_REQUEUED = {
+    "status": MessageStatus.PENDING.value,
+    "attempts": 0,
+    "claim_token": None,
+    "call_started_at": None,
+    "reconcile_at": None,
+    "reason": "requeued",
+}
+
+
 def requeue(
     db: Database,
     message_ids: Sequence[int],
@@ -333,16 +344,7 @@ def requeue(
             session.execute(
                 update(SM)
                 .where(among(SM.id, wanted, postgres=db.is_postgres))
-                .values(
-                    status=MessageStatus.PENDING.value,
-                    next_attempt_at=now,
-                    attempts=0,
-                    claim_token=None,
-                    call_started_at=None,
-                    reconcile_at=None,
-                    reason="requeued",
-                    updated_at=now,
-                )
+                .values({**_REQUEUED, "next_attempt_at": now, "updated_at": now})
             )
         for i in wanted:
             row = found[i]

@@ -217,7 +217,7 @@ class _Simulation:
         events = self._events()
         end = self.clock.now() + timedelta(weeks=60)
         while True:
-            candidates = [t for t in (self._next_due(), self._next_midnight()) if t]
+            candidates = [t for t in (_next_due(self.services), self._next_midnight()) if t]
             if events:
                 candidates.append(events[0][0])
             upcoming = min(candidates)
@@ -229,11 +229,11 @@ class _Simulation:
                 events.pop(0)[1]()
             extend_plans(self.services.db, self.services.planner, self.clock.now())
             tick(self.services, self.queue)
-            self._show_sent()
+            _show_sent(self.services, self.clock.now(), self.echo)
             self._housekeeping()
-            if not events and self._next_due() is None and self._all_ended():
+            if not events and _next_due(self.services) is None and _all_ended(self.services):
                 break
-        self._summary()
+        _summary(self.services, self.enrollment, self.clock.now(), self.echo)
 
     def _enroll_all(self, first_day: date) -> None:
         now = self.clock.now()
@@ -329,38 +329,6 @@ class _Simulation:
             steps = ", ".join(f"{s}/{c}" for s, c, _ in rows)
             self.echo(f"{'':<22}{name.split(maxsplit=1)[0]:<6} CANCELLED ({rows[0][2]}): {steps}")
 
-    def _show_sent(self) -> None:
-        """Print what this tick sent, as each patient would see it arrive."""
-        with self.services.db.session() as session:
-            rows = session.execute(
-                select(
-                    Patient.name,
-                    Patient.timezone,
-                    Enrollment.edd,
-                    Enrollment.birth_date,
-                    ScheduledMessage.step_key,
-                    ScheduledMessage.channel,
-                    ScheduledMessage.subject,
-                    ScheduledMessage.body,
-                )
-                .join(Enrollment, Enrollment.patient_id == Patient.id)
-                .join(ScheduledMessage, ScheduledMessage.enrollment_id == Enrollment.id)
-                .where(ScheduledMessage.sent_at == self.clock.now())
-                .order_by(ScheduledMessage.id)
-            ).all()
-        for name, tz, edd, birth, step, channel, subject, body in rows:
-            local = self.clock.now().astimezone(zone(tz))
-            stage = (
-                f"day {(local.date() - birth).days} after birth"
-                if birth
-                else str(gestational_age(edd, local.date()))
-            )
-            text = f"subject: {subject}" if channel == "email" else f'"{body}"'
-            self.echo(
-                f"{_when(local)}  {name.split(maxsplit=1)[0]:<6} {stage:<19} "
-                f"{channel.upper():<5} {step:<25} {text}"
-            )
-
     def _housekeeping(self) -> None:
         now = self.clock.now()
         for enrollment_id in housekeeping.pause_overdue(self.services.db, now):
@@ -376,43 +344,76 @@ class _Simulation:
             name = next(n for n, e in self.enrollment.items() if e == enrollment_id)
             self._event(name, "PROGRAMME COMPLETE")
 
-    def _next_due(self) -> datetime | None:
-        with self.services.db.session() as session:
-            found: datetime | None = session.execute(
-                select(ScheduledMessage.next_attempt_at)
-                .where(ScheduledMessage.status == MessageStatus.PENDING.value)
-                .order_by(ScheduledMessage.next_attempt_at)
-                .limit(1)
-            ).scalar_one_or_none()
-            return found
-
     def _next_midnight(self) -> datetime:
         now = self.clock.now()
         return datetime.combine(now.date() + timedelta(days=1), time(0, 5), UTC)
 
-    def _all_ended(self) -> bool:
-        with self.services.db.session() as session:
-            statuses = set(session.execute(select(Enrollment.status)).scalars())
-        return statuses.isdisjoint({"active"})
 
-    def _summary(self) -> None:
-        self.echo("")
-        self.echo("Summary (messages by status):")
-        now = self.clock.now()
-        with self.services.db.session() as session:
-            for p in PATIENTS:
-                enrollment = session.get(Enrollment, self.enrollment[p.name])
-                assert enrollment is not None
-                patient = session.get(Patient, enrollment.patient_id)
-                assert patient is not None
-                statuses = [
-                    e.status for e in queries.timeline(session, patient, self.services.planner, now)
-                ]
-                counts = {s: statuses.count(s) for s in sorted(set(statuses))}
-                self.echo(
-                    f"  {p.name:<13} enrollment {enrollment.status:<11} "
-                    + ", ".join(f"{k} {v}" for k, v in counts.items())
-                )
+def _show_sent(services: Services, now: datetime, echo: Echo) -> None:
+    """Print what this tick sent, as each patient would see it arrive."""
+    with services.db.session() as session:
+        rows = session.execute(
+            select(
+                Patient.name,
+                Patient.timezone,
+                Enrollment.edd,
+                Enrollment.birth_date,
+                ScheduledMessage.step_key,
+                ScheduledMessage.channel,
+                ScheduledMessage.subject,
+                ScheduledMessage.body,
+            )
+            .join(Enrollment, Enrollment.patient_id == Patient.id)
+            .join(ScheduledMessage, ScheduledMessage.enrollment_id == Enrollment.id)
+            .where(ScheduledMessage.sent_at == now)
+            .order_by(ScheduledMessage.id)
+        ).all()
+    for name, tz, edd, birth, step, channel, subject, body in rows:
+        local = now.astimezone(zone(tz))
+        stage = (
+            f"day {(local.date() - birth).days} after birth"
+            if birth
+            else str(gestational_age(edd, local.date()))
+        )
+        text = f"subject: {subject}" if channel == "email" else f'"{body}"'
+        echo(
+            f"{_when(local)}  {name.split(maxsplit=1)[0]:<6} {stage:<19} "
+            f"{channel.upper():<5} {step:<25} {text}"
+        )
+
+
+def _next_due(services: Services) -> datetime | None:
+    with services.db.session() as session:
+        found: datetime | None = session.execute(
+            select(ScheduledMessage.next_attempt_at)
+            .where(ScheduledMessage.status == MessageStatus.PENDING.value)
+            .order_by(ScheduledMessage.next_attempt_at)
+            .limit(1)
+        ).scalar_one_or_none()
+        return found
+
+
+def _all_ended(services: Services) -> bool:
+    with services.db.session() as session:
+        statuses = set(session.execute(select(Enrollment.status)).scalars())
+    return statuses.isdisjoint({"active"})
+
+
+def _summary(services: Services, enrolled: dict[str, int], now: datetime, echo: Echo) -> None:
+    echo("")
+    echo("Summary (messages by status):")
+    with services.db.session() as session:
+        for p in PATIENTS:
+            enrollment = session.get(Enrollment, enrolled[p.name])
+            assert enrollment is not None
+            patient = session.get(Patient, enrollment.patient_id)
+            assert patient is not None
+            statuses = [e.status for e in queries.timeline(session, patient, services.planner, now)]
+            counts = {s: statuses.count(s) for s in sorted(set(statuses))}
+            echo(
+                f"  {p.name:<13} enrollment {enrollment.status:<11} "
+                + ", ".join(f"{k} {v}" for k, v in counts.items())
+            )
 
 
 def _when(local: datetime) -> str:

@@ -561,20 +561,7 @@ def build_reader(lexicons: Mapping[str, Lexicon], english_words: Iterable[str]) 
     emoji: dict[str, str] = {}
     for lexicon in ordered:
         emoji.update(lexicon.emoji)
-    spellings: dict[str, tuple[str, ...]] = {}
-    where: dict[str, str] = {}
-    for lexicon in ordered:
-        for written, meant in lexicon.spellings.items():
-            [key] = _split(written, emoji)[0] or [""]
-            if not key:
-                raise LexiconError(f"{lexicon.language}.yaml: spellings: {written!r} has no word")
-            value = tuple(_squeeze(w) for w in _split(meant, emoji)[0])
-            if key in spellings and spellings[key] != value:
-                raise LexiconError(
-                    f"{lexicon.language}.yaml: spellings: {written!r} is spelt out differently "
-                    f"in {where[key]}.yaml"
-                )
-            spellings[key], where[key] = value, lexicon.language
+    spellings = _merged_spellings(ordered, emoji)
     groups = [g for lexicon in ordered for g in lexicon.groups]
     group_languages = [lexicon.language for lexicon in ordered for _ in lexicon.groups]
     signs = [(s, lexicon.language) for lexicon in ordered for s in lexicon.signs]
@@ -583,12 +570,7 @@ def build_reader(lexicons: Mapping[str, Lexicon], english_words: Iterable[str]) 
         missing = (sign.parts | sign.changes) - concepts
         if missing:
             raise LexiconError(f"{language}.yaml: signs name unknown concepts {sorted(missing)}")
-    reply_rank: dict[str, int] = {}
-    for intent in Intent:  # most urgent first: by intent, then as the English list orders them
-        for reply in [g.reply for g in groups if g.intent is intent] + [
-            s.reply for s, _ in signs if s.intent is intent
-        ]:
-            reply_rank.setdefault(reply, len(reply_rank))
+    reply_rank = _reply_rank(groups, [s for s, _ in signs])
     signs_by_change: dict[str, list[int]] = {}
     for index, (sign, _) in enumerate(signs):
         for change in sign.changes:
@@ -616,6 +598,39 @@ def build_reader(lexicons: Mapping[str, Lexicon], english_words: Iterable[str]) 
     reader.stem_lengths = tuple(sorted({len(stem) for stem in reader.by_stem}))
     _index_corrections(reader)
     return reader
+
+
+def _merged_spellings(
+    ordered: Sequence[Lexicon], emoji: Mapping[str, str]
+) -> dict[str, tuple[str, ...]]:
+    """Every language's spellings (text-speak, misspellings) as one map; a word spelt out
+    differently by two lists is refused, naming both."""
+    spellings: dict[str, tuple[str, ...]] = {}
+    where: dict[str, str] = {}
+    for lexicon in ordered:
+        for written, meant in lexicon.spellings.items():
+            [key] = _split(written, emoji)[0] or [""]
+            if not key:
+                raise LexiconError(f"{lexicon.language}.yaml: spellings: {written!r} has no word")
+            value = tuple(_squeeze(w) for w in _split(meant, emoji)[0])
+            if key in spellings and spellings[key] != value:
+                raise LexiconError(
+                    f"{lexicon.language}.yaml: spellings: {written!r} is spelt out differently "
+                    f"in {where[key]}.yaml"
+                )
+            spellings[key], where[key] = value, lexicon.language
+    return spellings
+
+
+def _reply_rank(groups: Sequence[Group], signs: Sequence[Sign]) -> dict[str, int]:
+    """Most urgent first: by intent, then as the English list orders them."""
+    rank: dict[str, int] = {}
+    for intent in Intent:
+        for reply in [g.reply for g in groups if g.intent is intent] + [
+            s.reply for s in signs if s.intent is intent
+        ]:
+            rank.setdefault(reply, len(rank))
+    return rank
 
 
 def _plain(reader: Reader, text: str) -> list[str]:
@@ -739,11 +754,41 @@ def classify(text: str, reader: Reader, *, opted_out: bool = False) -> Classific
     read = reader.read(text)
     words = read.words
     hits = _scan(words, reader)
-    found: dict[tuple[Intent, str], list[str]] = {}
-    languages: dict[tuple[Intent, str], str] = {}
-    aside: dict[tuple[Intent, str], list[str]] = {}
+    found = _Found()
+    _whole(words, reader, opted_out, found)
+    marks = _Marks.of(hits, read, reader)
+    # Words of a benign phrase ("blood pressure", "of losing") are no sign by themselves; a
+    # loss is always read (its markers decide report or mention).
+    if marks.benign:
+        hits = [h for h in hits if _always_read(h, reader) or not _masked(h, marks.benign)]
+    _add_signs(found, _signs(hits, read, reader), marks)
+    _add_groups(found, hits, reader, marks)
+    matches = sorted(
+        (Match(intent, reply, tuple(w)) for (intent, reply), w in found.matched.items()),
+        key=lambda m: (_RANK[m.intent], reader.reply_rank.get(m.reply, 999)),
+    )
+    set_aside = tuple(Match(intent, reply, tuple(w)) for (intent, reply), w in found.aside.items())
+    if matches:
+        top = matches[0]
+        language = found.languages[top.intent, top.reply]
+        return Classification(top.intent, tuple(matches), language, set_aside)
+    if _foreign_script(text) or not reader.is_english(words):
+        return Classification(Intent.UNREADABLE, (), "und", set_aside)
+    return Classification(Intent.UNRECOGNISED, (), "en", set_aside)
+
+
+class _Found:
+    """What one message matched (and set aside), by intent and reply, with the words."""
+
+    __slots__ = ("aside", "languages", "matched")
+
+    def __init__(self) -> None:
+        self.matched: dict[tuple[Intent, str], list[str]] = {}
+        self.aside: dict[tuple[Intent, str], list[str]] = {}
+        self.languages: dict[tuple[Intent, str], str] = {}
 
     def add(
+        self,
         target: dict[tuple[Intent, str], list[str]],
         key: tuple[Intent, str],
         word: str,
@@ -752,15 +797,10 @@ def classify(text: str, reader: Reader, *, opted_out: bool = False) -> Classific
         seen = target.setdefault(key, [])
         if word not in seen:
             seen.append(word)
-        languages.setdefault(key, language)
+        self.languages.setdefault(key, language)
 
-    _whole(words, reader, opted_out, add, found)
-    marks = _Marks.of(hits, read, reader)
-    # Words of a benign phrase ("blood pressure", "of losing") are no sign by themselves; a
-    # loss is always read (its markers decide report or mention).
-    if marks.benign:
-        hits = [h for h in hits if _always_read(h, reader) or not _masked(h, marks.benign)]
-    signs = _signs(hits, read, reader)
+
+def _add_signs(found: _Found, signs: list[_SignHit], marks: _Marks) -> None:
     kept: list[_SignHit] = []
     dropped: list[_SignHit] = []
     for sign in signs:
@@ -771,36 +811,25 @@ def classify(text: str, reader: Reader, *, opted_out: bool = False) -> Classific
             d.concept and d.intent is sign.intent and d.start <= sign.start and sign.end <= d.end
             for d in dropped
         ):
-            add(found, (sign.intent, sign.reply), sign.words, sign.language)
+            found.add(found.matched, (sign.intent, sign.reply), sign.words, sign.language)
     for sign in dropped:
-        if (sign.intent, sign.reply) not in found:
-            add(aside, (sign.intent, sign.reply), sign.words, sign.language)
+        if (sign.intent, sign.reply) not in found.matched:
+            found.add(found.aside, (sign.intent, sign.reply), sign.words, sign.language)
+
+
+def _add_groups(found: _Found, hits: list[_Hit], reader: Reader, marks: _Marks) -> None:
+    """Listed phrases (everything but the safety signs, read above with negation)."""
     for hit in hits:
         pattern = hit.pattern
         if pattern.kind != "group":
             continue
         group = reader.groups[pattern.key]
         if group.intent in SAFETY_INTENTS:
-            continue  # read above, with negation
+            continue
         intent = group.intent
         if intent is Intent.LOSS and not marks.loss_reported(hit):
             intent = Intent.LOSS_MENTION
-        add(found, (intent, group.reply), pattern.text, pattern.language)
-    matches = sorted(
-        (Match(intent, reply, tuple(words_)) for (intent, reply), words_ in found.items()),
-        key=lambda m: (_RANK[m.intent], reader.reply_rank.get(m.reply, 999)),
-    )
-    set_aside = tuple(
-        Match(intent, reply, tuple(words_)) for (intent, reply), words_ in aside.items()
-    )
-    if matches:
-        top = matches[0]
-        return Classification(
-            top.intent, tuple(matches), languages[top.intent, top.reply], set_aside
-        )
-    if _foreign_script(text) or not reader.is_english(words):
-        return Classification(Intent.UNREADABLE, (), "und", set_aside)
-    return Classification(Intent.UNRECOGNISED, (), "en", set_aside)
+        found.add(found.matched, (intent, group.reply), pattern.text, pattern.language)
 
 
 def _masked(hit: _Hit, benign: Sequence[tuple[int, int]]) -> bool:
@@ -823,7 +852,7 @@ def _foreign_script(text: str) -> bool:
     return not text.isascii() and any(c.isalpha() and ord(c) > 0x24F for c in text)
 
 
-def _whole(words: list[str], reader: Reader, opted_out: bool, add: Any, found: Any) -> None:
+def _whole(words: list[str], reader: Reader, opted_out: bool, found: _Found) -> None:
     """Whole-message keywords: no filler words, no repeats ("STOP STOP")."""
     core = tuple(
         w for i, w in enumerate(words) if w not in reader.filler and (i == 0 or w != words[i - 1])
@@ -835,7 +864,7 @@ def _whole(words: list[str], reader: Reader, opted_out: bool, add: Any, found: A
     )
     for pattern in patterns or ():
         group = reader.groups[pattern.key]
-        add(found, (group.intent, group.reply), pattern.text, pattern.language)
+        found.add(found.matched, (group.intent, group.reply), pattern.text, pattern.language)
 
 
 def _scan(words: list[str], reader: Reader) -> list[_Hit]:

@@ -83,81 +83,97 @@ def plan(
     facts: PlanInput, campaign: Campaign, window: SendWindow, now: datetime
 ) -> list[PlannedSend]:
     """Every send to record for this enrollment's new schedule version, in due order."""
-    tz = zone(facts.timezone)
-    today = now.astimezone(tz).date()
-    phase_open = {
-        Anchor.ENROLMENT: False,
-        Anchor.EDD: facts.birth_date is None,
-        Anchor.BIRTH: _postpartum_open(facts, campaign, today),
-    }
-    skipped: list[PlannedSend] = []
-    candidates: list[_Candidate] = []
-    missed: dict[str, tuple[date, Step, tuple[Channel, ...]]] = {}  # latest per catch-up topic
-    # A topic whose warning the patient already had needs no catch-up, whichever step it was.
-    covered = {
-        s.catch_up_topic
-        for s in campaign.steps
-        if s.catch_up and any((s.key, c) in facts.done for c in s.channels)
-    }
+    work = _Plan(facts, campaign, window, now)
+    for step in campaign.steps:
+        work.consider(step)
+    work.add_catch_ups()
+    planned = _place(work.candidates, facts.busy_days, window, work.tz, now)
+    return sorted(planned + work.skipped, key=lambda p: (p.due_at, p.step.key, p.channel))
 
-    def skip(step: Step, channels: Iterable[Channel], day: date, reason: SkipReason) -> None:
-        at = local_to_utc(day, campaign.send_minute, tz)
-        skipped.extend(
+
+class _Plan:
+    """One plan being made: what is skipped, what is a candidate, which warnings were missed."""
+
+    def __init__(
+        self, facts: PlanInput, campaign: Campaign, window: SendWindow, now: datetime
+    ) -> None:
+        self.facts, self.campaign, self.window = facts, campaign, window
+        self.tz = zone(facts.timezone)
+        self.today = now.astimezone(self.tz).date()
+        self.phase_open = {
+            Anchor.ENROLMENT: False,
+            Anchor.EDD: facts.birth_date is None,
+            Anchor.BIRTH: _postpartum_open(facts, campaign, self.today),
+        }
+        self.skipped: list[PlannedSend] = []
+        self.candidates: list[_Candidate] = []
+        #: The latest missed step per catch-up topic: (its day, the step, its channels).
+        self.missed: dict[str, tuple[date, Step, tuple[Channel, ...]]] = {}
+        # A topic whose warning the patient already had needs no catch-up, whichever step.
+        self.covered = {
+            s.catch_up_topic
+            for s in campaign.steps
+            if s.catch_up and any((s.key, c) in facts.done for c in s.channels)
+        }
+
+    def skip(self, step: Step, channels: Iterable[Channel], day: date, reason: SkipReason) -> None:
+        at = local_to_utc(day, self.campaign.send_minute, self.tz)
+        self.skipped.extend(
             PlannedSend(step, c, MessageStatus.SKIPPED, at, None, reason)
             for c in channels
-            if (step.key, c) not in facts.recorded
+            if (step.key, c) not in self.facts.recorded
         )
 
-    for step in campaign.steps:
+    def consider(self, step: Step) -> None:
+        facts = self.facts
         ideal_day = _ideal_day(step, facts)
         if ideal_day is None:
-            continue
+            return
         channels = tuple(
             c for c in step.channels if c in facts.channels and (step.key, c) not in facts.done
         )
         if not channels:
-            continue
-        if ideal_day < today:
-            if step.catch_up and phase_open[step.anchor] and step.catch_up_topic not in covered:
-                earlier = missed.get(step.catch_up_topic)
-                if earlier is None or earlier[0] < ideal_day:
-                    if earlier is not None:
-                        skip(earlier[1], earlier[2], earlier[0], _past_reason(earlier[0], facts))
-                    missed[step.catch_up_topic] = (ideal_day, step, channels)
-                    continue
-            skip(step, channels, ideal_day, _past_reason(ideal_day, facts))
-            continue
+            return
+        if ideal_day < self.today:
+            self._passed(step, channels, ideal_day)
+            return
         if step.kind is StepKind.MARKETING:
-            skip(
-                step,
-                [c for c in channels if c not in facts.marketing_channels],
-                ideal_day,
-                SkipReason.NO_MARKETING_CONSENT,
-            )
+            refused = [c for c in channels if c not in facts.marketing_channels]
+            self.skip(step, refused, ideal_day, SkipReason.NO_MARKETING_CONSENT)
             channels = tuple(c for c in channels if c in facts.marketing_channels)
             if not channels:
-                continue
+                return
         if step.anchor is Anchor.ENROLMENT:
             # The welcome goes as soon as the window allows, ahead of anything else that day.
-            candidates.append(
-                _Candidate(step, channels, ideal_day, window.start_minute, (0, 0), None)
-            )
+            minute, rank = self.window.start_minute, (0, 0)
         else:
-            rank = (2, ideal_day.toordinal())
-            candidates.append(
-                _Candidate(step, channels, ideal_day, campaign.send_minute, rank, None)
-            )
+            minute, rank = self.campaign.send_minute, (2, ideal_day.toordinal())
+        self.candidates.append(_Candidate(step, channels, ideal_day, minute, rank, None))
 
-    for ideal_day, step, channels in missed.values():
-        # A step already recorded as skipped stays skipped: that decision was made and shown.
-        fresh = tuple(c for c in channels if (step.key, c) not in facts.recorded)
-        if fresh:
-            # Most recent warning first: it is the one that fits where the pregnancy is now.
-            rank = (1, -ideal_day.toordinal())
-            candidates.append(_Candidate(step, fresh, today, window.start_minute, rank, CATCH_UP))
+    def _passed(self, step: Step, channels: tuple[Channel, ...], ideal_day: date) -> None:
+        """A step whose day has passed: skipped, unless it is its topic's latest missed
+        warning while the phase is open (then it is caught up)."""
+        open_ = self.phase_open[step.anchor]
+        if step.catch_up and open_ and step.catch_up_topic not in self.covered:
+            earlier = self.missed.get(step.catch_up_topic)
+            if earlier is None or earlier[0] < ideal_day:
+                if earlier is not None:
+                    day, old, old_channels = earlier
+                    self.skip(old, old_channels, day, _past_reason(day, self.facts))
+                self.missed[step.catch_up_topic] = (ideal_day, step, channels)
+                return
+        self.skip(step, channels, ideal_day, _past_reason(ideal_day, self.facts))
 
-    planned = _place(candidates, facts.busy_days, window, tz, now)
-    return sorted(planned + skipped, key=lambda p: (p.due_at, p.step.key, p.channel))
+    def add_catch_ups(self) -> None:
+        for ideal_day, step, channels in self.missed.values():
+            # A step already recorded as skipped stays skipped: that decision was made, shown.
+            fresh = tuple(c for c in channels if (step.key, c) not in self.facts.recorded)
+            if fresh:
+                # Most recent warning first: it is the one that fits where the pregnancy is.
+                rank = (1, -ideal_day.toordinal())
+                self.candidates.append(
+                    _Candidate(step, fresh, self.today, self.window.start_minute, rank, CATCH_UP)
+                )
 
 
 #: At most this many scheduled messages in any seven consecutive local days.

@@ -83,64 +83,66 @@ def timeline(
         .scalars()
         .all()
     )
-    rows = (
-        session.execute(select(SM).where(SM.enrollment_id.in_([e.id for e in enrollments])))
-        .scalars()
-        .all()
-    )
-    entries = [
-        TimelineEntry(
-            id=r.id,
-            enrollment_id=r.enrollment_id,
-            step=r.step_key,
-            channel=r.channel,
-            kind=r.kind,
-            status=r.status,
-            reason=r.reason,
-            version=r.schedule_version,
-            due_local=_local(r.due_at, tz),
-            due_utc=r.due_at.isoformat(),
-            sent_local=_local(r.sent_at, tz) if r.sent_at else None,
-            attempts=r.attempts,
-            provider_id=r.provider_id,
-            subject=r.subject,
-            body=r.body,
-        )
-        for r in rows
-    ]
+    rows = session.execute(select(SM).where(SM.enrollment_id.in_([e.id for e in enrollments])))
+    entries = [_row_entry(r, tz) for r in rows.scalars()]
     for enrollment in enrollments:
-        campaign = planner.catalog[enrollment.campaign]
-        for version, step, channel, reason, due in enrollment.skipped:
-            entries.append(
+        entries.extend(_skipped_entries(enrollment, planner, tz))
+        if enrollment.status == EnrollmentStatus.ACTIVE and enrollment.planned_until is not None:
+            entries.extend(
                 _planned_entry(
                     enrollment,
-                    step,
-                    channel,
-                    campaign.step(step).kind.value,
-                    "skipped",
-                    reason,
-                    version,
-                    datetime.fromisoformat(due),
+                    p.step.key,
+                    p.channel.value,
+                    p.step.kind.value,
+                    "planned",
+                    p.reason,
+                    enrollment.schedule_version,
+                    p.due_at,
                     tz,
                 )
+                for p in planner.plan_for(session, enrollment, patient, now)
+                if p.status is MessageStatus.PENDING and p.due_at >= enrollment.planned_until
             )
-        if enrollment.status == "active" and enrollment.planned_until is not None:
-            for p in planner.plan_for(session, enrollment, patient, now):
-                if p.status is MessageStatus.PENDING and p.due_at >= enrollment.planned_until:
-                    entries.append(
-                        _planned_entry(
-                            enrollment,
-                            p.step.key,
-                            p.channel.value,
-                            p.step.kind.value,
-                            "planned",
-                            p.reason,
-                            enrollment.schedule_version,
-                            p.due_at,
-                            tz,
-                        )
-                    )
     return sorted(entries, key=lambda e: (e.due_utc, e.step, e.channel, e.id or 0))
+
+
+def _row_entry(r: ScheduledMessage, tz: Any) -> TimelineEntry:
+    return TimelineEntry(
+        id=r.id,
+        enrollment_id=r.enrollment_id,
+        step=r.step_key,
+        channel=r.channel,
+        kind=r.kind,
+        status=r.status,
+        reason=r.reason,
+        version=r.schedule_version,
+        due_local=_local(r.due_at, tz),
+        due_utc=r.due_at.isoformat(),
+        sent_local=_local(r.sent_at, tz) if r.sent_at else None,
+        attempts=r.attempts,
+        provider_id=r.provider_id,
+        subject=r.subject,
+        body=r.body,
+    )
+
+
+def _skipped_entries(enrollment: Enrollment, planner: Planner, tz: Any) -> list[TimelineEntry]:
+    """The skips recorded on the enrollment (they are not outbox rows)."""
+    campaign = planner.catalog[enrollment.campaign]
+    return [
+        _planned_entry(
+            enrollment,
+            step,
+            channel,
+            campaign.step(step).kind.value,
+            "skipped",
+            reason,
+            version,
+            datetime.fromisoformat(due),
+            tz,
+        )
+        for version, step, channel, reason, due in enrollment.skipped
+    ]
 
 
 def _planned_entry(

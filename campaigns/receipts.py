@@ -59,30 +59,13 @@ def twilio_status(
     error = form.get("ErrorCode") or ""
     if not sid or not status:
         raise ValueError("MessageSid and MessageStatus are required")
+    key, payload = f"{sid}:{status}:{error}", {"status": status, "error": error}
     forward = _FORWARD_ONLY.get(("twilio", status))
     if forward is not None and message_id is not None:
-        return _move_forward(
-            ctx,
-            "twilio",
-            f"{sid}:{status}:{error}",
-            message_id,
-            sid,
-            forward,
-            status,
-            {"status": status, "error": error},
-            now,
-        )
+        return _move_forward(ctx, "twilio", key, message_id, sid, forward, status, payload, now)
     with ctx.db.session() as session:
         row = _find(session, message_id, provider_id=sid)
-        if not _first_time(
-            session,
-            "twilio",
-            f"{sid}:{status}:{error}",
-            row,
-            status,
-            {"status": status, "error": error},
-            now,
-        ):
+        if not _first_time(session, "twilio", key, row, status, payload, now):
             return "duplicate"
         if row is None:
             return "unknown_message"
@@ -96,42 +79,52 @@ def twilio_status(
             return _advance(row, MessageStatus.DELIVERED, now)
         if status not in ("undelivered", "failed", "canceled"):
             return "ignored"
-        final = MessageStatus.FAILED if status == "failed" else MessageStatus.UNDELIVERED
-        action = error_action(int(error), None) if error.isdigit() else ErrorAction.GIVE_UP
-        row.error_code = error or status
-        if (
-            action is ErrorAction.RETRY
-            and row.attempts < ctx.max_attempts
-            and RANK.get(MessageStatus(row.status), 0) < 2
-        ):
-            row.status, row.claim_token, row.updated_at = MessageStatus.PENDING, None, now
-            row.provider_id, row.reason = None, f"resend_after_{error}"
-            row.next_attempt_at = ctx.window.next_open(now + RESEND_AFTER, zone(patient.timezone))
-            return "resend"
-        result = _advance(row, final, now, reason=f"twilio_{error or status}")
-        if action is ErrorAction.OPT_OUT:
-            reachability.opt_out(
-                session,
-                patient,
-                Channel.SMS,
-                now,
-                source=ConsentSource.PROVIDER,
-                reason=f"twilio:{error}",
-                actor="provider:twilio",
-            )
-        elif action is ErrorAction.INVALID_NUMBER:
-            reachability.mark_invalid(
-                session,
-                ctx.planner,
-                patient,
-                Channel.SMS,
-                now,
-                reason=f"twilio:{error}",
-                actor="provider:twilio",
-            )
-        elif action is ErrorAction.HALT:
-            halts.record(session, Channel.SMS, "twilio", error, "error in a status callback", now)
-        return result
+        return _twilio_failure(ctx, session, patient, row, status, error, now)
+
+
+def _twilio_failure(
+    ctx: Context,
+    session: Session,
+    patient: Patient,
+    row: ScheduledMessage,
+    status: str,
+    error: str,
+    now: datetime,
+) -> str:
+    """A text Twilio could not deliver: sent again when Twilio says it may be, else settled,
+    and what the error asks of the patient's record or the channel done (row and patient
+    locked)."""
+    final = MessageStatus.FAILED if status == "failed" else MessageStatus.UNDELIVERED
+    action = error_action(int(error), None) if error.isdigit() else ErrorAction.GIVE_UP
+    row.error_code = error or status
+    if (
+        action is ErrorAction.RETRY
+        and row.attempts < ctx.max_attempts
+        and RANK.get(MessageStatus(row.status), 0) < 2
+    ):
+        row.status, row.claim_token, row.updated_at = MessageStatus.PENDING, None, now
+        row.provider_id, row.reason = None, f"resend_after_{error}"
+        row.next_attempt_at = ctx.window.next_open(now + RESEND_AFTER, zone(patient.timezone))
+        return "resend"
+    result = _advance(row, final, now, reason=f"twilio_{error or status}")
+    reason, actor = f"twilio:{error}", "provider:twilio"
+    if action is ErrorAction.OPT_OUT:
+        reachability.opt_out(
+            session,
+            patient,
+            Channel.SMS,
+            now,
+            source=ConsentSource.PROVIDER,
+            reason=reason,
+            actor=actor,
+        )
+    elif action is ErrorAction.INVALID_NUMBER:
+        reachability.mark_invalid(
+            session, ctx.planner, patient, Channel.SMS, now, reason=reason, actor=actor
+        )
+    elif action is ErrorAction.HALT:
+        halts.record(session, Channel.SMS, "twilio", error, "error in a status callback", now)
+    return result
 
 
 def sendgrid_events(ctx: Context, events: list[Any], now: datetime) -> dict[str, int]:

@@ -218,6 +218,28 @@ def due(db: Database, now: datetime, limit: int) -> list[Unsettled]:
     return rows
 
 
+def _changes(resolution: Resolution, now: datetime) -> dict[str, object]:
+    """The row's new values for this resolution."""
+    values: dict[str, object] = {
+        "status": resolution.status.value,
+        "reason": resolution.reason,
+        "reconcile_at": resolution.reconcile_at,
+        "updated_at": now,
+    }
+    if resolution.status is not MessageStatus.UNKNOWN:
+        values["claim_token"] = None
+    if resolution.provider_id is not None:
+        values["provider_id"] = resolution.provider_id
+    if resolution.error_code is not None:
+        values["error_code"] = resolution.error_code
+    if resolution.sent_at is not None:
+        values["sent_at"] = resolution.sent_at
+    if resolution.status is MessageStatus.PENDING:
+        values["next_attempt_at"] = resolution.next_attempt_at or now
+        values["call_started_at"] = None
+    return values
+
+
 def apply(
     db: Database, rows: Sequence[Unsettled], resolutions: Sequence[Resolution], now: datetime
 ) -> list[Resolution]:
@@ -240,23 +262,7 @@ def apply(
         for resolution in resolutions:
             if resolution.id not in still:
                 continue
-            values: dict[str, object] = {
-                "status": resolution.status.value,
-                "reason": resolution.reason,
-                "reconcile_at": resolution.reconcile_at,
-                "updated_at": now,
-            }
-            if resolution.status is not MessageStatus.UNKNOWN:
-                values["claim_token"] = None
-            if resolution.provider_id is not None:
-                values["provider_id"] = resolution.provider_id
-            if resolution.error_code is not None:
-                values["error_code"] = resolution.error_code
-            if resolution.sent_at is not None:
-                values["sent_at"] = resolution.sent_at
-            if resolution.status is MessageStatus.PENDING:
-                values["next_attempt_at"] = resolution.next_attempt_at or now
-                values["call_started_at"] = None
+            values = _changes(resolution, now)
             session.execute(update(SM).where(SM.id == resolution.id).values(values))
             audit.record(
                 session,

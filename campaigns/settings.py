@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from campaigns.pregnancy import TrimesterConvention
@@ -33,7 +33,102 @@ MIN_SECRET_BITS = 128
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
-class Settings(BaseSettings):
+class ProviderAccounts(BaseModel):
+    """The providers' accounts. They keep their providers' own variable names (no CAMPAIGNS_
+    prefix)."""
+
+    twilio_account_sid: str | None = Field(default=None, validation_alias="TWILIO_ACCOUNT_SID")
+    twilio_auth_token: SecretStr | None = Field(default=None, validation_alias="TWILIO_AUTH_TOKEN")
+    twilio_from: str | None = Field(default=None, validation_alias="TWILIO_FROM")
+    twilio_messaging_service_sid: str | None = Field(
+        default=None, validation_alias="TWILIO_MESSAGING_SERVICE_SID"
+    )
+    #: Unset in production; points the SDK at a local server in tests and the sandbox.
+    twilio_api_base_url: str | None = Field(default=None, validation_alias="TWILIO_API_BASE_URL")
+    sendgrid_api_key: SecretStr | None = Field(default=None, validation_alias="SENDGRID_API_KEY")
+    sendgrid_api_host: str = Field(
+        default="https://api.sendgrid.com", validation_alias="SENDGRID_API_HOST"
+    )
+    sendgrid_event_public_key: str | None = Field(
+        default=None, validation_alias="SENDGRID_EVENT_PUBLIC_KEY"
+    )
+    sendgrid_from: str | None = Field(default=None, validation_alias="SENDGRID_FROM")
+    #: How long an email SendGrid accepted may take to appear in its Email Activity API: until
+    #: then, not finding it there proves nothing (SendGrid documents no figure).
+    sendgrid_activity_lag_seconds: float = Field(default=600.0, ge=0)
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+    smtp_from: str | None = None
+
+
+class ClinicDetails(BaseModel):
+    """Who the messages come from."""
+
+    clinic_name: str = "Santi Clinic"
+    clinic_short_name: str = Field(default="Santi", max_length=11)
+    clinic_phone: str = "020 7946 0000"
+    clinic_email: str = "hello@santi.example"
+    clinic_address: str = "1 Example Street, London N1 0AA"
+    clinic_website: str = "https://santi.example"
+    clinic_help_url: str = "https://santi.example/help"
+
+
+class SendingSettings(BaseModel):
+    """How the outbox is planned, claimed, sent, retried and taken back."""
+
+    #: Sends due within this many days are written to the outbox; the rest as they approach.
+    plan_horizon_days: int = Field(default=14, ge=2, le=400)
+    dispatch_interval_seconds: float = Field(default=2.0, gt=0)
+    dispatch_batch_size: int = Field(default=5000, ge=1)
+    send_batch_size: int = Field(default=200, ge=1)
+    #: Provider calls in flight per worker process: a whole batch at once by default.
+    send_concurrency: int = Field(default=200, ge=1, le=512)
+    #: A claimed batch no worker has started after this goes back to pending (its task was
+    #: lost with the broker, or the worker died before taking it).
+    claim_timeout_seconds: int = Field(default=60, ge=2)
+    #: A sending batch whose worker has not renewed its lease for this long is taken back:
+    #: rows whose call never started go back to pending, the others are reconciled.
+    send_lease_seconds: int = Field(default=30, ge=2)
+    #: An unknown send is looked up at its provider once it is this old (the provider's
+    #: records and callbacks have caught up by then).
+    reconcile_after_seconds: int = Field(default=120, ge=1)
+    #: An unknown send the provider cannot be asked about (or will not answer) goes to staff
+    #: after this, unless a delivery callback settled it first.
+    review_after_seconds: int = Field(default=3600, ge=1)
+    #: How often beat runs the reaper and the reconciler.
+    upkeep_interval_seconds: float = Field(default=10.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1)
+    retry_base_seconds: int = Field(default=60, ge=1)
+    retry_max_seconds: int = Field(default=3600, ge=1)
+
+
+class StaffAccess(BaseModel):
+    """Staff sign-in (docs/operations.md, "Security")."""
+
+    #: A staff session ends after this long without a request, and after the absolute limit
+    #: whatever the activity.
+    session_idle_minutes: int = Field(default=30, ge=1)
+    session_absolute_hours: float = Field(default=12, gt=0)
+    #: Roles that must use a second factor: "all", "none", or a list such as
+    #: "admin,clinician". Unset: every role in production, none elsewhere.
+    require_2fa: str | None = None
+    #: Failed sign-ins allowed per account, and per client address, in a window.
+    sign_in_account_failures: int = Field(default=5, ge=1)
+    sign_in_address_failures: int = Field(default=20, ge=1)
+    sign_in_window_minutes: int = Field(default=15, ge=1)
+    #: Host names requests may use besides the public URL's host and loopback (comma list).
+    allowed_hosts: str = ""
+    #: Lets Prometheus read /metrics with `Authorization: Bearer <token>` (no sign-in).
+    metrics_token: SecretStr | None = None
+    #: Request bodies larger than this are refused while they arrive (413); SendGrid's event
+    #: batches have their own, larger limit.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+
+class Settings(ProviderAccounts, ClinicDetails, SendingSettings, StaffAccess, BaseSettings):
     # hide_input_in_errors: a bad setting must never print the secrets next to it.
     model_config = SettingsConfigDict(
         env_prefix="CAMPAIGNS_",
@@ -66,92 +161,13 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     provider_timeout_seconds: float = Field(default=10.0, gt=0)
 
-    # Provider accounts keep their providers' own variable names (no CAMPAIGNS_ prefix).
-    twilio_account_sid: str | None = Field(default=None, validation_alias="TWILIO_ACCOUNT_SID")
-    twilio_auth_token: SecretStr | None = Field(default=None, validation_alias="TWILIO_AUTH_TOKEN")
-    twilio_from: str | None = Field(default=None, validation_alias="TWILIO_FROM")
-    twilio_messaging_service_sid: str | None = Field(
-        default=None, validation_alias="TWILIO_MESSAGING_SERVICE_SID"
-    )
-    #: Unset in production; points the SDK at a local server in tests and the sandbox.
-    twilio_api_base_url: str | None = Field(default=None, validation_alias="TWILIO_API_BASE_URL")
-    sendgrid_api_key: SecretStr | None = Field(default=None, validation_alias="SENDGRID_API_KEY")
-    sendgrid_api_host: str = Field(
-        default="https://api.sendgrid.com", validation_alias="SENDGRID_API_HOST"
-    )
-    sendgrid_event_public_key: str | None = Field(
-        default=None, validation_alias="SENDGRID_EVENT_PUBLIC_KEY"
-    )
-    sendgrid_from: str | None = Field(default=None, validation_alias="SENDGRID_FROM")
-    #: How long an email SendGrid accepted may take to appear in its Email Activity API: until
-    #: then, not finding it there proves nothing (SendGrid documents no figure).
-    sendgrid_activity_lag_seconds: float = Field(default=600.0, ge=0)
-    smtp_host: str = "127.0.0.1"
-    smtp_port: int = 587
-    smtp_username: str | None = None
-    smtp_password: SecretStr | None = None
-    smtp_starttls: bool = True
-    smtp_from: str | None = None
     templates_dir: Path = PROJECT_ROOT / "templates"
-
-    clinic_name: str = "Santi Clinic"
-    clinic_short_name: str = Field(default="Santi", max_length=11)
-    clinic_phone: str = "020 7946 0000"
-    clinic_email: str = "hello@santi.example"
-    clinic_address: str = "1 Example Street, London N1 0AA"
-    clinic_website: str = "https://santi.example"
-    clinic_help_url: str = "https://santi.example/help"
 
     default_timezone: str = "Europe/London"
     phone_region: str = "GB"  # how to read a phone number written without +country code
     holiday_region: str = "GB-ENG"
     send_window: str = "Mon-Sat 09:00-20:00"
     trimester_convention: TrimesterConvention = TrimesterConvention.NHS
-
-    #: Sends due within this many days are written to the outbox; the rest as they approach.
-    plan_horizon_days: int = Field(default=14, ge=2, le=400)
-    dispatch_interval_seconds: float = Field(default=2.0, gt=0)
-    dispatch_batch_size: int = Field(default=5000, ge=1)
-    send_batch_size: int = Field(default=200, ge=1)
-    #: Provider calls in flight per worker process: a whole batch at once by default.
-    send_concurrency: int = Field(default=200, ge=1, le=512)
-    #: A claimed batch no worker has started after this goes back to pending (its task was
-    #: lost with the broker, or the worker died before taking it).
-    claim_timeout_seconds: int = Field(default=60, ge=2)
-    #: A sending batch whose worker has not renewed its lease for this long is taken back:
-    #: rows whose call never started go back to pending, the others are reconciled.
-    send_lease_seconds: int = Field(default=30, ge=2)
-    #: An unknown send is looked up at its provider once it is this old (the provider's
-    #: records and callbacks have caught up by then).
-    reconcile_after_seconds: int = Field(default=120, ge=1)
-    #: An unknown send the provider cannot be asked about (or will not answer) goes to staff
-    #: after this, unless a delivery callback settled it first.
-    review_after_seconds: int = Field(default=3600, ge=1)
-    #: How often beat runs the reaper and the reconciler.
-    upkeep_interval_seconds: float = Field(default=10.0, gt=0)
-    max_attempts: int = Field(default=5, ge=1)
-    retry_base_seconds: int = Field(default=60, ge=1)
-    retry_max_seconds: int = Field(default=3600, ge=1)
-
-    # Staff sign-in (docs/operations.md, "Security").
-    #: A staff session ends after this long without a request, and after the absolute limit
-    #: whatever the activity.
-    session_idle_minutes: int = Field(default=30, ge=1)
-    session_absolute_hours: float = Field(default=12, gt=0)
-    #: Roles that must use a second factor: "all", "none", or a list such as
-    #: "admin,clinician". Unset: every role in production, none elsewhere.
-    require_2fa: str | None = None
-    #: Failed sign-ins allowed per account, and per client address, in a window.
-    sign_in_account_failures: int = Field(default=5, ge=1)
-    sign_in_address_failures: int = Field(default=20, ge=1)
-    sign_in_window_minutes: int = Field(default=15, ge=1)
-    #: Host names requests may use besides the public URL's host and loopback (comma list).
-    allowed_hosts: str = ""
-    #: Lets Prometheus read /metrics with `Authorization: Bearer <token>` (no sign-in).
-    metrics_token: SecretStr | None = None
-    #: Request bodies larger than this are refused while they arrive (413); SendGrid's event
-    #: batches have their own, larger limit.
-    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     @field_validator("sms_provider", "email_provider", mode="before")
     @classmethod
@@ -170,7 +186,7 @@ class Settings(BaseSettings):
             SendWindow.parse(self.send_window, self.holiday_region)
         except WindowError as exc:
             raise ValueError(str(exc)) from None
-        self._check_providers()
+        _check_providers(self)
         if self.reconcile_after_seconds < self.provider_timeout_seconds:
             # A call that timed out may still be processed by the provider for that long.
             raise ValueError(
@@ -202,23 +218,6 @@ class Settings(BaseSettings):
         for name, (value, sandbox) in published.items():
             if value == sandbox:
                 raise ValueError(f"{name} is the sandbox's published test value; not in production")
-
-    def _check_providers(self) -> None:
-        missing = []
-        if self.sms_provider == "twilio":
-            if not self.twilio_account_sid or not self.twilio_auth_token:
-                missing.append("TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
-            if not (self.twilio_from or self.twilio_messaging_service_sid):
-                missing.append("TWILIO_FROM or TWILIO_MESSAGING_SERVICE_SID")
-        if self.email_provider == "sendgrid":
-            if not self.sendgrid_api_key:
-                missing.append("SENDGRID_API_KEY")
-            if not self.sendgrid_from:
-                missing.append("SENDGRID_FROM")
-        if self.email_provider == "smtp" and not self.smtp_from:
-            missing.append("CAMPAIGNS_SMTP_FROM")
-        if missing:
-            raise ValueError("the chosen providers need " + ", ".join(missing))
 
     @property
     def rate_limit_redis(self) -> str | None:
@@ -269,6 +268,25 @@ class Settings(BaseSettings):
 
     def window(self) -> SendWindow:
         return SendWindow.parse(self.send_window, self.holiday_region)
+
+
+def _check_providers(settings: Settings) -> None:
+    """The chosen providers' accounts are all there."""
+    missing = []
+    if settings.sms_provider == "twilio":
+        if not settings.twilio_account_sid or not settings.twilio_auth_token:
+            missing.append("TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
+        if not (settings.twilio_from or settings.twilio_messaging_service_sid):
+            missing.append("TWILIO_FROM or TWILIO_MESSAGING_SERVICE_SID")
+    if settings.email_provider == "sendgrid":
+        if not settings.sendgrid_api_key:
+            missing.append("SENDGRID_API_KEY")
+        if not settings.sendgrid_from:
+            missing.append("SENDGRID_FROM")
+    if settings.email_provider == "smtp" and not settings.smtp_from:
+        missing.append("CAMPAIGNS_SMTP_FROM")
+    if missing:
+        raise ValueError("the chosen providers need " + ", ".join(missing))
 
 
 def estimated_bits(secret: str) -> float:

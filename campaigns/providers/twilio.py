@@ -250,49 +250,14 @@ class TwilioSmsSender:
                 newest, newest_more = self._messages_to(attempt.to)
                 match = _matching(newest, attempt.body, since)
         except TwilioException as exc:
-            status, code = _failure_of(exc)
-            if status is None:  # the SDK could not read a 200 page: not a passing fault
-                return Lookup(
-                    LookupVerdict.UNSUPPORTED, evidence="twilio: the list could not be read"
-                )
-            error = lookup_error_for(code, status)
-            if error is not None:
-                raise error from None
-            return Lookup(
-                LookupVerdict.UNSUPPORTED,
-                error_code=str(code or status),
-                evidence=f"twilio: the lookup was refused (HTTP {status}, code {code})",
-            )
-        except NewConnectionError:
-            raise RetryableError("connection_refused", "could not connect to Twilio") from None
-        except ConnectTimeoutError:
-            raise RetryableError("connect_timeout", "could not reach Twilio in time") from None
-        except ReadTimeoutError:
-            raise RetryableError("timeout", "no answer from Twilio in time") from None
-        except (HTTPError, OSError):
-            raise RetryableError("connection_lost", "the lookup's connection broke") from None
-        except ValueError:  # a page that is not JSON (a proxy's error page)
-            raise RetryableError("bad_response", "Twilio's answer could not be read") from None
+            return _refused_lookup(exc)
+        except (HTTPError, OSError, ValueError) as exc:
+            raise _lookup_transport_error(exc) from None
         asked = f"twilio: {len(sent)} messages to the number sent since {day}"
         if newest is not None:
             unsent = sum(1 for m in newest if m.date_sent is None)
             asked += f", {len(newest)} newest of any date ({unsent} not sent yet)"
-        if match is not None:
-            return Lookup(
-                LookupVerdict.FOUND,
-                str(match.sid),
-                str(match.status) if match.status is not None else None,
-                str(match.error_code) if match.error_code is not None else None,
-                evidence=f"{asked}; {match.sid} matched body and time",
-            )
-        if newest_more:
-            # More than LOOKUP_LIMIT to one number and none matched: an unread page could hold
-            # it. (The unfiltered list, read whole, covers everything the dated one missed.)
-            return Lookup(
-                LookupVerdict.UNSUPPORTED,
-                evidence=f"{asked}; none matched in the newest {LOOKUP_LIMIT}, the rest unread",
-            )
-        return Lookup(LookupVerdict.NOT_FOUND, evidence=f"{asked}; none matched body and time")
+        return _verdict(match, asked, more=newest_more)
 
     def _messages_to(self, to: str, **filters: Any) -> tuple[list[Any], bool]:
         """Up to LOOKUP_LIMIT messages to `to` (newest first), and whether there were more."""
@@ -326,3 +291,49 @@ def _failure_of(exc: TwilioException) -> tuple[int | None, int | None]:
         payload = None
     code = payload.get("code") if isinstance(payload, dict) else None
     return response.status_code, code if isinstance(code, int) else None
+
+
+def _refused_lookup(exc: TwilioException) -> Lookup:
+    status, code = _failure_of(exc)
+    if status is None:  # the SDK could not read a 200 page: not a passing fault
+        return Lookup(LookupVerdict.UNSUPPORTED, evidence="twilio: the list could not be read")
+    error = lookup_error_for(code, status)
+    if error is not None:
+        raise error from None
+    return Lookup(
+        LookupVerdict.UNSUPPORTED,
+        error_code=str(code or status),
+        evidence=f"twilio: the lookup was refused (HTTP {status}, code {code})",
+    )
+
+
+def _lookup_transport_error(exc: Exception) -> RetryableError:
+    """A lookup that did not get its answer: asked again later."""
+    if isinstance(exc, NewConnectionError):
+        return RetryableError("connection_refused", "could not connect to Twilio")
+    if isinstance(exc, ConnectTimeoutError):
+        return RetryableError("connect_timeout", "could not reach Twilio in time")
+    if isinstance(exc, ReadTimeoutError):
+        return RetryableError("timeout", "no answer from Twilio in time")
+    if isinstance(exc, ValueError):  # a page that is not JSON (a proxy's error page)
+        return RetryableError("bad_response", "Twilio's answer could not be read")
+    return RetryableError("connection_lost", "the lookup's connection broke")
+
+
+def _verdict(match: Any, asked: str, *, more: bool) -> Lookup:
+    if match is not None:
+        return Lookup(
+            LookupVerdict.FOUND,
+            str(match.sid),
+            str(match.status) if match.status is not None else None,
+            str(match.error_code) if match.error_code is not None else None,
+            evidence=f"{asked}; {match.sid} matched body and time",
+        )
+    if more:
+        # More than LOOKUP_LIMIT to one number and none matched: an unread page could hold
+        # it. (The unfiltered list, read whole, covers everything the dated one missed.)
+        return Lookup(
+            LookupVerdict.UNSUPPORTED,
+            evidence=f"{asked}; none matched in the newest {LOOKUP_LIMIT}, the rest unread",
+        )
+    return Lookup(LookupVerdict.NOT_FOUND, evidence=f"{asked}; none matched body and time")

@@ -113,27 +113,7 @@ class SendGridHandler(Handler):
         if self.server.latency:
             time.sleep(self.server.latency)
         local = to.partition("@")[0]
-        if local == "invalid-address":
-            self.reply_json(
-                400,
-                {
-                    "errors": [
-                        {
-                            "message": "Does not contain a valid address.",
-                            "field": "personalizations.0.to.0.email",
-                        }
-                    ]
-                },
-            )
-            return
-        if local == "too-large":
-            self.reply_json(413, {"errors": [{"message": "content too large"}]})
-            return
-        if local == "rate-limited":
-            self.fault_reply(429)
-            return
-        if local == "server-error":
-            self.reply(503, b"")
+        if self._magic_refusal(local):
             return
         if local == "slow":
             time.sleep(30)
@@ -153,6 +133,22 @@ class SendGridHandler(Handler):
         if hold:
             time.sleep(hold)  # accepted, but the answer comes too late for the client
         self.reply(202, headers={"X-Message-Id": message_id})
+
+    def _magic_refusal(self, local: str) -> bool:
+        """Answer the documented error for a magic recipient; False for any other address."""
+        if local == "invalid-address":
+            field = "personalizations.0.to.0.email"
+            message = "Does not contain a valid address."
+            self.reply_json(400, {"errors": [{"message": message, "field": field}]})
+        elif local == "too-large":
+            self.reply_json(413, {"errors": [{"message": "content too large"}]})
+        elif local == "rate-limited":
+            self.fault_reply(429)
+        elif local == "server-error":
+            self.reply(503, b"")
+        else:
+            return False
+        return True
 
     def api_get(self) -> None:
         if self.route != "/v3/messages":
