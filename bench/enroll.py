@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import random
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 
@@ -22,6 +22,7 @@ from campaigns import enrollments
 from campaigns.bootstrap import build
 from campaigns.clock import MovableClock
 from campaigns.intake import EnrollmentRequest
+from campaigns.pregnancy import edd_for
 from campaigns.settings import Settings
 from campaigns.storage.models import ScheduledMessage
 from campaigns.vocabulary import Channel, ConsentPurpose, ConsentSource, EddSource
@@ -43,7 +44,7 @@ def requests(count: int, today: datetime, seed: int = 1) -> list[EnrollmentReque
                 name=f"Patient {i}",
                 phone=f"+4474{i:08d}",
                 email=f"patient{i}@example.com",
-                edd=(today + timedelta(days=280 - ga_days)).date(),
+                edd=edd_for(today.date(), 0, ga_days),
                 edd_source=EddSource.SCAN,
                 timezone=rng.choice(TIMEZONES),
                 language="en",

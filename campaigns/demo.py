@@ -20,7 +20,7 @@ from campaigns.clock import MovableClock
 from campaigns.errors import StateError
 from campaigns.intake import parse_enrollment
 from campaigns.planning import PlannedSend
-from campaigns.pregnancy import date_at_gestation, gestational_age
+from campaigns.pregnancy import date_at_gestation, edd_for, gestational_age
 from campaigns.runtime import InlineQueue, tick
 from campaigns.scheduling import extend_plans
 from campaigns.settings import Settings
@@ -114,7 +114,7 @@ PATIENTS = (
 
 
 def _edd_for(patient: DemoPatient, today: date) -> date:
-    return today + timedelta(days=280 - (patient.weeks * 7 + patient.days))
+    return edd_for(today, patient.weeks, patient.days)
 
 
 def seed(services: Services) -> int:

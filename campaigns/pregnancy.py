@@ -42,6 +42,12 @@ def gestational_age(edd: date, local_today: date) -> GestationalAge:
     return GestationalAge(TERM_DAYS - (edd - local_today).days)
 
 
+def edd_for(local_today: date, weeks: int, days: int = 0) -> date:
+    """The due date that puts `local_today` at weeks+days of gestation (the inverse of
+    gestational_age)."""
+    return local_today + timedelta(days=TERM_DAYS - (weeks * 7 + days))
+
+
 def date_at_gestation(edd: date, weeks: int, days: int = 0) -> date:
     """The local date on which gestation reaches weeks+days."""
     return pregnancy_start(edd) + timedelta(weeks=weeks, days=days)

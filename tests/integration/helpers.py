@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 from sqlalchemy import select
@@ -10,6 +10,7 @@ from sqlalchemy import select
 from campaigns import enrollments
 from campaigns.bootstrap import Services
 from campaigns.intake import parse_enrollment
+from campaigns.pregnancy import edd_for
 from campaigns.storage.models import Enrollment, Patient, ScheduledMessage
 from campaigns.vocabulary import ConsentSource
 
@@ -18,7 +19,7 @@ _counter = iter(range(100, 10_000))
 
 def edd_at(today: date, weeks: int, days: int = 0) -> date:
     """The EDD that puts `today` at weeks+days of gestation."""
-    return today + timedelta(days=280 - weeks * 7 - days)
+    return edd_for(today, weeks, days)
 
 
 def enroll(

@@ -16,6 +16,7 @@ import pytest
 
 from campaigns import halts
 from campaigns.alerts import raise_alert
+from campaigns.pregnancy import edd_for
 from campaigns.replies import AlertSpec, Severity
 from campaigns.storage.db import Database
 from campaigns.vocabulary import Channel
@@ -62,7 +63,7 @@ def counts(env: dict[str, str]) -> dict[str, int]:
 
 
 def edd(weeks: int) -> str:
-    return (date.today() + timedelta(days=280 - weeks * 7)).isoformat()  # noqa: DTZ011
+    return edd_for(date.today(), weeks).isoformat()  # noqa: DTZ011 - the CLI reads local dates
 
 
 GOOD = [

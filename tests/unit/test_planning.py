@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from campaigns.catalog import Campaign
 from campaigns.planning import CATCH_UP, PlanInput, PlannedSend, SkipReason, plan
-from campaigns.pregnancy import date_at_gestation
+from campaigns.pregnancy import date_at_gestation, edd_for
 from campaigns.vocabulary import Channel, MessageStatus
 from campaigns.window import SendWindow, zone
 
@@ -42,10 +42,6 @@ def by_step(planned: list[PlannedSend], channel: Channel = Channel.SMS) -> dict[
 
 def local(p: PlannedSend, tz: str = LONDON) -> datetime:
     return p.due_at.astimezone(zone(tz))
-
-
-def edd_for(today: date, weeks: int, days: int = 0) -> date:
-    return today + timedelta(days=280 - weeks * 7 - days)
 
 
 TODAY = date(2026, 3, 2)  # a Monday
@@ -100,7 +96,7 @@ def test_sunday_step_moves_to_monday_and_bank_holiday_to_next_open_day() -> None
 
 def test_christmas_step_waits_until_after_the_boxing_day_substitute() -> None:
     # 28+0 on Friday 25 Dec 2026; 26th is Boxing Day, 27th Sunday, 28th the substitute holiday.
-    edd = date(2026, 12, 25) + timedelta(days=280 - 28 * 7)
+    edd = edd_for(date(2026, 12, 25), 28)
     assert date_at_gestation(edd, 28) == date(2026, 12, 25)
     step = by_step(plan(facts(edd, date(2026, 11, 30)), CAMPAIGN, WINDOW, at(date(2026, 11, 30))))[
         "later-pregnancy"
