@@ -114,6 +114,17 @@ class RetryPolicy:
     reconcile_after: timedelta
 
 
+def deliver_by(facts: Facts, now: datetime, window: SendWindow) -> datetime:
+    """The latest a provider may deliver this message: its own expiry, and never after the
+    send window closes in the patient's timezone (a text queued at a carrier at 19:59 must not
+    arrive at 23:00). Providers turn it into their validity period."""
+    tz = zone(facts.timezone)
+    closes = window.closes_at(now.astimezone(tz).date(), tz)
+    if facts.expires_at is not None and facts.expires_at < closes:
+        return facts.expires_at
+    return closes
+
+
 def check(facts: Facts, now: datetime, window: SendWindow) -> Verdict | None:
     """Everything that can stop a send; None: it may go."""
     spent = facts.attempts

@@ -181,7 +181,12 @@ class Deliverer:
             sms = self.renderer.render_sms(facts.campaign, facts.step_key, recipient)
             return Job(
                 facts,
-                OutgoingSms(facts.id, facts.phone, sms.body, facts.expires_at),
+                OutgoingSms(
+                    facts.id,
+                    facts.phone,
+                    sms.body,
+                    rules.deliver_by(facts, self.clock.now(), self.window),
+                ),
                 outbox.Content(facts.id, sms.body, None, sms.template_ref),
             )
         assert facts.email is not None

@@ -17,7 +17,9 @@ class OutgoingSms:
     message_id: int  # our scheduled message id: lets callbacks and logs find the row
     to: str  # E.164
     body: str
-    expires_at: datetime | None = None  # no point delivering after this
+    #: Not to be delivered after this: the message's expiry or the send window's close
+    #: (campaigns.send_rules.deliver_by), whichever is first.
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -227,3 +227,17 @@ def test_a_release_gives_the_attempt_back_and_never_goes_below_zero() -> None:
     assert rules.release(FACTS, MONDAY, "x").attempts == 0
     assert rules.release(replace(FACTS, attempts=0), MONDAY, "x").attempts == 0
     assert rules.release(FACTS, MONDAY, "x").outcome is Outcome.RELEASED
+
+
+def test_a_text_must_be_delivered_before_the_send_window_closes() -> None:
+    """A carrier may hold a text for hours: the provider is told not to deliver it after
+    the window closes in the patient's timezone (or after the message expires, if sooner)."""
+    now = datetime(2026, 3, 2, 19, 59, tzinfo=UTC)  # a Monday, 19:59 in London (GMT)
+    closes = datetime(2026, 3, 2, 20, 0, tzinfo=UTC)
+    assert rules.deliver_by(FACTS, now, WINDOW) == closes
+    later = replace(FACTS, expires_at=closes + timedelta(days=3))
+    assert rules.deliver_by(later, now, WINDOW) == closes
+    sooner = replace(FACTS, expires_at=now + timedelta(seconds=30))
+    assert rules.deliver_by(sooner, now, WINDOW) == sooner.expires_at
+    in_new_york = replace(FACTS, timezone="America/New_York")  # 14:59 there: closes 20:00 EST
+    assert rules.deliver_by(in_new_york, now, WINDOW) == datetime(2026, 3, 3, 1, 0, tzinfo=UTC)
