@@ -125,6 +125,7 @@ def clinic_from(settings: Settings) -> Clinic:
         address=settings.clinic_address,
         website=settings.clinic_website,
         help_url=settings.clinic_help_url,
+        send_hours=settings.window().hours(),
     )
 
 

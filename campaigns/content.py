@@ -65,6 +65,8 @@ class Clinic:
     address: str
     website: str
     help_url: str
+    #: When texts are sent, in words the welcome can use ("9am-8pm"), from the send window.
+    send_hours: str = "9am-8pm"
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,12 @@ class SendWindow:
             raise WindowError(f"send window {spec!r} must end after it starts on the same day")
         return cls(weekdays, start, end, HolidayCalendar(holiday_region))
 
+    def hours(self) -> str:
+        """The window's hours as people say them: "9am-8pm", "8:30am-6pm", "at any hour"."""
+        if self.start_minute == 0 and self.end_minute >= 24 * 60:
+            return "at any hour"
+        return f"{_clock(self.start_minute)}-{_clock(self.end_minute)}"
+
     def is_send_day(self, day: date) -> bool:
         return day.weekday() in self.weekdays and not self.calendar.is_holiday(day)
 
@@ -166,3 +172,10 @@ def _minutes(hours: str, minutes: str, spec: str) -> int:
     if int(minutes) > 59 or value > MINUTES_PER_DAY:
         raise WindowError(f"send window {spec!r}: {hours}:{minutes} is not a time of day")
     return value
+
+
+def _clock(minute: int) -> str:
+    hour, rest = divmod(minute % (24 * 60), 60)
+    suffix = "am" if hour < 12 else "pm"
+    shown = hour % 12 or 12
+    return f"{shown}{suffix}" if rest == 0 else f"{shown}:{rest:02d}{suffix}"

@@ -168,3 +168,22 @@ def test_the_service_refuses_to_start_when_the_clinic_name_makes_a_text_too_long
     with pytest.raises(CatalogError, match=r"leg-cramps/easing-a-cramp \(plain\): 16\d GSM-7"):
         build(Settings(clinic_short_name="Santiclinic", database_url="sqlite://"))
     build(Settings(clinic_short_name="Santi", database_url="sqlite://")).close()
+
+
+def test_the_welcome_promises_the_hours_the_window_keeps() -> None:
+    """The welcome says when texts come; a clinic that changes the window changes the words."""
+    from campaigns.settings import PROJECT_ROOT
+
+    templates = PROJECT_ROOT / "templates"
+    for window, words in (
+        ("Mon-Sat 09:00-20:00", "9am-8pm"),
+        ("Mon-Fri 08:30-18:00", "8:30am-6pm"),
+    ):
+        clinic = clinic_from(Settings(send_window=window, holiday_region="none"))
+        body = (
+            ContentRenderer(templates, clinic)
+            .render_sms("leg-cramps", "welcome", Recipient("Ada"))
+            .body
+        )
+        assert f"sent {words}." in body
+        assert sms_encoding(body).segments == 1

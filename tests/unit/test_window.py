@@ -133,3 +133,16 @@ def test_a_window_that_never_opens_is_an_error() -> None:
     window = SendWindow(frozenset(), 540, 1200, HolidayCalendar("none"))
     with pytest.raises(WindowError, match="never opens"):
         window.next_open(utc(2026, 3, 2), LONDON)
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        ("Mon-Sat 09:00-20:00", "9am-8pm"),
+        ("Mon-Fri 08:30-18:00", "8:30am-6pm"),
+        ("Mon-Sun 00:00-24:00", "at any hour"),
+        ("Mon-Sun 12:00-12:45", "12pm-12:45pm"),
+    ],
+)
+def test_the_window_says_its_hours_in_words(spec: str, words: str) -> None:
+    assert SendWindow.parse(spec, "none").hours() == words
