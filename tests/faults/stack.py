@@ -45,8 +45,9 @@ from twilio.request_validator import RequestValidator
 from campaigns import enrollments, staff_accounts
 from campaigns.bootstrap import build
 from campaigns.intake import EnrollmentRequest
-from campaigns.sandbox.sendgrid_server import TEST_API_KEY, TEST_PUBLIC_KEY, SendGridSandbox
-from campaigns.sandbox.twilio_server import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TwilioSandbox
+from campaigns.sandbox.credentials import TEST_ACCOUNT_SID, TEST_API_KEY, TEST_AUTH_TOKEN
+from campaigns.sandbox.sendgrid_server import TEST_PUBLIC_KEY, SendGridSandbox
+from campaigns.sandbox.twilio_server import TwilioSandbox
 from campaigns.settings import Settings
 from campaigns.storage.db import Database
 from campaigns.storage.migrate import upgrade

@@ -17,8 +17,9 @@ import redis
 from campaigns import enrollments
 from campaigns.bootstrap import Services, build
 from campaigns.intake import parse_enrollment
-from campaigns.sandbox.sendgrid_server import TEST_API_KEY, TEST_PUBLIC_KEY, SendGridSandbox
-from campaigns.sandbox.twilio_server import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TwilioSandbox
+from campaigns.sandbox.credentials import TEST_ACCOUNT_SID, TEST_API_KEY, TEST_AUTH_TOKEN
+from campaigns.sandbox.sendgrid_server import TEST_PUBLIC_KEY, SendGridSandbox
+from campaigns.sandbox.twilio_server import TwilioSandbox
 from campaigns.settings import Settings
 from campaigns.storage.db import Database
 from campaigns.vocabulary import ConsentSource

@@ -12,8 +12,9 @@ import pytest
 
 from campaigns.providers.sendgrid import SendGridEmailSender
 from campaigns.providers.twilio import TwilioSmsSender
-from campaigns.sandbox.sendgrid_server import TEST_API_KEY, SendGridSandbox
-from campaigns.sandbox.twilio_server import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TwilioSandbox
+from campaigns.sandbox.credentials import TEST_ACCOUNT_SID, TEST_API_KEY, TEST_AUTH_TOKEN
+from campaigns.sandbox.sendgrid_server import SendGridSandbox
+from campaigns.sandbox.twilio_server import TwilioSandbox
 
 
 @pytest.fixture

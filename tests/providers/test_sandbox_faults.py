@@ -30,8 +30,9 @@ from campaigns.providers.base import (
 )
 from campaigns.providers.twilio import TwilioSmsSender
 from campaigns.sandbox.common import SandboxServer
+from campaigns.sandbox.credentials import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
 from campaigns.sandbox.sendgrid_server import SendGridSandbox
-from campaigns.sandbox.twilio_server import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TwilioSandbox
+from campaigns.sandbox.twilio_server import TwilioSandbox
 from tests.providers.conftest import (
     closed_port,
     sandbox_call,

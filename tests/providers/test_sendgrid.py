@@ -24,7 +24,8 @@ from campaigns.providers.base import (
     UnknownOutcomeError,
 )
 from campaigns.providers.sendgrid import activity_query
-from campaigns.sandbox.sendgrid_server import TEST_API_KEY, SendGridSandbox
+from campaigns.sandbox.credentials import TEST_API_KEY
+from campaigns.sandbox.sendgrid_server import SendGridSandbox
 from tests.providers.conftest import closed_port, sendgrid_sender, set_fault
 
 
