@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, timedelta
-from typing import Any
 
 from sqlalchemy import select
 
@@ -22,8 +22,16 @@ def edd_at(today: date, weeks: int, days: int = 0) -> date:
 
 
 def enroll(
-    services: Services, *, weeks: int = 10, days: int = 0, **fields: Any
+    services: Services, *, weeks: int = 10, days: int = 0, **fields: str | None
 ) -> enrollments.Enrolled:
+    """Enrol one patient at weeks+days of gestation; `fields` override the form's values."""
+    return enroll_with(services, fields, weeks=weeks, days=days)
+
+
+def enroll_with(
+    services: Services, fields: Mapping[str, str | None], *, weeks: int = 10, days: int = 0
+) -> enrollments.Enrolled:
+    """`enroll` with the form's overrides in a mapping (for a field named at run time)."""
     now = services.clock.now()
     values: dict[str, str | None] = {
         "name": "Test Patient",

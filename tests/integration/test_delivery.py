@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 
 from campaigns import delivery, halts
 from campaigns.bootstrap import Services
@@ -30,7 +31,7 @@ from campaigns.storage.models import (
     Suppression,
 )
 from campaigns.vocabulary import Channel
-from tests.integration.helpers import enroll, rows
+from tests.integration.helpers import enroll, enroll_with, rows
 
 SM = ScheduledMessage
 
@@ -45,8 +46,8 @@ def claim(services: Services) -> delivery.Claimed:
     return delivery.claim_due(services.db, services.clock.now(), 1000, 100)
 
 
-def only_sms_welcome(services: Services, **fields: str) -> tuple[int, delivery.Claimed]:
-    enroll(services, weeks=20, channels="sms", email="", **fields)
+def only_sms_welcome(services: Services, **fields: str | None) -> tuple[int, delivery.Claimed]:
+    enroll_with(services, {"channels": "sms", "email": "", **fields}, weeks=20)
     claimed = claim(services)
     [(channel, ids)] = claimed.batches
     assert channel is Channel.SMS and len(ids) == 1
@@ -311,9 +312,10 @@ def test_concurrent_dispatchers_never_claim_the_same_row(
     for _ in range(40):
         enroll(services, weeks=12)
     with services.db.session() as session:  # make every pending row due now
-        total = session.execute(
+        moved = session.execute(
             update(SM).where(SM.status == "pending").values(next_attempt_at=now)
-        ).rowcount
+        )
+        total = cast(CursorResult[Any], moved).rowcount  # an UPDATE's result is a cursor's
     assert total > 500
     claims: list[list[int]] = [[] for _ in range(4)]
     start = threading.Barrier(4)

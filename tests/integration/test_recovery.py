@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import threading
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
-from sqlalchemy import create_engine, func, select, text, update
+from sqlalchemy import CursorResult, create_engine, func, select, text, update
 
 from campaigns import delivery, reconciling
 from campaigns.bootstrap import Services
@@ -204,7 +204,7 @@ def test_an_answer_lost_after_the_provider_accepted_is_found_and_never_sent_agai
     clock.advance(timedelta(seconds=services.policy.reconcile_after_seconds))
     assert reconcile(services) == {"reconciled_sent": 1}
     settled = row(services, message_id)
-    receipt = services.sms._receipts[message_id]  # type: ignore[attr-defined]
+    receipt = services.sms._receipts[message_id]
     assert (settled.status, settled.provider_id) == ("sent", receipt.provider_id)
     assert send_due(services) == {}
     assert len(fake_sms(services).sent) == 1
@@ -415,11 +415,12 @@ def test_database_connections_killed_mid_batch_lose_nothing_and_send_nothing_twi
     for _ in range(10):
         enroll(services, weeks=12, channels="sms", email="")
     with services.db.session() as session:
-        total = session.execute(
+        moved = session.execute(
             update(SM)
             .where(SM.status == "pending")
             .values(next_attempt_at=clock.now() - timedelta(seconds=1))
-        ).rowcount
+        )
+        total = cast(CursorResult[Any], moved).rowcount  # an UPDATE's result is a cursor's
     for _ in range(30):  # dispatch, recover and reconcile until everything has settled
         send_due(services)
         clock.advance(timedelta(seconds=services.policy.send_lease_seconds + 1))

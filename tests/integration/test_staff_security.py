@@ -48,6 +48,7 @@ def staff_routes() -> list[tuple[str, str]]:
         path = re.sub(r"\{[^}]+\}", "1", route.path)
         path = path.replace("/enrollments/1/1", "/enrollments/1/pause")
         path = path.replace("/users/1/1", "/users/1/disable")
+        assert route.methods is not None  # an APIRoute always has its methods
         for method in sorted(route.methods):
             found.append((method, path))
     return sorted(found)

@@ -15,7 +15,8 @@ import urllib.error
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import pytest
 
@@ -24,6 +25,7 @@ from campaigns.providers.base import (
     LookupVerdict,
     OutgoingEmail,
     OutgoingSms,
+    ProviderError,
     RetryableError,
     SendReceipt,
     UnknownOutcomeError,
@@ -40,6 +42,8 @@ from tests.providers.conftest import (
     set_fault,
     twilio_sender,
 )
+
+E = TypeVar("E", bound=ProviderError)
 
 TIMEOUT = 0.5  # the client's; a fault's delay outlasts it
 DELAY = 1.0
@@ -104,7 +108,7 @@ def provider(request: pytest.FixtureRequest) -> Iterator[Provider]:
     sandbox.stop()
 
 
-def raises(error: type[Exception], call: Callable[[], object]) -> Exception:
+def raises(error: type[E], call: Callable[[], object]) -> E:
     with pytest.raises(error) as caught:
         call()
     return caught.value
@@ -112,7 +116,7 @@ def raises(error: type[Exception], call: Callable[[], object]) -> Exception:
 
 def test_a_429_storm_is_retryable_on_every_call_and_sends_nothing(provider: Provider) -> None:
     set_fault(provider.sandbox.url, status=429)
-    errors = [raises(RetryableError, lambda i=i: provider.send(i)) for i in range(5)]
+    errors = [raises(RetryableError, partial(provider.send, i)) for i in range(5)]
     assert {e.code for e in errors} == {"20429" if provider.name == "twilio" else "429"}
     assert provider.arrivals() == Counter()
     sandbox_call(provider.sandbox.url + "/_sandbox/faults", "DELETE")

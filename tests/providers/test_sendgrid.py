@@ -20,6 +20,7 @@ from campaigns.providers.base import (
     LookupVerdict,
     OutgoingEmail,
     PermanentError,
+    ProviderError,
     RetryableError,
     UnknownOutcomeError,
 )
@@ -72,7 +73,7 @@ def test_the_mail_is_multipart_with_unsubscribe_headers_and_our_id(
     ],
 )
 def test_every_error_is_classified(
-    sendgrid_sandbox: SendGridSandbox, local: str, error: type, code: str
+    sendgrid_sandbox: SendGridSandbox, local: str, error: type[ProviderError], code: str
 ) -> None:
     with pytest.raises(error) as caught:
         sendgrid_sender(sendgrid_sandbox.url).send_email(email(f"{local}@example.com"))

@@ -19,6 +19,7 @@ from campaigns.providers.base import (
     LookupVerdict,
     OptedOutError,
     OutgoingSms,
+    ProviderError,
     RetryableError,
     UnknownOutcomeError,
 )
@@ -99,7 +100,7 @@ def test_a_messaging_service_can_send_instead_of_a_number(twilio_sandbox: Twilio
     ],
 )
 def test_every_error_is_classified(
-    twilio_sandbox: TwilioSandbox, to: str, error: type, code: str
+    twilio_sandbox: TwilioSandbox, to: str, error: type[ProviderError], code: str
 ) -> None:
     with pytest.raises(error) as caught:
         twilio_sender(twilio_sandbox.url).send_sms(sms(to))

@@ -196,7 +196,7 @@ RED_WORDS = [
     "contractions",
     "unconscious",
 ]
-ANY_TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=300)
+ANY_TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=300)
 #: Words that say a sign has gone ("gone", "better"): right after a sign they change what it
 #: means, so benign text is made without them (resolution has tests of its own).
 RESOLVING = {"gone", "better", "eased", "settled", "stopped", "passed", "cleared", "down"}

@@ -114,7 +114,7 @@ def test_a_closed_window_defers_to_its_next_opening_without_spending_an_attempt(
 def test_what_a_message_was_rendered_from_decides_whether_it_must_be_rendered_again() -> None:
     assert FACTS.content_inputs() == replace(FACTS, attempts=3).content_inputs()
     for change in ({"phone": "+447400000002"}, {"name": "Bea"}, {"discreet": True}):
-        assert FACTS.content_inputs() != replace(FACTS, **change).content_inputs()  # type: ignore[arg-type]
+        assert FACTS.content_inputs() != replace(FACTS, **change).content_inputs()
     verdict = rules.changed_since_rendered(FACTS, MONDAY)
     assert (verdict.status, verdict.attempts, verdict.next_attempt_at) == (
         MessageStatus.PENDING,
