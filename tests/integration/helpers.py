@@ -10,6 +10,7 @@ from sqlalchemy import select
 from campaigns import enrollments
 from campaigns.bootstrap import Services
 from campaigns.intake import parse_enrollment
+from campaigns.providers.fake import FakeEmailSender, FakeSmsSender
 from campaigns.storage.models import Enrollment, Patient, ScheduledMessage
 from campaigns.vocabulary import ConsentSource
 
@@ -49,6 +50,18 @@ def enroll_with(
         services.db, services.planner, [request], now, source=ConsentSource.API, actor="test"
     )
     return done
+
+
+def fake_sms(services: Services) -> FakeSmsSender:
+    """The services' SMS sender, which the test built as the fake that records sends."""
+    assert isinstance(services.sms, FakeSmsSender)
+    return services.sms
+
+
+def fake_email(services: Services) -> FakeEmailSender:
+    """The services' email sender, which the test built as the fake that records sends."""
+    assert isinstance(services.email, FakeEmailSender)
+    return services.email
 
 
 def rows(services: Services, enrollment_id: int | None = None) -> list[ScheduledMessage]:

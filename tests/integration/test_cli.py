@@ -6,7 +6,6 @@ import json
 import re
 import shutil
 import sqlite3
-import subprocess
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -22,6 +21,7 @@ from campaigns.vocabulary import Channel
 from tests.conftest import REDIS_URL
 from tests.integration.processes import (
     ROOT,
+    Spawned,
     campaigns,
     compose_command,
     env_with,
@@ -254,9 +254,7 @@ def test_demo_seed_enrolls_the_sample_patients_once(env: dict[str, str]) -> None
     assert counts(env)["patients"] == 5
 
 
-def _serve_as_compose(
-    service: str, env: dict[str, str], tmp_path: Path
-) -> tuple[int, subprocess.Popen[str]]:
+def _serve_as_compose(service: str, env: dict[str, str], tmp_path: Path) -> tuple[int, Spawned]:
     argv = compose_command(service)
     port = free_port()
     argv[argv.index("--port") + 1] = str(port)
@@ -357,7 +355,7 @@ def test_sandbox_and_send_test_report_the_provider_id_or_the_classified_error(
         tmp_path / "sandbox.log",
     )
     try:
-        log: Path = sandbox.log_path  # type: ignore[attr-defined]
+        log = sandbox.log_path
         deadline = time.monotonic() + 30
         while "Point the service at them" not in log.read_text():
             assert time.monotonic() < deadline, "sandbox did not start"

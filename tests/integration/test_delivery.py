@@ -18,6 +18,7 @@ from campaigns.providers.base import (
     InvalidAddressError,
     OptedOutError,
     PermanentError,
+    ProviderError,
     RetryableError,
     UnknownOutcomeError,
 )
@@ -218,14 +219,14 @@ def test_transient_errors_back_off_in_the_database_then_fail(
     ],
 )
 def test_provider_errors_are_classified(
-    services: Services, error: Exception, status: str, reason: str
+    services: Services, error: ProviderError, status: str, reason: str
 ) -> None:
     message_id, claimed = only_sms_welcome(services)
-    fakes(services)[0].fail_next(error)  # type: ignore[arg-type]
+    fakes(services)[0].fail_next(error)
     services.deliverer.send_one(message_id, claimed.token)
     stored = row(services, message_id)
     assert (stored.status, stored.reason) == (status, reason)
-    assert stored.error_code == error.code  # type: ignore[attr-defined]
+    assert stored.error_code == error.code
 
 
 def test_a_configuration_error_halts_the_channel_not_the_patient(

@@ -4,7 +4,6 @@ Twilio and SendGrid servers. Also: two worker processes share one provider rate 
 
 from __future__ import annotations
 
-import subprocess
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from campaigns.vocabulary import ConsentSource
 from tests.conftest import REDIS_URL, _empty
 from tests.integration.helpers import edd_at, rows
 from tests.integration.processes import (
+    Spawned,
     compose_command,
     env_with,
     free_port,
@@ -45,7 +45,7 @@ class Stack:
     sendgrid: SendGridSandbox
     web_port: int
     tmp: Path
-    processes: list[subprocess.Popen[str]]
+    processes: list[Spawned]
 
     def start(self, service: str, *extra: str) -> None:
         argv = compose_command(service)

@@ -31,7 +31,7 @@ from campaigns.send_rules import Outcome, Verdict
 from campaigns.storage import outbox
 from campaigns.storage.models import Alert, AuditEvent, ScheduledMessage, SendLease
 from campaigns.vocabulary import Channel, MessageStatus
-from tests.integration.helpers import enroll
+from tests.integration.helpers import enroll, fake_sms
 
 SM = ScheduledMessage
 
@@ -54,11 +54,6 @@ def row(services: Services, message_id: int) -> ScheduledMessage:
         found = session.get(SM, message_id)
         assert found is not None
         return found
-
-
-def fake_sms(services: Services) -> FakeSmsSender:
-    assert isinstance(services.sms, FakeSmsSender)
-    return services.sms
 
 
 def reconcile(services: Services) -> dict[str, int]:

@@ -243,7 +243,9 @@ def test_an_operator_resumes_a_channel_and_requeues_failed_messages(services: Se
     done = enroll(services, weeks=20)
     [first, *_] = rows(services, done.enrollment_id)
     with services.db.session() as session:
-        session.get(ScheduledMessage, first.id).status = "failed"  # type: ignore[union-attr]
+        failed = session.get(ScheduledMessage, first.id)
+        assert failed is not None
+        failed.status = "failed"
     halts.halt(services.db, Channel.SMS, "twilio", "20003", "bad credentials", services.clock.now())
     with TestClient(create_app(services), follow_redirects=False) as client:
         operator = sign_in(client, services, "operator")

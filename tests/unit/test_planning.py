@@ -22,10 +22,29 @@ BOTH = frozenset(Channel)
 LONDON = "Europe/London"
 
 
-def facts(edd: date, enrolled_on: date, tz: str = LONDON, **kw: object) -> PlanInput:
-    values: dict[str, object] = {"channels": BOTH}
-    values.update(kw)
-    return PlanInput(timezone=tz, edd=edd, enrolled_on=enrolled_on, **values)  # type: ignore[arg-type]
+def facts(
+    edd: date,
+    enrolled_on: date,
+    tz: str = LONDON,
+    *,
+    channels: frozenset[Channel] = BOTH,
+    marketing_channels: frozenset[Channel] = frozenset(),
+    birth_date: date | None = None,
+    done: frozenset[tuple[str, Channel]] = frozenset(),
+    recorded: frozenset[tuple[str, Channel]] = frozenset(),
+    busy_days: frozenset[date] = frozenset(),
+) -> PlanInput:
+    return PlanInput(
+        timezone=tz,
+        edd=edd,
+        enrolled_on=enrolled_on,
+        channels=channels,
+        marketing_channels=marketing_channels,
+        birth_date=birth_date,
+        done=done,
+        recorded=recorded,
+        busy_days=busy_days,
+    )
 
 
 def at(day: date, hour: int = 8, minute: int = 30, tz: str = LONDON) -> datetime:

@@ -57,33 +57,38 @@ def test_a_message_whose_facts_allow_it_may_go() -> None:
 
 
 @pytest.mark.parametrize(
-    ("change", "status", "reason"),
+    ("facts", "status", "reason"),
     [
-        ({"enrollment_status": "ended_loss"}, MessageStatus.CANCELLED, "enrollment_ended_loss"),
-        ({"enrollment_status": "paused"}, MessageStatus.CANCELLED, "enrollment_paused"),
-        ({"phone": None}, MessageStatus.FAILED, "no_address"),
-        ({"address_invalid": True}, MessageStatus.CANCELLED, "invalid_address"),
-        ({"suppressed": True}, MessageStatus.CANCELLED, "suppressed"),
         (
-            {"consent": ConsentState(frozenset({Channel.EMAIL}), frozenset())},
+            replace(FACTS, enrollment_status="ended_loss"),
+            MessageStatus.CANCELLED,
+            "enrollment_ended_loss",
+        ),
+        (replace(FACTS, enrollment_status="paused"), MessageStatus.CANCELLED, "enrollment_paused"),
+        (replace(FACTS, phone=None), MessageStatus.FAILED, "no_address"),
+        (replace(FACTS, address_invalid=True), MessageStatus.CANCELLED, "invalid_address"),
+        (replace(FACTS, suppressed=True), MessageStatus.CANCELLED, "suppressed"),
+        (
+            replace(FACTS, consent=ConsentState(frozenset({Channel.EMAIL}), frozenset())),
             MessageStatus.CANCELLED,
             "no_consent",
         ),
-        ({"kind": StepKind.MARKETING}, MessageStatus.CANCELLED, "no_consent"),
+        (replace(FACTS, kind=StepKind.MARKETING), MessageStatus.CANCELLED, "no_consent"),
         (
-            {
-                "kind": StepKind.MARKETING,
-                "consent": ConsentState(frozenset(Channel), frozenset(Channel)),
-                "marketing_hold_until": MONDAY + timedelta(days=1),
-            },
+            replace(
+                FACTS,
+                kind=StepKind.MARKETING,
+                consent=ConsentState(frozenset(Channel), frozenset(Channel)),
+                marketing_hold_until=MONDAY + timedelta(days=1),
+            ),
             MessageStatus.CANCELLED,
             "safety_hold",
         ),
-        ({"expires_at": MONDAY}, MessageStatus.EXPIRED, "expired_before_send"),
+        (replace(FACTS, expires_at=MONDAY), MessageStatus.EXPIRED, "expired_before_send"),
     ],
 )
-def test_what_stops_a_send(change: dict[str, object], status: MessageStatus, reason: str) -> None:
-    verdict = rules.check(replace(FACTS, **change), MONDAY, WINDOW)  # type: ignore[arg-type]
+def test_what_stops_a_send(facts: rules.Facts, status: MessageStatus, reason: str) -> None:
+    verdict = rules.check(facts, MONDAY, WINDOW)
     assert verdict is not None
     assert (verdict.status, verdict.reason, verdict.attempts) == (status, reason, 1)
     assert verdict.outcome is Outcome(status.value)
