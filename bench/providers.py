@@ -76,7 +76,7 @@ def clear(url: str) -> None:
     urllib.request.urlopen(request, timeout=5).close()
 
 
-class _RequestsTransport(TwilioHttpClient):
+class _RequestsTransport(TwilioHttpClient):  # type: ignore[misc]  # twilio ships no types
     """The SDK's default transport (requests), pointed at the local server."""
 
     def __init__(self, base_url: str) -> None:
