@@ -121,7 +121,7 @@ def serve(
             f"campaigns: {mode}{'es' if several else ''} ({only}), SMS via {built.sms.name}, "
             f"email via {built.email.name}"
         )
-        shown = "127.0.0.1" if host in {"0.0.0.0", "::"} else host  # noqa: S104
+        shown = "127.0.0.1" if host in {"0.0.0.0", "::"} else host  # noqa: S104 - shown, not bound
         if only != "webhooks":
             typer.echo(f"Staff UI: http://{shown}:{port}/staff/")
         if not several:

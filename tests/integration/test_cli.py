@@ -62,7 +62,7 @@ def counts(env: dict[str, str]) -> dict[str, int]:
 
 
 def edd(weeks: int) -> str:
-    return (date.today() + timedelta(days=280 - weeks * 7)).isoformat()  # noqa: DTZ011
+    return (date.today() + timedelta(days=280 - weeks * 7)).isoformat()  # noqa: DTZ011 - the CLI's own today
 
 
 GOOD = [
