@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 import urllib.error
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -33,8 +32,9 @@ from campaigns.providers.base import (
 from campaigns.providers.twilio import TwilioSmsSender
 from campaigns.sandbox.common import SandboxServer
 from campaigns.sandbox.credentials import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
-from campaigns.sandbox.sendgrid_server import SendGridSandbox
+from campaigns.sandbox.sendgrid_server import SendGridHandler, SendGridSandbox
 from campaigns.sandbox.twilio_server import TwilioSandbox
+from tests.integration.processes import wait_until
 from tests.providers.conftest import (
     closed_port,
     sandbox_call,
@@ -243,6 +243,22 @@ def test_the_sandboxes_say_nothing_about_patients(
     dead = f"http://127.0.0.1:{closed_port()}"
     twilio = TwilioSandbox(0, callback_delay=0.0)
     sendgrid = SendGridSandbox(0, callback_delay=0.0, events_url=f"{dead}/events")
+    answers: list[int] = []
+
+    class CountingHandler(SendGridHandler):
+        """Counts the answers written (or tried: the client may have hung up)."""
+
+        def reply(
+            self,
+            status: int,
+            body: bytes = b"",
+            content_type: str = "application/json",
+            headers: dict[str, str] | None = None,
+        ) -> None:
+            super().reply(status, body, content_type, headers)
+            answers.append(status)
+
+    sendgrid.RequestHandlerClass = CountingHandler
     twilio.start()
     sendgrid.start()
     try:
@@ -263,11 +279,13 @@ def test_the_sandboxes_say_nothing_about_patients(
             for sandbox in (twilio, sendgrid):
                 set_fault(sandbox.url, delay=DELAY, accept=True, count=1)
             raises(UnknownOutcomeError, lambda: mail.send(2))
-            deadline = time.monotonic() + 5
-            while twilio.callbacks.failures < 2 or sendgrid.callbacks.failures < 1:
-                assert time.monotonic() < deadline, "the callbacks were not tried"
-                time.sleep(0.05)
-            time.sleep(DELAY)  # the held answer meets a closed connection
+            wait_until(
+                lambda: twilio.callbacks.failures >= 2 and sendgrid.callbacks.failures >= 1,
+                30,
+                "the callbacks to be tried",
+            )
+            # The held answer to send 2 meets a closed connection: wait until it was written.
+            wait_until(lambda: len(answers) >= 2, 30, "the held answer to be written")
     finally:
         twilio.stop()
         sendgrid.stop()
