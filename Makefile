@@ -38,8 +38,12 @@ services:
 chromium:
 	scripts/ensure-chromium
 
+# Line coverage of campaigns and workers, measured in the test process (pyproject.toml says
+# why); the floor sits a little below the figure of the last full run (docs/decisions.md).
+COVERAGE_FLOOR := 84
+
 test: install node_modules/.installed services chromium
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest --cov --cov-report=term --cov-fail-under=$(COVERAGE_FLOOR)
 
 # The fast loop: pure rules and content, no services needed.
 unit: install
@@ -53,6 +57,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 bench: install services
 	$(VENV)/bin/python -m bench.enroll

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from functools import partial
 from pathlib import Path
 
 from bench.common import save
@@ -53,7 +54,7 @@ def main() -> None:
         try:
             for name in chosen:
                 run = Run(stack, name, args.patients, cancels=30)
-                result = run.go(lambda name=name: FAULTS[name](stack), settle_timeout=900)
+                result = run.go(partial(FAULTS[name], stack), settle_timeout=900)
                 row = {**result.row(), "problems": result.problems[:20]}
                 results.append(row)
                 print(row, flush=True)

@@ -38,7 +38,8 @@ from campaigns import enrollments
 from campaigns.bootstrap import build
 from campaigns.intake import EnrollmentRequest
 from campaigns.providers.twilio_http import PooledTwilioHttpClient
-from campaigns.sandbox.twilio_server import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TwilioSandbox
+from campaigns.sandbox.credentials import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
+from campaigns.sandbox.twilio_server import TwilioSandbox
 from campaigns.settings import Settings
 from campaigns.vocabulary import Channel, ConsentPurpose, ConsentSource, EddSource
 
@@ -75,7 +76,7 @@ def clear(url: str) -> None:
     urllib.request.urlopen(request, timeout=5).close()
 
 
-class _RequestsTransport(TwilioHttpClient):
+class _RequestsTransport(TwilioHttpClient):  # type: ignore[misc]  # twilio ships no types
     """The SDK's default transport (requests), pointed at the local server."""
 
     def __init__(self, base_url: str) -> None:

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from campaigns import audit
 from campaigns.errors import NotFoundError, StateError
 from campaigns.keywords import Intent
-from campaigns.providers.base import EmailSender, OutgoingEmail, ProviderError
+from campaigns.ports import EmailSender, OutgoingEmail, ProviderError
 from campaigns.replies import BOOK_AFTER_SAFETY, AlertSpec, Severity
 from campaigns.storage.db import Database
 from campaigns.storage.models import Alert, InboundMessage, Patient

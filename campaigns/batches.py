@@ -25,7 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from campaigns import send_rules as rules
 from campaigns.clock import Clock
 from campaigns.grouping import GroupCommitter
-from campaigns.providers.base import OutgoingEmail, OutgoingSms
+from campaigns.ports import OutgoingEmail, OutgoingSms
 from campaigns.send_rules import Facts, Outcome, Verdict
 from campaigns.storage import outbox
 from campaigns.storage.db import Database

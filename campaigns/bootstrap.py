@@ -17,7 +17,7 @@ from campaigns.keywords import Reader, load_reader
 from campaigns.links import LinkSigner
 from campaigns.passkeys import RelyingParty
 from campaigns.planner import Planner
-from campaigns.providers.base import EmailSender, SmsSender
+from campaigns.ports import EmailSender, SmsSender
 from campaigns.providers.fake import FakeEmailSender, FakeSmsSender
 from campaigns.providers.local import LocalEmailSender, LocalSmsSender
 from campaigns.providers.sendgrid import SendGridEmailSender

@@ -129,7 +129,7 @@ def serve(
             f"campaigns: {mode}{'es' if several else ''} ({only}), SMS via {built.sms.name}, "
             f"email via {built.email.name}"
         )
-        shown = "127.0.0.1" if host in {"0.0.0.0", "::"} else host  # noqa: S104
+        shown = "127.0.0.1" if host in {"0.0.0.0", "::"} else host  # noqa: S104 - shown, not bound
         if only != "webhooks":
             typer.echo(f"Staff UI: http://{shown}:{port}/staff/")
         if not several:
@@ -478,7 +478,7 @@ def send_test(
 ) -> None:
     """Send one test message through the configured provider and say what happened."""
     from campaigns.contacts import normalise_email, normalise_phone
-    from campaigns.providers.base import OutgoingEmail, OutgoingSms, ProviderError
+    from campaigns.ports import OutgoingEmail, OutgoingSms, ProviderError
 
     if bool(sms) == bool(email):
         fail("give exactly one of --sms or --email")

@@ -30,7 +30,7 @@ from sqlalchemy import select, update
 
 from campaigns import alerts, audit
 from campaigns.delivery import NEEDS_REVIEW, DeliveryPolicy
-from campaigns.providers.base import (
+from campaigns.ports import (
     Attempt,
     EmailSender,
     Lookup,

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from campaigns.consent import ConsentState
-from campaigns.providers.base import (
+from campaigns.ports import (
     ConfigurationError,
     InvalidAddressError,
     OptedOutError,

@@ -43,7 +43,7 @@ from campaigns.delivery import DeliveryPolicy
 from campaigns.grouping import GroupCommitter
 from campaigns.links import LinkSigner
 from campaigns.planner import Planner
-from campaigns.providers.base import (
+from campaigns.ports import (
     EmailSender,
     OutgoingEmail,
     OutgoingSms,

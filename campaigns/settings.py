@@ -25,7 +25,7 @@ from campaigns.sandbox.credentials import TEST_ACCOUNT_SID, TEST_API_KEY, TEST_A
 from campaigns.window import SendWindow, WindowError, zone
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEVELOPMENT_SECRET = "development-only-secret-do-not-use-in-production"  # noqa: S105
+DEVELOPMENT_SECRET = "development-only-secret-do-not-use-in-production"  # noqa: S105 - refused in production
 EMBEDDED_BROKER = "embedded"
 #: A production secret must carry at least this much (estimated) entropy.
 MIN_SECRET_BITS = 128

@@ -7,7 +7,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable
 
-from campaigns.providers.base import (
+from campaigns.ports import (
     Attempt,
     Lookup,
     LookupVerdict,

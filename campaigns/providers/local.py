@@ -12,7 +12,7 @@ import threading
 import uuid
 from collections import OrderedDict
 
-from campaigns.providers.base import (
+from campaigns.ports import (
     Attempt,
     Lookup,
     LookupVerdict,

@@ -13,7 +13,7 @@ import ssl
 from email.message import EmailMessage
 from email.utils import formataddr, make_msgid
 
-from campaigns.providers.base import (
+from campaigns.ports import (
     Attempt,
     ConfigurationError,
     InvalidAddressError,

@@ -21,7 +21,7 @@ from typing import Any
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.response import Response
 from twilio.rest import Client
-from twilio.rest.api.v2010.account.message import MessageList  # noqa: F401
+from twilio.rest.api.v2010.account.message import MessageList  # noqa: F401 - loaded at start-up
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
@@ -32,7 +32,7 @@ from urllib3.exceptions import (
 )
 
 from campaigns.keywords import Intent
-from campaigns.providers.base import (
+from campaigns.ports import (
     Attempt,
     ConfigurationError,
     InvalidAddressError,

@@ -176,7 +176,7 @@ class CallbackPoster:
 
 
 def post(url: str, body: bytes, headers: dict[str, str]) -> int:
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310 - our own URL
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - our own URL
         return int(response.status)
 

@@ -67,6 +67,8 @@ def test_every_app_command_is_one_the_tests_run() -> None:
 
 
 def test_worker_settings_follow_the_design() -> None:
-    command = compose()["services"]["worker"]["command"]  # type: ignore[index]
+    services = compose()["services"]
+    assert isinstance(services, dict)
+    command = services["worker"]["command"]
     assert "--without-gossip" in command and "--without-mingle" in command
     assert "send.sms" in " ".join(command) and "send.email" in " ".join(command)

@@ -18,15 +18,16 @@ from typing import Any
 
 import pytest
 
-from campaigns.providers.base import (
+from campaigns.ports import (
     Attempt,
     LookupVerdict,
     OutgoingEmail,
     OutgoingSms,
     PermanentError,
 )
-from campaigns.sandbox.sendgrid_server import TEST_API_KEY, SendGridSandbox
-from campaigns.sandbox.twilio_server import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TwilioSandbox
+from campaigns.sandbox.credentials import TEST_ACCOUNT_SID, TEST_API_KEY, TEST_AUTH_TOKEN
+from campaigns.sandbox.sendgrid_server import SendGridSandbox
+from campaigns.sandbox.twilio_server import TwilioSandbox
 from tests.integration.processes import free_port
 from tests.providers.conftest import sendgrid_sender, twilio_sender
 

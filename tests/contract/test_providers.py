@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from campaigns.bootstrap import email_sender, sms_sender
-from campaigns.providers.base import (
+from campaigns.ports import (
     Attempt,
     EmailSender,
     InvalidAddressError,

@@ -31,22 +31,23 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
-from sqlalchemy import create_engine, select, text, update
+from sqlalchemy import Row, create_engine, select, text, update
 from sqlalchemy.engine import make_url
 from twilio.request_validator import RequestValidator
 
 from campaigns import enrollments, staff_accounts
 from campaigns.bootstrap import build
 from campaigns.intake import EnrollmentRequest
-from campaigns.sandbox.sendgrid_server import TEST_API_KEY, TEST_PUBLIC_KEY, SendGridSandbox
-from campaigns.sandbox.twilio_server import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TwilioSandbox
+from campaigns.sandbox.credentials import TEST_ACCOUNT_SID, TEST_API_KEY, TEST_AUTH_TOKEN
+from campaigns.sandbox.sendgrid_server import TEST_PUBLIC_KEY, SendGridSandbox
+from campaigns.sandbox.twilio_server import TwilioSandbox
 from campaigns.settings import Settings
 from campaigns.storage.db import Database
 from campaigns.storage.migrate import upgrade
@@ -344,11 +345,12 @@ class Stack:
             environment="test",
         )
         services = build(settings)
+        phone_numbers = [f"+4475{number:02d}{i:06d}" for i in range(patients)]
         requests = [
             EnrollmentRequest(
                 campaign="leg-cramps",
                 name=f"Patient {number}-{i}",
-                phone=f"+4475{number:02d}{i:06d}",
+                phone=phone_numbers[i],
                 email=f"p{number}-{i}@example.com",
                 edd=(future + timedelta(days=140)).date(),
                 edd_source=EddSource.SCAN,
@@ -378,7 +380,7 @@ class Stack:
                 )
             ).all()
         due = {r.id: (by_enrollment[r.enrollment_id], Channel(r.channel)) for r in rows}
-        phones = {d.patient_id: requests[i].phone for i, d in enumerate(done)}
+        phones = {d.patient_id: phone for d, phone in zip(done, phone_numbers, strict=True)}
         return Cohort(number, due, by_enrollment, phones)
 
     def release(self, cohort: Cohort) -> None:
@@ -591,7 +593,7 @@ class Run:
     def _first_received_after(self, moment: float, timeout: float) -> float | None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            after = [
+            after: list[float] = [
                 m["received_at"]
                 for m in self.stack.received_for(self.cohort)
                 if m.get("received_at", 0) > moment
@@ -708,11 +710,14 @@ class Run:
             problems=problems,
         )
 
-    def _after_cancel(self, audits: list[Any], problems: list[str]) -> int:
+    def _after_cancel(
+        self, audits: Sequence[Row[str, int | None, dict[str, Any]]], problems: list[str]
+    ) -> int:
         """Messages that reached a provider after a cancellation had answered (so committed)
         without that cancellation listing them as already in flight."""
         in_flight: dict[tuple[int, str], set[int]] = {}
         for action, patient_id, detail in audits:
+            assert patient_id is not None  # the query asked for the cohort's patients only
             in_flight.setdefault((patient_id, action), set()).update(detail.get("in_flight") or [])
         breaches = 0
         for message in self.stack.received_for(self.cohort):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date
-from typing import Any
 
 from sqlalchemy import select
 
@@ -11,6 +11,7 @@ from campaigns import enrollments
 from campaigns.bootstrap import Services
 from campaigns.intake import parse_enrollment
 from campaigns.pregnancy import edd_for
+from campaigns.providers.fake import FakeEmailSender, FakeSmsSender
 from campaigns.storage.models import Enrollment, Patient, ScheduledMessage
 from campaigns.vocabulary import ConsentSource
 
@@ -23,8 +24,16 @@ def edd_at(today: date, weeks: int, days: int = 0) -> date:
 
 
 def enroll(
-    services: Services, *, weeks: int = 10, days: int = 0, **fields: Any
+    services: Services, *, weeks: int = 10, days: int = 0, **fields: str | None
 ) -> enrollments.Enrolled:
+    """Enrol one patient at weeks+days of gestation; `fields` override the form's values."""
+    return enroll_with(services, fields, weeks=weeks, days=days)
+
+
+def enroll_with(
+    services: Services, fields: Mapping[str, str | None], *, weeks: int = 10, days: int = 0
+) -> enrollments.Enrolled:
+    """`enroll` with the form's overrides in a mapping (for a field named at run time)."""
     now = services.clock.now()
     values: dict[str, str | None] = {
         "name": "Test Patient",
@@ -42,6 +51,18 @@ def enroll(
         services.db, services.planner, [request], now, source=ConsentSource.API, actor="test"
     )
     return done
+
+
+def fake_sms(services: Services) -> FakeSmsSender:
+    """The services' SMS sender, which the test built as the fake that records sends."""
+    assert isinstance(services.sms, FakeSmsSender)
+    return services.sms
+
+
+def fake_email(services: Services) -> FakeEmailSender:
+    """The services' email sender, which the test built as the fake that records sends."""
+    assert isinstance(services.email, FakeEmailSender)
+    return services.email
 
 
 def rows(services: Services, enrollment_id: int | None = None) -> list[ScheduledMessage]:

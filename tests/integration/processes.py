@@ -59,18 +59,24 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def spawn(argv: list[str], env: Mapping[str, str], log: Path) -> subprocess.Popen[str]:
+class Spawned(subprocess.Popen[str]):
+    """A long-running command started by spawn(), with the file its output goes to."""
+
+    log_path: Path
+
+
+def spawn(argv: list[str], env: Mapping[str, str], log: Path) -> Spawned:
     """Start a long-running command; its output goes to a file (a pipe nobody reads would
     fill up and block the process's logging)."""
     with log.open("w") as sink:
-        process = subprocess.Popen(
+        process = Spawned(
             argv, env=dict(env), cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT, text=True
         )
-    process.log_path = log  # type: ignore[attr-defined]
+    process.log_path = log
     return process
 
 
-def stop(process: subprocess.Popen[str]) -> str:
+def stop(process: Spawned) -> str:
     """Stop a process started with spawn() and return what it wrote."""
     process.terminate()
     try:
@@ -78,8 +84,7 @@ def stop(process: subprocess.Popen[str]) -> str:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
-    log: Path = process.log_path  # type: ignore[attr-defined]
-    return log.read_text(errors="replace")
+    return process.log_path.read_text(errors="replace")
 
 
 def free_port() -> int:
@@ -88,7 +93,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_redis(port: int, log: Path) -> subprocess.Popen[str]:
+def start_redis(port: int, log: Path) -> Spawned:
     """A Redis of the test's own (nothing on disk), so the test may kill and restart it."""
     process = spawn(
         [

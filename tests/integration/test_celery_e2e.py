@@ -7,7 +7,6 @@ enrolled with the CLI; nothing in this test calls the application in-process.
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -27,6 +26,7 @@ from campaigns.storage.models import Alert
 from campaigns.web.app import create_app
 from tests.conftest import REDIS_URL, _empty, make_settings
 from tests.integration.processes import (
+    Spawned,
     campaigns,
     compose_command,
     env_with,
@@ -62,7 +62,7 @@ def production_env(postgres_url: str) -> Iterator[dict[str, str]]:
     database.dispose()
 
 
-def start(service: str, env: dict[str, str], tmp_path: Path) -> subprocess.Popen[str]:
+def start(service: str, env: dict[str, str], tmp_path: Path) -> Spawned:
     argv = compose_command(service)
     if service == "beat":
         argv[argv.index("--schedule") + 1] = str(tmp_path / "beat-schedule")
@@ -198,7 +198,7 @@ def test_a_patient_replies_to_a_step_through_the_production_shape(
                 return [m.text or "" for m in ElementTree.fromstring(response.text)]
 
             [safety] = reply("my leg is swollen and warm")
-            assert "needs checking today" in safety and "/b/" not in safety
+            assert "maternity unit, GP or 111 today" in safety and "/b/" not in safety
             assert "book" not in safety.lower()
             with web.db.session() as session:
                 [alert] = session.execute(select(Alert)).scalars()

@@ -6,7 +6,6 @@ import json
 import re
 import shutil
 import sqlite3
-import subprocess
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -23,6 +22,7 @@ from campaigns.vocabulary import Channel
 from tests.conftest import REDIS_URL
 from tests.integration.processes import (
     ROOT,
+    Spawned,
     campaigns,
     compose_command,
     env_with,
@@ -211,17 +211,19 @@ def test_a_broken_campaign_definition_stops_the_service_with_its_location(
     assert "'brith'" in result.stderr
 
 
-def test_demo_runs_the_whole_programme_quickly_without_services(env: dict[str, str]) -> None:
-    started = time.monotonic()
+def test_demo_runs_the_whole_programme_on_its_own_clock_without_services(
+    env: dict[str, str],
+) -> None:
+    # The demo moves its own clock through the programme and never waits on the real one, so
+    # it ends in seconds; the timeout only guards against a hang.
     result = campaigns(
         "demo",
         "--start",
         "2026-03-02",
         env={k: v for k, v in env.items() if k != "CAMPAIGNS_DATABASE_URL"},
-        timeout=60,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert time.monotonic() - started < 60
     out = result.stdout
     for marker in (
         "SKIPPED (before_enrolment)",
@@ -255,9 +257,7 @@ def test_demo_seed_enrolls_the_sample_patients_once(env: dict[str, str]) -> None
     assert counts(env)["patients"] == 5
 
 
-def _serve_as_compose(
-    service: str, env: dict[str, str], tmp_path: Path
-) -> tuple[int, subprocess.Popen[str]]:
+def _serve_as_compose(service: str, env: dict[str, str], tmp_path: Path) -> tuple[int, Spawned]:
     argv = compose_command(service)
     port = free_port()
     argv[argv.index("--port") + 1] = str(port)
@@ -315,7 +315,7 @@ def test_classify_prints_the_reading_and_the_answer(env: dict[str, str]) -> None
     assert "matched: leg (leg): calf + red, calf + hot" in shown.stdout
     assert "matched: book (book): i book" in shown.stdout
     assert "[en, GSM-7, 152 units, 1 segment(s)]" in shown.stdout
-    assert "needs checking today" in shown.stdout and "/b/" not in shown.stdout
+    assert "maternity unit, GP or 111 today" in shown.stdout and "/b/" not in shown.stdout
     as_json = campaigns("classify", "yes", "--opted-out", "--json", env=env)
     assert json.loads(as_json.stdout)["intent"] == "resubscribe"
     # Every language is read; the JSON keeps its shape and shows which way a loss went.
@@ -358,7 +358,7 @@ def test_sandbox_and_send_test_report_the_provider_id_or_the_classified_error(
         tmp_path / "sandbox.log",
     )
     try:
-        log: Path = sandbox.log_path  # type: ignore[attr-defined]
+        log = sandbox.log_path
         deadline = time.monotonic() + 30
         while "Point the service at them" not in log.read_text():
             assert time.monotonic() < deadline, "sandbox did not start"

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, event, select, update
 
 from campaigns import delivery, halts
 from campaigns.bootstrap import Services
 from campaigns.clock import MovableClock
 from campaigns.contacts import address_hash
-from campaigns.providers.base import (
+from campaigns.ports import (
     ConfigurationError,
     InvalidAddressError,
     OptedOutError,
     PermanentError,
+    ProviderError,
     RetryableError,
     UnknownOutcomeError,
 )
@@ -30,7 +32,7 @@ from campaigns.storage.models import (
     Suppression,
 )
 from campaigns.vocabulary import Channel
-from tests.integration.helpers import enroll, rows
+from tests.integration.helpers import enroll, enroll_with, rows
 
 SM = ScheduledMessage
 
@@ -45,8 +47,8 @@ def claim(services: Services) -> delivery.Claimed:
     return delivery.claim_due(services.db, services.clock.now(), 1000, 100)
 
 
-def only_sms_welcome(services: Services, **fields: str) -> tuple[int, delivery.Claimed]:
-    enroll(services, weeks=20, channels="sms", email="", **fields)
+def only_sms_welcome(services: Services, **fields: str | None) -> tuple[int, delivery.Claimed]:
+    enroll_with(services, {"channels": "sms", "email": "", **fields}, weeks=20)
     claimed = claim(services)
     [(channel, ids)] = claimed.batches
     assert channel is Channel.SMS and len(ids) == 1
@@ -217,14 +219,14 @@ def test_transient_errors_back_off_in_the_database_then_fail(
     ],
 )
 def test_provider_errors_are_classified(
-    services: Services, error: Exception, status: str, reason: str
+    services: Services, error: ProviderError, status: str, reason: str
 ) -> None:
     message_id, claimed = only_sms_welcome(services)
-    fakes(services)[0].fail_next(error)  # type: ignore[arg-type]
+    fakes(services)[0].fail_next(error)
     services.deliverer.send_one(message_id, claimed.token)
     stored = row(services, message_id)
     assert (stored.status, stored.reason) == (status, reason)
-    assert stored.error_code == error.code  # type: ignore[attr-defined]
+    assert stored.error_code == error.code
 
 
 def test_a_configuration_error_halts_the_channel_not_the_patient(
@@ -311,26 +313,60 @@ def test_concurrent_dispatchers_never_claim_the_same_row(
     for _ in range(40):
         enroll(services, weeks=12)
     with services.db.session() as session:  # make every pending row due now
-        total = session.execute(
+        moved = session.execute(
             update(SM).where(SM.status == "pending").values(next_attempt_at=now)
-        ).rowcount
+        )
+        total = cast(CursorResult[Any], moved).rowcount  # an UPDATE's result is a cursor's
     assert total > 500
-    claims: list[list[int]] = [[] for _ in range(4)]
-    start = threading.Barrier(4)
+    dispatchers = 4
+    claims: list[list[int]] = [[] for _ in range(dispatchers)]
+    errors: list[BaseException] = []
+    # The four are made to overlap, not left to the scheduler (one thread could claim it all):
+    # they start their first claim together, and none claims again before all four have
+    # claimed once. On PostgreSQL each first claim also waits, inside its transaction with its
+    # rows locked, until all four hold theirs: SKIP LOCKED must give them disjoint rows. SQLite
+    # has one writer at a time (BEGIN IMMEDIATE), so there the four queue for the write lock.
+    start = threading.Barrier(dispatchers, timeout=30)
+    first_round = threading.Barrier(dispatchers, timeout=30)
+    holding = threading.Barrier(dispatchers, timeout=30)
+    first_claim = threading.local()
+    held: list[int] = []
+
+    def hold_the_first_claim(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if getattr(first_claim, "open", False) and "SKIP LOCKED" in statement:
+            first_claim.open = False
+            holding.wait()  # still inside the claim's transaction: its rows stay locked
+            held.append(1)
+
+    def claim_once(index: int) -> bool:
+        got = delivery.claim_due(services.db, now, 37, 10)
+        claims[index].extend(i for _, ids in got.batches for i in ids)
+        return bool(got.count)
 
     def dispatcher(index: int) -> None:
-        start.wait()
-        while True:
-            got = delivery.claim_due(services.db, now, 37, 10)
-            if not got.count:
-                return
-            claims[index].extend(i for _, ids in got.batches for i in ids)
+        try:
+            first_claim.open = services.db.is_postgres
+            start.wait()
+            claim_once(index)
+            first_round.wait()
+            while claim_once(index):
+                pass
+        except BaseException as exc:
+            errors.append(exc)
+            for barrier in (start, first_round, holding):
+                barrier.abort()  # the others stop waiting for this one
 
-    threads = [threading.Thread(target=dispatcher, args=(i,)) for i in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    event.listen(services.db.engine, "after_cursor_execute", hold_the_first_claim)
+    try:
+        threads = [threading.Thread(target=dispatcher, args=(i,)) for i in range(dispatchers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+    finally:
+        event.remove(services.db.engine, "after_cursor_execute", hold_the_first_claim)
+    assert errors == []
     everything = [i for claim_ in claims for i in claim_]
-    assert len(everything) == len(set(everything)) == total
-    assert sum(1 for c in claims if c) >= 2  # they really did run side by side
+    assert len(everything) == len(set(everything)) == total  # none twice, every one once
+    assert all(claims)  # every dispatcher claimed (4 x 37 rows is less than there are)
+    assert len(held) == (dispatchers if services.db.is_postgres else 0)

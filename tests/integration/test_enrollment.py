@@ -15,7 +15,7 @@ from campaigns.errors import InputError
 from campaigns.intake import parse_enrollment
 from campaigns.storage.models import AuditEvent, ConsentEvent, Enrollment, Patient, ScheduledMessage
 from campaigns.vocabulary import ConsentSource
-from tests.integration.helpers import edd_at, enroll, rows
+from tests.integration.helpers import edd_at, enroll, enroll_with, rows
 from tests.integration.processes import ROOT
 
 
@@ -135,7 +135,7 @@ def test_bad_input_names_the_field(
     services: Services, field: str, value: str, message: str
 ) -> None:
     with pytest.raises(InputError) as caught:
-        enroll(services, **{field: value})
+        enroll_with(services, {field: value})
     assert message in str(caught.value)
     assert caught.value.field == field
     assert count(services, Patient) == 0

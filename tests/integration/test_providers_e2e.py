@@ -4,7 +4,6 @@ Twilio and SendGrid servers. Also: two worker processes share one provider rate 
 
 from __future__ import annotations
 
-import subprocess
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,14 +16,16 @@ import redis
 from campaigns import enrollments
 from campaigns.bootstrap import Services, build
 from campaigns.intake import parse_enrollment
-from campaigns.sandbox.sendgrid_server import TEST_API_KEY, TEST_PUBLIC_KEY, SendGridSandbox
-from campaigns.sandbox.twilio_server import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TwilioSandbox
+from campaigns.sandbox.credentials import TEST_ACCOUNT_SID, TEST_API_KEY, TEST_AUTH_TOKEN
+from campaigns.sandbox.sendgrid_server import TEST_PUBLIC_KEY, SendGridSandbox
+from campaigns.sandbox.twilio_server import TwilioSandbox
 from campaigns.settings import Settings
 from campaigns.storage.db import Database
 from campaigns.vocabulary import ConsentSource
 from tests.conftest import REDIS_URL, _empty
 from tests.integration.helpers import edd_at, rows
 from tests.integration.processes import (
+    Spawned,
     compose_command,
     env_with,
     free_port,
@@ -44,7 +45,7 @@ class Stack:
     sendgrid: SendGridSandbox
     web_port: int
     tmp: Path
-    processes: list[subprocess.Popen[str]]
+    processes: list[Spawned]
 
     def start(self, service: str, *extra: str) -> None:
         argv = compose_command(service)

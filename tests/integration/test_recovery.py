@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import threading
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
-from sqlalchemy import create_engine, func, select, text, update
+from sqlalchemy import CursorResult, create_engine, func, select, text, update
 
 from campaigns import delivery, reconciling
 from campaigns.bootstrap import Services
 from campaigns.clock import MovableClock
 from campaigns.errors import StateError
-from campaigns.providers.base import (
+from campaigns.ports import (
     OutgoingSms,
     PermanentError,
     RetryableError,
@@ -31,7 +31,7 @@ from campaigns.send_rules import Outcome, Verdict
 from campaigns.storage import outbox
 from campaigns.storage.models import Alert, AuditEvent, ScheduledMessage, SendLease
 from campaigns.vocabulary import Channel, MessageStatus
-from tests.integration.helpers import enroll
+from tests.integration.helpers import enroll, fake_sms
 
 SM = ScheduledMessage
 
@@ -54,11 +54,6 @@ def row(services: Services, message_id: int) -> ScheduledMessage:
         found = session.get(SM, message_id)
         assert found is not None
         return found
-
-
-def fake_sms(services: Services) -> FakeSmsSender:
-    assert isinstance(services.sms, FakeSmsSender)
-    return services.sms
 
 
 def reconcile(services: Services) -> dict[str, int]:
@@ -204,7 +199,7 @@ def test_an_answer_lost_after_the_provider_accepted_is_found_and_never_sent_agai
     clock.advance(timedelta(seconds=services.policy.reconcile_after_seconds))
     assert reconcile(services) == {"reconciled_sent": 1}
     settled = row(services, message_id)
-    receipt = services.sms._receipts[message_id]  # type: ignore[attr-defined]
+    receipt = services.sms._receipts[message_id]
     assert (settled.status, settled.provider_id) == ("sent", receipt.provider_id)
     assert send_due(services) == {}
     assert len(fake_sms(services).sent) == 1
@@ -415,11 +410,12 @@ def test_database_connections_killed_mid_batch_lose_nothing_and_send_nothing_twi
     for _ in range(10):
         enroll(services, weeks=12, channels="sms", email="")
     with services.db.session() as session:
-        total = session.execute(
+        moved = session.execute(
             update(SM)
             .where(SM.status == "pending")
             .values(next_attempt_at=clock.now() - timedelta(seconds=1))
-        ).rowcount
+        )
+        total = cast(CursorResult[Any], moved).rowcount  # an UPDATE's result is a cursor's
     for _ in range(30):  # dispatch, recover and reconcile until everything has settled
         send_due(services)
         clock.advance(timedelta(seconds=services.policy.send_lease_seconds + 1))
@@ -440,4 +436,4 @@ def test_database_connections_killed_mid_batch_lose_nothing_and_send_nothing_twi
     assert len(sent) == len(set(sent)), "a message was sent twice"
     with services.db.session() as session:
         statuses = dict(session.execute(select(SM.status, func.count()).group_by(SM.status)).all())
-    assert statuses.get("sent", 0) == len(sent) == total
+    assert statuses.get(MessageStatus.SENT, 0) == len(sent) == total

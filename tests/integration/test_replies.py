@@ -18,7 +18,7 @@ from twilio.request_validator import RequestValidator
 from campaigns import runtime
 from campaigns.bootstrap import Services
 from campaigns.clock import MovableClock
-from campaigns.providers.base import RetryableError
+from campaigns.ports import RetryableError
 from campaigns.storage.models import (
     Alert,
     AuditEvent,
@@ -30,7 +30,7 @@ from campaigns.storage.models import (
 )
 from campaigns.web.app import create_app
 from campaigns.web.webhooks import form_params, twilio_signed
-from tests.integration.helpers import enroll, phone_of, rows
+from tests.integration.helpers import enroll, fake_email, phone_of, rows
 from tests.integration.staff import StaffClient, sign_in
 
 TOKEN = "test_auth_token_0123456789abcdef"
@@ -227,7 +227,7 @@ def test_an_empty_body_and_a_10_kb_body(client: TestClient, app_services: Servic
     long_text = "blah " * 2_000 + "and now my calf is hot"
     assert len(long_text) > 10_000
     [answer] = say(client, sender, long_text)
-    assert "needs checking today" in answer
+    assert "maternity unit, GP or 111 today" in answer
     with app_services.db.session() as session:
         stored = session.execute(
             select(InboundMessage).order_by(InboundMessage.id.desc()).limit(1)
@@ -266,10 +266,10 @@ def test_a_danger_sign_gets_the_safety_answer_an_alert_an_email_and_a_marketing_
         assert {"reply_received", "alert_raised", "marketing_held"} <= {a for a, _ in audited}
         assert not any("swollen" in str(detail) for _, detail in audited)  # never the text
     # The alert email goes on the next beat tick, once, without the text in it.
-    email = app_services.email
+    email = fake_email(app_services)
     assert runtime.email_alerts(app_services) == 1
     assert runtime.email_alerts(app_services) == 0
-    [sent] = [m for m in email.sent if m.to == "alerts@clinic.example"]  # type: ignore[attr-defined]
+    [sent] = [m for m in email.sent if m.to == "alerts@clinic.example"]
     assert sent.subject.startswith("[AMBER]") and "swollen" not in sent.subject
     assert "swollen" not in sent.text and sender not in sent.text
     assert f"/staff/alerts/{alert.id}" in sent.text
@@ -404,7 +404,7 @@ def test_danger_and_loss_from_unknown_and_opted_out_numbers_reach_staff_by_email
         ("review", "unrecognised", False),
     ]
     assert runtime.email_alerts(app_services) == 3
-    subjects = [m.subject for m in app_services.email.sent]  # type: ignore[attr-defined]
+    subjects = [m.subject for m in fake_email(app_services).sent]
     assert sum(s.startswith("[RED]") for s in subjects) == 2
     assert sum(s.startswith("[AMBER]") for s in subjects) == 1
 
@@ -444,7 +444,7 @@ def test_stop_cancels_pending_texts_answers_once_and_then_only_safety_start_and_
     assert say(client, sender, "stop") == []  # one confirmation only
     assert say(client, sender, "BOOK") == []
     assert say(client, sender, "thanks") == []
-    assert "needs checking today" in say(client, sender, "leg swollen")[0]
+    assert "maternity unit, GP or 111 today" in say(client, sender, "leg swollen")[0]
     assert "Reply STOP to end" in say(client, sender, "HELP")[0]
     with app_services.db.session() as session:
         withdrawals = session.execute(
@@ -533,7 +533,7 @@ def test_book_within_24_hours_of_a_safety_alert_gets_the_safety_answer_again(
     say(client, sender, "my calf is red n hot")
     clock.advance(timedelta(hours=23))
     [answer] = say(client, sender, "BOOK")
-    assert "needs checking today" in answer and "/b/" not in answer
+    assert "maternity unit, GP or 111 today" in answer and "/b/" not in answer
     assert [a.kind for a in alerts_of(app_services)] == ["leg", "book_after_safety"]
     clock.advance(timedelta(hours=2))
     [answer] = say(client, sender, "BOOK")
@@ -676,8 +676,7 @@ def test_an_alert_email_that_fails_goes_on_the_next_sweep(
 ) -> None:
     done = enroll(app_services, weeks=20)
     say(client, phone_of(app_services, done.patient_id), "chest pain")
-    email = app_services.email
-    email.fail_next(RetryableError("503", "try later"))  # type: ignore[attr-defined]
+    fake_email(app_services).fail_next(RetryableError("503", "try later"))
     assert runtime.email_alerts(app_services) == 0
     [alert] = alerts_of(app_services)
     assert alert.emailed_at is None and alert.email_claimed_at is None  # free for the next sweep

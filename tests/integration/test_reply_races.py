@@ -17,11 +17,12 @@ from itertools import count
 import pytest
 from sqlalchemy import update
 
-from campaigns.answering import Answer, Inbound
+from campaigns.answering import Answer
 from campaigns.bootstrap import Services
 from campaigns.clock import MovableClock
 from campaigns.delivery import claim_due
 from campaigns.ratelimit import LocalRateLimiter
+from campaigns.replies import Inbound
 from campaigns.storage.models import ScheduledMessage
 from campaigns.vocabulary import Channel
 from tests.integration.helpers import enroll, phone_of, rows
@@ -73,9 +74,6 @@ def test_random_stops_and_losses_racing_200_rate_limited_calls_never_let_a_text_
 ) -> None:
     assert callable(make_services)
     services: Services = make_services(database_url, send_concurrency=200, plan_horizon_days=400)
-    watching = WatchingSms(database_url)
-    services.sms = watching
-    services.deliverer.limiters[Channel.SMS] = LocalRateLimiter(400)
     patients = [enroll(services, weeks=12, channels="sms", email="") for _ in range(40)]
     with services.db.session() as session:  # every planned message is due at once
         session.execute(
@@ -84,21 +82,32 @@ def test_random_stops_and_losses_racing_200_rate_limited_calls_never_let_a_text_
             .values(next_attempt_at=clock.now() - timedelta(seconds=1))
         )
     chosen = random.Random(11).sample(patients, 20)
-    phones = {p.patient_id: phone_of(services, p.patient_id) for p in chosen}
+    by_phone = {phone_of(services, p.patient_id): p for p in chosen}
+    # The first call to a chosen patient stays with the provider until that patient's reply
+    # has committed: the replies start while sends are under way, and that patient has a text
+    # with the provider and texts still to stop (as in test_races).
+    watching = WatchingSms(database_url, hold=lambda message: message.to in by_phone)
+    services.sms = watching
+    services.deliverer.limiters[Channel.SMS] = LocalRateLimiter(400)
 
     def sender() -> None:
         claimed = claim_due(services.db, clock.now(), 10_000, 10_000)
         ids = [i for _, batch in claimed.batches for i in batch]
+        assert len(ids) > 400  # three batches: the held call's and two that wait for it
         random.Random(5).shuffle(ids)  # every batch mixes many patients, as in production
         for start in range(0, len(ids), 200):
             services.deliverer.send_batch(ids[start : start + 200], claimed.token)
 
     def replier() -> None:
-        time.sleep(0.05)  # let the sends get going
-        for number, patient in enumerate(chosen):
-            time.sleep(random.uniform(0, 0.03))
+        assert watching.held.wait(60), "no call to a chosen patient reached the provider"
+        assert watching.held_message is not None
+        first = by_phone[watching.held_message.to]
+        for number, patient in enumerate([first, *(p for p in chosen if p is not first)]):
+            if number:  # the rest at random moments while the sends go on
+                time.sleep(random.uniform(0, 0.03))
             body = "STOP" if number % 2 else "I had a miscarriage"
-            reply(services, phones[patient.patient_id], body)
+            reply(services, phone_of(services, patient.patient_id), body)
+            watching.resume.set()  # after the first: the held call goes on
 
     threads = [threading.Thread(target=sender), threading.Thread(target=replier)]
     for thread in threads:
@@ -108,11 +117,11 @@ def test_random_stops_and_losses_racing_200_rate_limited_calls_never_let_a_text_
     watching.close()
     assert watching.violations == []
     assert watching.calls > 100
-    # The race really happened: some patient had texts sent before, and cancelled after.
-    raced = [
-        {r.status for r in rows(services, p.enrollment_id)} >= {"sent", "cancelled"} for p in chosen
-    ]
-    assert any(raced), "every reply committed before or after all the sends: no race"
+    # The race really happened: the first patient who replied had a text with the provider
+    # when the reply committed (sent), and texts it stopped (cancelled).
+    assert watching.held_message is not None
+    first = by_phone[watching.held_message.to]
+    assert {r.status for r in rows(services, first.enrollment_id)} >= {"sent", "cancelled"}
     for patient in chosen:
         statuses = {r.status for r in rows(services, patient.enrollment_id)}
         assert statuses <= {"sent", "cancelled", "skipped"}, statuses

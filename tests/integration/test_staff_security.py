@@ -48,6 +48,7 @@ def staff_routes() -> list[tuple[str, str]]:
         path = re.sub(r"\{[^}]+\}", "1", route.path)
         path = path.replace("/enrollments/1/1", "/enrollments/1/pause")
         path = path.replace("/users/1/1", "/users/1/disable")
+        assert route.methods is not None  # an APIRoute always has its methods
         for method in sorted(route.methods):
             found.append((method, path))
     return sorted(found)
@@ -260,7 +261,8 @@ def test_guessing_locks_the_account_with_a_clear_wait(
     assert locked.status_code == 429
     assert "Too many failed sign-ins. Try again in 15 minutes." in locked.text
     assert audits(services, "sign_in_failed")[-1].detail["step"] == "locked"
-    services.clock.advance(timedelta(minutes=15))  # type: ignore[attr-defined]
+    assert isinstance(services.clock, MovableClock)
+    services.clock.advance(timedelta(minutes=15))
     assert _login(anonymous, "admin@clinic.example", PASSWORD).status_code == 303
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import create_engine, select
 
-from campaigns.providers.base import (
+from campaigns.ports import (
     Attempt,
     Lookup,
     LookupVerdict,
@@ -29,11 +30,19 @@ class WatchingSms:
     cancellation that committed before the call's go-ahead, and does not, was not honoured.
 
     The call then takes a while (a random few milliseconds), as a real one does: a cancellation
-    committing meanwhile is allowed, and lists the message itself."""
+    committing meanwhile is allowed, and lists the message itself.
+
+    `hold`: the first call it picks stays inside the provider (so in flight, and its batch
+    unfinished) until the test sets `resume`; `held` is set once it is there."""
 
     name = "watching"
 
-    def __init__(self, url: str, delay: tuple[float, float] = (0.005, 0.02)) -> None:
+    def __init__(
+        self,
+        url: str,
+        delay: tuple[float, float] = (0.005, 0.02),
+        hold: Callable[[OutgoingSms], bool] | None = None,
+    ) -> None:
         self.engine = create_engine(
             url.replace("postgresql://", "postgresql+psycopg://", 1),
             isolation_level="AUTOCOMMIT",
@@ -44,6 +53,10 @@ class WatchingSms:
         self.sent: list[OutgoingSms] = []
         self.calls = 0
         self.lock = threading.Lock()
+        self._hold = hold
+        self.held = threading.Event()
+        self.held_message: OutgoingSms | None = None
+        self.resume = threading.Event()
 
     def send_sms(self, message: OutgoingSms) -> SendReceipt:
         with self.engine.connect() as connection:
@@ -59,6 +72,14 @@ class WatchingSms:
             if _stops_texts(action, detail)
             and message.message_id not in (detail.get("in_flight") or [])
         ]
+        if self._hold is not None and not self.held.is_set() and self._hold(message):
+            with self.lock:
+                first = not self.held.is_set()
+                if first:
+                    self.held_message = message
+                    self.held.set()
+            if first:
+                assert self.resume.wait(60), "the test never resumed the held call"
         time.sleep(random.uniform(*self.delay))
         with self.lock:
             self.calls += 1

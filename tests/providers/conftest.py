@@ -12,8 +12,9 @@ import pytest
 
 from campaigns.providers.sendgrid import SendGridEmailSender
 from campaigns.providers.twilio import TwilioSmsSender
-from campaigns.sandbox.sendgrid_server import TEST_API_KEY, SendGridSandbox
-from campaigns.sandbox.twilio_server import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TwilioSandbox
+from campaigns.sandbox.credentials import TEST_ACCOUNT_SID, TEST_API_KEY, TEST_AUTH_TOKEN
+from campaigns.sandbox.sendgrid_server import SendGridSandbox
+from campaigns.sandbox.twilio_server import TwilioSandbox
 
 
 @pytest.fixture
@@ -33,16 +34,21 @@ def sendgrid_sandbox() -> Iterator[SendGridSandbox]:
 
 
 def twilio_sender(
-    base_url: str, *, token: str = TEST_AUTH_TOKEN, timeout: float = 5.0, **kwargs: str
+    base_url: str,
+    *,
+    token: str = TEST_AUTH_TOKEN,
+    timeout: float = 5.0,
+    from_: str | None = "+15005550006",
+    messaging_service_sid: str | None = None,
 ) -> TwilioSmsSender:
-    options = {"from_": "+15005550006", **kwargs}
     return TwilioSmsSender(
         TEST_ACCOUNT_SID,
         token,
         status_callback="https://clinic.example/webhooks/twilio/status",
+        from_=from_,
+        messaging_service_sid=messaging_service_sid,
         api_base_url=base_url,
         timeout=timeout,
-        **options,
     )
 
 

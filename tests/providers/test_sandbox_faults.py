@@ -10,28 +10,31 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 import urllib.error
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import pytest
 
-from campaigns.providers.base import (
+from campaigns.ports import (
     Attempt,
     LookupVerdict,
     OutgoingEmail,
     OutgoingSms,
+    ProviderError,
     RetryableError,
     SendReceipt,
     UnknownOutcomeError,
 )
 from campaigns.providers.twilio import TwilioSmsSender
 from campaigns.sandbox.common import SandboxServer
-from campaigns.sandbox.sendgrid_server import SendGridSandbox
-from campaigns.sandbox.twilio_server import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TwilioSandbox
+from campaigns.sandbox.credentials import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
+from campaigns.sandbox.sendgrid_server import SendGridHandler, SendGridSandbox
+from campaigns.sandbox.twilio_server import TwilioSandbox
+from tests.integration.processes import wait_until
 from tests.providers.conftest import (
     closed_port,
     sandbox_call,
@@ -39,6 +42,8 @@ from tests.providers.conftest import (
     set_fault,
     twilio_sender,
 )
+
+E = TypeVar("E", bound=ProviderError)
 
 TIMEOUT = 0.5  # the client's; a fault's delay outlasts it
 DELAY = 1.0
@@ -103,7 +108,7 @@ def provider(request: pytest.FixtureRequest) -> Iterator[Provider]:
     sandbox.stop()
 
 
-def raises(error: type[Exception], call: Callable[[], object]) -> Exception:
+def raises(error: type[E], call: Callable[[], object]) -> E:
     with pytest.raises(error) as caught:
         call()
     return caught.value
@@ -111,7 +116,7 @@ def raises(error: type[Exception], call: Callable[[], object]) -> Exception:
 
 def test_a_429_storm_is_retryable_on_every_call_and_sends_nothing(provider: Provider) -> None:
     set_fault(provider.sandbox.url, status=429)
-    errors = [raises(RetryableError, lambda i=i: provider.send(i)) for i in range(5)]
+    errors = [raises(RetryableError, partial(provider.send, i)) for i in range(5)]
     assert {e.code for e in errors} == {"20429" if provider.name == "twilio" else "429"}
     assert provider.arrivals() == Counter()
     sandbox_call(provider.sandbox.url + "/_sandbox/faults", "DELETE")
@@ -238,6 +243,22 @@ def test_the_sandboxes_say_nothing_about_patients(
     dead = f"http://127.0.0.1:{closed_port()}"
     twilio = TwilioSandbox(0, callback_delay=0.0)
     sendgrid = SendGridSandbox(0, callback_delay=0.0, events_url=f"{dead}/events")
+    answers: list[int] = []
+
+    class CountingHandler(SendGridHandler):
+        """Counts the answers written (or tried: the client may have hung up)."""
+
+        def reply(
+            self,
+            status: int,
+            body: bytes = b"",
+            content_type: str = "application/json",
+            headers: dict[str, str] | None = None,
+        ) -> None:
+            super().reply(status, body, content_type, headers)
+            answers.append(status)
+
+    sendgrid.RequestHandlerClass = CountingHandler
     twilio.start()
     sendgrid.start()
     try:
@@ -258,11 +279,13 @@ def test_the_sandboxes_say_nothing_about_patients(
             for sandbox in (twilio, sendgrid):
                 set_fault(sandbox.url, delay=DELAY, accept=True, count=1)
             raises(UnknownOutcomeError, lambda: mail.send(2))
-            deadline = time.monotonic() + 5
-            while twilio.callbacks.failures < 2 or sendgrid.callbacks.failures < 1:
-                assert time.monotonic() < deadline, "the callbacks were not tried"
-                time.sleep(0.05)
-            time.sleep(DELAY)  # the held answer meets a closed connection
+            wait_until(
+                lambda: twilio.callbacks.failures >= 2 and sendgrid.callbacks.failures >= 1,
+                30,
+                "the callbacks to be tried",
+            )
+            # The held answer to send 2 meets a closed connection: wait until it was written.
+            wait_until(lambda: len(answers) >= 2, 30, "the held answer to be written")
     finally:
         twilio.stop()
         sendgrid.stop()

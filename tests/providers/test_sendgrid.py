@@ -13,18 +13,20 @@ from typing import Any
 
 import pytest
 
-from campaigns.providers.base import (
+from campaigns.ports import (
     Attempt,
     ConfigurationError,
     InvalidAddressError,
     LookupVerdict,
     OutgoingEmail,
     PermanentError,
+    ProviderError,
     RetryableError,
     UnknownOutcomeError,
 )
 from campaigns.providers.sendgrid import activity_query
-from campaigns.sandbox.sendgrid_server import TEST_API_KEY, SendGridSandbox
+from campaigns.sandbox.credentials import TEST_API_KEY
+from campaigns.sandbox.sendgrid_server import SendGridSandbox
 from tests.providers.conftest import closed_port, sendgrid_sender, set_fault
 
 
@@ -71,7 +73,7 @@ def test_the_mail_is_multipart_with_unsubscribe_headers_and_our_id(
     ],
 )
 def test_every_error_is_classified(
-    sendgrid_sandbox: SendGridSandbox, local: str, error: type, code: str
+    sendgrid_sandbox: SendGridSandbox, local: str, error: type[ProviderError], code: str
 ) -> None:
     with pytest.raises(error) as caught:
         sendgrid_sender(sendgrid_sandbox.url).send_email(email(f"{local}@example.com"))

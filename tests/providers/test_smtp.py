@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from campaigns.providers.base import (
+from campaigns.ports import (
     ConfigurationError,
     InvalidAddressError,
     OutgoingEmail,

@@ -11,17 +11,18 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from twilio.base.exceptions import TwilioRestException
 
-from campaigns.providers import twilio as twilio_provider
-from campaigns.providers.base import (
+from campaigns.ports import (
     Attempt,
     ConfigurationError,
     InvalidAddressError,
     LookupVerdict,
     OptedOutError,
     OutgoingSms,
+    ProviderError,
     RetryableError,
     UnknownOutcomeError,
 )
+from campaigns.providers import twilio as twilio_provider
 from campaigns.providers.twilio import TWILIO_ERRORS, ErrorAction, error_action
 from campaigns.sandbox.twilio_server import TwilioSandbox
 from tests.providers.conftest import closed_port, set_fault, twilio_sender
@@ -99,7 +100,7 @@ def test_a_messaging_service_can_send_instead_of_a_number(twilio_sandbox: Twilio
     ],
 )
 def test_every_error_is_classified(
-    twilio_sandbox: TwilioSandbox, to: str, error: type, code: str
+    twilio_sandbox: TwilioSandbox, to: str, error: type[ProviderError], code: str
 ) -> None:
     with pytest.raises(error) as caught:
         twilio_sender(twilio_sandbox.url).send_sms(sms(to))

@@ -211,7 +211,7 @@ def test_provider_keyword_counts_even_when_our_words_miss_it() -> None:
     assert found.words == ["OptOutType=STOP"]
 
 
-ANY_TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=200)
+ANY_TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=200)
 LOSS_WORDS = [
     "I had a miscarriage",
     "we lost the baby",

@@ -1,4 +1,5 @@
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -9,8 +10,8 @@ NEW_YORK = zone("America/New_York")
 DEFAULT = SendWindow.parse("Mon-Sat 09:00-20:00", "GB-ENG")
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 def test_parse_reads_days_and_hours() -> None:
@@ -96,8 +97,8 @@ def test_window_is_in_the_patients_own_timezone() -> None:
         (LONDON, date(2026, 3, 30), 1440, utc(2026, 3, 30, 23)),  # 24:00 = next midnight
     ],
 )
-def test_local_to_utc_across_dst(tz: object, day: date, minute: int, expected: datetime) -> None:
-    assert local_to_utc(day, minute, tz) == expected  # type: ignore[arg-type]
+def test_local_to_utc_across_dst(tz: ZoneInfo, day: date, minute: int, expected: datetime) -> None:
+    assert local_to_utc(day, minute, tz) == expected
 
 
 def test_a_missing_local_time_lands_after_the_gap() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from campaigns.providers.base import Attempt, LookupVerdict, OutgoingEmail, OutgoingSms
+from campaigns.ports import Attempt, LookupVerdict, OutgoingEmail, OutgoingSms
 from campaigns.providers.local import LocalEmailSender, LocalSmsSender, _Issued
 
 
