@@ -19,11 +19,11 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select, text, update
 
 from bench.common import fresh_postgres, median_ms, save, timed
-from campaigns.clock import MovableClock
 from campaigns.delivery import DeliveryPolicy, claim_due, dispatch_due
+from campaigns.rules.clock import MovableClock
+from campaigns.rules.vocabulary import Channel
 from campaigns.storage.db import Database
 from campaigns.storage.models import ScheduledMessage
-from campaigns.vocabulary import Channel
 
 NOW = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
 DUE_NOW = 100_000

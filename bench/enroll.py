@@ -20,12 +20,12 @@ from sqlalchemy import func, select
 from bench.common import fresh_postgres, save
 from campaigns import enrollments
 from campaigns.bootstrap import build
-from campaigns.clock import MovableClock
-from campaigns.intake import EnrollmentRequest
-from campaigns.pregnancy import edd_for
+from campaigns.rules.clock import MovableClock
+from campaigns.rules.intake import EnrollmentRequest
+from campaigns.rules.pregnancy import edd_for
+from campaigns.rules.vocabulary import Channel, ConsentPurpose, ConsentSource, EddSource
 from campaigns.settings import Settings
 from campaigns.storage.models import ScheduledMessage
-from campaigns.vocabulary import Channel, ConsentPurpose, ConsentSource, EddSource
 
 TIMEZONES = ["Europe/London"] * 8 + ["Europe/Warsaw", "America/New_York"]
 

@@ -41,7 +41,7 @@ from twilio.request_validator import RequestValidator
 
 from bench.common import fresh_postgres, save
 from bench.providers import enroll
-from campaigns.keywords import classify, load_reader
+from campaigns.rules.keywords import classify, load_reader
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "tests" / "data" / "reply_corpus.tsv"

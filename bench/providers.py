@@ -36,12 +36,12 @@ from twilio.rest import Client
 from bench.common import fresh_postgres, save
 from campaigns import enrollments
 from campaigns.bootstrap import build
-from campaigns.intake import EnrollmentRequest
 from campaigns.providers.twilio_http import PooledTwilioHttpClient
+from campaigns.rules.intake import EnrollmentRequest
+from campaigns.rules.vocabulary import Channel, ConsentPurpose, ConsentSource, EddSource
 from campaigns.sandbox.credentials import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
 from campaigns.sandbox.twilio_server import TwilioSandbox
 from campaigns.settings import Settings
-from campaigns.vocabulary import Channel, ConsentPurpose, ConsentSource, EddSource
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

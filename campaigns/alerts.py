@@ -19,10 +19,10 @@ from sqlalchemy import CursorResult, case, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from campaigns import audit
-from campaigns.errors import NotFoundError, StateError
-from campaigns.keywords import Intent
-from campaigns.ports import EmailSender, OutgoingEmail, ProviderError
-from campaigns.replies import BOOK_AFTER_SAFETY, AlertSpec, Severity
+from campaigns.rules.errors import NotFoundError, StateError
+from campaigns.rules.keywords import Intent
+from campaigns.rules.ports import EmailSender, OutgoingEmail, ProviderError
+from campaigns.rules.replies import BOOK_AFTER_SAFETY, AlertSpec, Severity
 from campaigns.storage.db import Database
 from campaigns.storage.models import Alert, InboundMessage, Patient
 

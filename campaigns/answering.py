@@ -18,18 +18,19 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from campaigns import alerts, audit, reachability, reply_actions
-from campaigns.content import ContentRenderer
-from campaigns.keywords import (
+from campaigns.planner import Planner
+from campaigns.providers.twilio import ADVANCED_OPT_OUT
+from campaigns.reply_actions import ACTOR
+from campaigns.rules.content import ContentRenderer
+from campaigns.rules.keywords import (
     Classification,
     Intent,
     Match,
     Reader,
     classify,
 )
-from campaigns.links import LinkSigner
-from campaigns.planner import Planner
-from campaigns.providers.twilio import ADVANCED_OPT_OUT
-from campaigns.replies import (
+from campaigns.rules.links import LinkSigner
+from campaigns.rules.replies import (
     UNRECOGNISED,
     Action,
     AlertSpec,
@@ -40,14 +41,13 @@ from campaigns.replies import (
     decide,
     safety_replies,
 )
-from campaigns.reply_actions import ACTOR
+from campaigns.rules.window import zone
 from campaigns.storage.db import Database, insert_ignoring
 from campaigns.storage.models import (
     Alert,
     InboundMessage,
     Patient,
 )
-from campaigns.window import zone
 
 log = logging.getLogger(__name__)
 BIRTH_DATE_WAIT = timedelta(days=14)

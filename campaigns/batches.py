@@ -22,15 +22,15 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from campaigns import send_rules as rules
-from campaigns.clock import Clock
 from campaigns.grouping import GroupCommitter
-from campaigns.ports import OutgoingEmail, OutgoingSms
-from campaigns.send_rules import Facts, Outcome, Verdict
+from campaigns.rules import send_rules as rules
+from campaigns.rules.clock import Clock
+from campaigns.rules.ports import OutgoingEmail, OutgoingSms
+from campaigns.rules.send_rules import Facts, Outcome, Verdict
+from campaigns.rules.vocabulary import Channel
+from campaigns.rules.window import SendWindow
 from campaigns.storage import outbox
 from campaigns.storage.db import Database
-from campaigns.vocabulary import Channel
-from campaigns.window import SendWindow
 
 log = logging.getLogger(__name__)
 RECORD_TRIES = 3

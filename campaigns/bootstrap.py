@@ -7,32 +7,32 @@ from datetime import timedelta
 from functools import cached_property
 
 from campaigns.answering import Answerer
-from campaigns.catalog import Catalog
-from campaigns.clock import Clock, SystemClock
-from campaigns.content import Clinic, ContentRenderer, check_reply_fit, check_sms_fit
 from campaigns.delivery import DeliveryPolicy
 from campaigns.enrollments import Enrollments
-from campaigns.intake import IntakeRules
-from campaigns.keywords import Reader, load_reader
-from campaigns.links import LinkSigner
 from campaigns.passkeys import RelyingParty
 from campaigns.planner import Planner
-from campaigns.ports import EmailSender, SmsSender
 from campaigns.providers.fake import FakeEmailSender, FakeSmsSender
 from campaigns.providers.local import LocalEmailSender, LocalSmsSender
 from campaigns.providers.sendgrid import SendGridEmailSender
 from campaigns.providers.smtp import SmtpEmailSender
 from campaigns.providers.twilio import TwilioSmsSender
 from campaigns.ratelimit import RateLimiter, limiter
-from campaigns.replies import BIRTH_DATE, NOTED, UNKNOWN_SENDER, UNRECOGNISED
-from campaigns.secretbox import SecretBox
+from campaigns.rules.catalog import Catalog
+from campaigns.rules.clock import Clock, SystemClock
+from campaigns.rules.content import Clinic, ContentRenderer, check_reply_fit, check_sms_fit
+from campaigns.rules.intake import IntakeRules
+from campaigns.rules.keywords import Reader, load_reader
+from campaigns.rules.links import LinkSigner
+from campaigns.rules.ports import EmailSender, SmsSender
+from campaigns.rules.replies import BIRTH_DATE, NOTED, UNKNOWN_SENDER, UNRECOGNISED
+from campaigns.rules.secretbox import SecretBox
+from campaigns.rules.vocabulary import Channel
+from campaigns.rules.window import SendWindow
 from campaigns.sending import Deliverer
 from campaigns.settings import Settings
 from campaigns.sign_in_throttle import Limits, Throttle, throttle
 from campaigns.staff_accounts import TOTP_PURPOSE
 from campaigns.storage.db import Database, Timeouts
-from campaigns.vocabulary import Channel
-from campaigns.window import SendWindow
 
 #: Twilio waits 15 s for a webhook's answer: a lock or statement that takes longer than these
 #: fails, and the webhook answers from its fallback instead of timing out. Webhooks retry on a

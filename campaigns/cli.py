@@ -13,18 +13,19 @@ from zoneinfo import ZoneInfo
 
 import typer
 
-from campaigns import alerts, halts, keywords, queries
+from campaigns import alerts, halts, queries
 from campaigns.bootstrap import Services, build, clinic_from
-from campaigns.catalog import CatalogError
-from campaigns.content import ContentRenderer
 from campaigns.enrollments import Enrolled, Enrollments
-from campaigns.errors import InputError, NotFoundError, StateError
-from campaigns.intake import parse_date, parse_edd_source, parse_enrollment
-from campaigns.keywords import Classification, LexiconError, load_reader
-from campaigns.replies import Decision, Situation, decide
+from campaigns.rules import keywords
+from campaigns.rules.catalog import CatalogError
+from campaigns.rules.content import ContentRenderer
+from campaigns.rules.errors import InputError, NotFoundError, StateError
+from campaigns.rules.intake import parse_date, parse_edd_source, parse_enrollment
+from campaigns.rules.keywords import Classification, LexiconError, load_reader
+from campaigns.rules.replies import Decision, Situation, decide
+from campaigns.rules.vocabulary import ConsentSource
+from campaigns.rules.window import WindowError, zone
 from campaigns.settings import get_settings
-from campaigns.vocabulary import ConsentSource
-from campaigns.window import WindowError, zone
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -477,8 +478,8 @@ def send_test(
     email: Annotated[str, typer.Option("--email", help="Address to email.")] = "",
 ) -> None:
     """Send one test message through the configured provider and say what happened."""
-    from campaigns.contacts import normalise_email, normalise_phone
-    from campaigns.ports import OutgoingEmail, OutgoingSms, ProviderError
+    from campaigns.rules.contacts import normalise_email, normalise_phone
+    from campaigns.rules.ports import OutgoingEmail, OutgoingSms, ProviderError
 
     if bool(sms) == bool(email):
         fail("give exactly one of --sms or --email")
@@ -515,7 +516,7 @@ def send_test(
 @app.command("resume-channel")
 def resume_channel(channel: Annotated[str, typer.Argument(help="sms or email")]) -> None:
     """Let a halted channel send again, once its provider problem is fixed."""
-    from campaigns.vocabulary import Channel
+    from campaigns.rules.vocabulary import Channel
 
     try:
         chosen = Channel(channel)

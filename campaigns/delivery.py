@@ -26,12 +26,12 @@ from typing import Any, Protocol, cast
 from sqlalchemy import ColumnElement, CursorResult, and_, case, delete, func, select, update
 
 from campaigns import audit, halts
-from campaigns.clock import Clock
-from campaigns.errors import StateError
+from campaigns.rules.clock import Clock
+from campaigns.rules.errors import StateError
+from campaigns.rules.vocabulary import Channel, MessageStatus
 from campaigns.storage import outbox
 from campaigns.storage.db import Database, among
 from campaigns.storage.models import Enrollment, ScheduledMessage, SendLease
-from campaigns.vocabulary import Channel, MessageStatus
 
 log = logging.getLogger(__name__)
 SM = ScheduledMessage

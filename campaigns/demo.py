@@ -16,18 +16,18 @@ from sqlalchemy import select
 
 from campaigns import housekeeping, queries
 from campaigns.bootstrap import Services, build
-from campaigns.clock import MovableClock
-from campaigns.errors import StateError
-from campaigns.intake import parse_enrollment
-from campaigns.planning import PlannedSend
-from campaigns.pregnancy import date_at_gestation, edd_for, gestational_age
+from campaigns.rules.clock import MovableClock
+from campaigns.rules.errors import StateError
+from campaigns.rules.intake import parse_enrollment
+from campaigns.rules.planning import PlannedSend
+from campaigns.rules.pregnancy import date_at_gestation, edd_for, gestational_age
+from campaigns.rules.vocabulary import ConsentSource, EddSource, MessageStatus
+from campaigns.rules.window import zone
 from campaigns.runtime import InlineQueue, tick
 from campaigns.scheduling import extend_plans
 from campaigns.settings import Settings
 from campaigns.storage.migrate import upgrade
 from campaigns.storage.models import Enrollment, Patient, ScheduledMessage
-from campaigns.vocabulary import ConsentSource, EddSource, MessageStatus
-from campaigns.window import zone
 
 Echo = Callable[[str], None]
 ACTOR = "demo"
@@ -141,7 +141,8 @@ def seed_admin(services: Services) -> tuple[str, str | None]:
     """The demo admin (email, password), made with a random password if it is not there yet
     (the password is then returned, to be shown once; None when the account already exists).
     Never in production: real accounts are made with `campaigns users add`."""
-    from campaigns import passwords, staff_accounts
+    from campaigns import staff_accounts
+    from campaigns.rules import passwords
 
     if services.settings.environment == "production":
         raise StateError("no demo admin in production: use `campaigns users add`")

@@ -14,13 +14,21 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from campaigns import audit
-from campaigns.clock import Clock
-from campaigns.consent import WORDING_VERSION
-from campaigns.errors import InputError, StateError
-from campaigns.intake import EnrollmentRequest
 from campaigns.planner import Planner, SkipRecords, Stored, skip_records, split
-from campaigns.planning import PlanInput, PlannedSend
-from campaigns.pregnancy import EddError, check_edd, pregnancy_start
+from campaigns.rules.clock import Clock
+from campaigns.rules.consent import WORDING_VERSION
+from campaigns.rules.errors import InputError, StateError
+from campaigns.rules.intake import EnrollmentRequest
+from campaigns.rules.planning import PlanInput, PlannedSend
+from campaigns.rules.pregnancy import EddError, check_edd, pregnancy_start
+from campaigns.rules.vocabulary import (
+    Channel,
+    ConsentPurpose,
+    ConsentSource,
+    EddSource,
+    EnrollmentStatus,
+)
+from campaigns.rules.window import zone
 from campaigns.scheduling import reschedule
 from campaigns.storage import enrollment_rows as rows
 from campaigns.storage.bulk import reserve_ids
@@ -28,14 +36,6 @@ from campaigns.storage.db import Database
 from campaigns.storage.models import Enrollment, Patient
 from campaigns.storage.patients import active_enrollments, lock_enrollment
 from campaigns.storage.plans import cancel_live, write_plans
-from campaigns.vocabulary import (
-    Channel,
-    ConsentPurpose,
-    ConsentSource,
-    EddSource,
-    EnrollmentStatus,
-)
-from campaigns.window import zone
 
 LIVE = (EnrollmentStatus.ACTIVE.value, EnrollmentStatus.PAUSED.value)
 HELD = EnrollmentStatus.LOSS_HOLD.value

@@ -10,10 +10,10 @@ from datetime import datetime
 
 from campaigns import halts, reachability
 from campaigns.planner import Planner
-from campaigns.send_rules import Facts, Followup, Verdict
+from campaigns.rules.send_rules import Facts, Followup, Verdict
+from campaigns.rules.vocabulary import ConsentSource
 from campaigns.storage.db import Database
 from campaigns.storage.patients import lock_patient
-from campaigns.vocabulary import ConsentSource
 
 log = logging.getLogger(__name__)
 

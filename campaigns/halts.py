@@ -11,9 +11,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from campaigns import audit
+from campaigns.rules.vocabulary import Channel
 from campaigns.storage.db import Database, insert_if_absent
 from campaigns.storage.models import ChannelHalt
-from campaigns.vocabulary import Channel
 
 log = logging.getLogger(__name__)
 

@@ -12,13 +12,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import exists, select
 
 from campaigns import audit
-from campaigns.catalog import Catalog
 from campaigns.enrollments import pause
-from campaigns.pregnancy import MAX_GESTATION_DAYS, TERM_DAYS, is_overdue_unconfirmed
+from campaigns.rules.catalog import Catalog
+from campaigns.rules.pregnancy import MAX_GESTATION_DAYS, TERM_DAYS, is_overdue_unconfirmed
+from campaigns.rules.vocabulary import Anchor, EnrollmentStatus, MessageStatus
+from campaigns.rules.window import zone
 from campaigns.storage.db import Database
 from campaigns.storage.models import Enrollment, Patient, ScheduledMessage
-from campaigns.vocabulary import Anchor, EnrollmentStatus, MessageStatus
-from campaigns.window import zone
 
 SYSTEM = "system:housekeeping"
 _OPEN = (MessageStatus.PENDING.value, MessageStatus.CLAIMED.value, MessageStatus.SENDING.value)

@@ -15,10 +15,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from campaigns import alerts, enrollments
-from campaigns.errors import NotFoundError, StateError
-from campaigns.keywords import Intent
 from campaigns.planner import Planner
-from campaigns.planning import PlannedSend
+from campaigns.rules.errors import NotFoundError, StateError
+from campaigns.rules.keywords import Intent
+from campaigns.rules.planning import PlannedSend
 from campaigns.storage.db import Database
 from campaigns.storage.models import Alert, Patient
 from campaigns.storage.patients import lock_patient

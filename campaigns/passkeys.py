@@ -37,7 +37,7 @@ from webauthn.helpers.structs import (
 )
 
 from campaigns import audit
-from campaigns.errors import InputError
+from campaigns.rules.errors import InputError
 from campaigns.storage.db import Database
 from campaigns.storage.models import StaffPasskey, StaffUser
 

@@ -1,4 +1,4 @@
-"""The planner: the pure plan (campaigns.planning) for one enrollment, from the facts the
+"""The planner: the pure plan (campaigns.rules.planning) for one enrollment, from the facts the
 database holds, and what of it becomes outbox rows now (a rolling horizon).
 """
 
@@ -10,15 +10,15 @@ from datetime import date, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from campaigns.catalog import Catalog
-from campaigns.consent import usable_channels
-from campaigns.planning import PlanInput, PlannedSend, plan
+from campaigns.rules.catalog import Catalog
+from campaigns.rules.consent import usable_channels
+from campaigns.rules.planning import PlanInput, PlannedSend, plan
+from campaigns.rules.vocabulary import NOT_SENT_FINAL, Channel, MessageStatus
+from campaigns.rules.window import SendWindow, zone
 from campaigns.storage.bulk import iso
 from campaigns.storage.consents import consent_state, suppressed_channels
 from campaigns.storage.models import Enrollment, Patient
 from campaigns.storage.plans import sent_history, write_plans
-from campaigns.vocabulary import NOT_SENT_FINAL, Channel, MessageStatus
-from campaigns.window import SendWindow, zone
 
 
 @dataclass(frozen=True)

@@ -10,15 +10,17 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from campaigns.catalog import Campaign, Catalog
-from campaigns.consent import ConsentState
-from campaigns.contacts import mask_phone, normalise_phone
-from campaigns.content import ContentRenderer, Recipient
 from campaigns.delivery import NEEDS_REVIEW
-from campaigns.errors import InputError, NotFoundError
-from campaigns.intake import parse_date
 from campaigns.planner import Planner
-from campaigns.planning import PlanInput, PlannedSend, plan
+from campaigns.rules.catalog import Campaign, Catalog
+from campaigns.rules.consent import ConsentState
+from campaigns.rules.contacts import mask_phone, normalise_phone
+from campaigns.rules.content import ContentRenderer, Recipient
+from campaigns.rules.errors import InputError, NotFoundError
+from campaigns.rules.intake import parse_date
+from campaigns.rules.planning import PlanInput, PlannedSend, plan
+from campaigns.rules.vocabulary import Channel, EnrollmentStatus, MessageStatus
+from campaigns.rules.window import SendWindow, WindowError, zone
 from campaigns.storage.consents import state_of, suppressed_channels
 from campaigns.storage.models import (
     ConsentEvent,
@@ -27,8 +29,6 @@ from campaigns.storage.models import (
     Patient,
     ScheduledMessage,
 )
-from campaigns.vocabulary import Channel, EnrollmentStatus, MessageStatus
-from campaigns.window import SendWindow, WindowError, zone
 
 SM = ScheduledMessage
 

@@ -14,15 +14,15 @@ from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from campaigns import audit
-from campaigns.consent import WORDING_VERSION
-from campaigns.contacts import address_hash
 from campaigns.planner import Planner
+from campaigns.rules.consent import WORDING_VERSION
+from campaigns.rules.contacts import address_hash
+from campaigns.rules.vocabulary import Channel, ConsentPurpose, ConsentSource
 from campaigns.scheduling import reschedule
 from campaigns.storage.db import insert_if_absent
 from campaigns.storage.models import ConsentEvent, Patient, Suppression
 from campaigns.storage.patients import active_enrollments
 from campaigns.storage.plans import cancel_channel
-from campaigns.vocabulary import Channel, ConsentPurpose, ConsentSource
 
 
 def address_of(patient: Patient, channel: Channel) -> str | None:

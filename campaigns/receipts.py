@@ -24,10 +24,10 @@ from sqlalchemy.orm import Session
 from campaigns import halts, reachability
 from campaigns.planner import Planner
 from campaigns.providers.twilio import ErrorAction, error_action
+from campaigns.rules.vocabulary import Channel, ConsentSource, MessageStatus
+from campaigns.rules.window import SendWindow, zone
 from campaigns.storage.db import Database, insert_if_absent
 from campaigns.storage.models import Enrollment, Patient, ProviderEvent, ScheduledMessage
-from campaigns.vocabulary import Channel, ConsentSource, MessageStatus
-from campaigns.window import SendWindow, zone
 
 log = logging.getLogger(__name__)
 SM = ScheduledMessage

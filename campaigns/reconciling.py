@@ -30,7 +30,7 @@ from sqlalchemy import select, update
 
 from campaigns import alerts, audit
 from campaigns.delivery import NEEDS_REVIEW, DeliveryPolicy
-from campaigns.ports import (
+from campaigns.rules.ports import (
     Attempt,
     EmailSender,
     Lookup,
@@ -38,10 +38,10 @@ from campaigns.ports import (
     ProviderError,
     SmsSender,
 )
-from campaigns.replies import AlertSpec, Severity
+from campaigns.rules.replies import AlertSpec, Severity
+from campaigns.rules.vocabulary import Channel, MessageStatus
 from campaigns.storage.db import Database, among
 from campaigns.storage.models import Enrollment, Patient, ScheduledMessage
-from campaigns.vocabulary import Channel, MessageStatus
 
 log = logging.getLogger(__name__)
 SM = ScheduledMessage

@@ -10,11 +10,11 @@ from datetime import date, datetime, timedelta
 from sqlalchemy.orm import Session
 
 from campaigns import alerts, audit, enrollments, reachability
-from campaigns.keywords import Classification
 from campaigns.planner import Planner
-from campaigns.replies import Action, Decision, Inbound, Situation
+from campaigns.rules.keywords import Classification
+from campaigns.rules.replies import Action, Decision, Inbound, Situation
+from campaigns.rules.vocabulary import Channel, ConsentSource
 from campaigns.storage.models import Alert, Patient
-from campaigns.vocabulary import Channel, ConsentSource
 
 #: Who the audit trail says acted on a patient's text.
 ACTOR = "patient:sms"

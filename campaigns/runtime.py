@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from campaigns import delivery, upkeep
 from campaigns.bootstrap import Services
-from campaigns.vocabulary import Channel
+from campaigns.rules.vocabulary import Channel
 
 log = logging.getLogger(__name__)
 

@@ -11,12 +11,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from campaigns.planner import Planner
-from campaigns.planning import PlannedSend
+from campaigns.rules.planning import PlannedSend
+from campaigns.rules.vocabulary import EnrollmentStatus
 from campaigns.storage.db import Database
 from campaigns.storage.models import Enrollment, Patient
 from campaigns.storage.patients import lock_enrollment
 from campaigns.storage.plans import cancel_live
-from campaigns.vocabulary import EnrollmentStatus
 
 
 def reschedule(

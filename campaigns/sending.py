@@ -35,15 +35,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 
 from campaigns import followups
-from campaigns import send_rules as rules
 from campaigns.batches import Batch, BatchSteps, Job, LeaseKeeper, Recorder
-from campaigns.clock import Clock
-from campaigns.content import ContentRenderer, Recipient
 from campaigns.delivery import DeliveryPolicy
 from campaigns.grouping import GroupCommitter
-from campaigns.links import LinkSigner
 from campaigns.planner import Planner
-from campaigns.ports import (
+from campaigns.ratelimit import RateLimiter, Unlimited
+from campaigns.rules import send_rules as rules
+from campaigns.rules.clock import Clock
+from campaigns.rules.content import ContentRenderer, Recipient
+from campaigns.rules.links import LinkSigner
+from campaigns.rules.ports import (
     EmailSender,
     OutgoingEmail,
     OutgoingSms,
@@ -51,12 +52,11 @@ from campaigns.ports import (
     SendReceipt,
     SmsSender,
 )
-from campaigns.ratelimit import RateLimiter, Unlimited
-from campaigns.send_rules import Facts, Outcome, Verdict
+from campaigns.rules.send_rules import Facts, Outcome, Verdict
+from campaigns.rules.vocabulary import Channel
+from campaigns.rules.window import SendWindow
 from campaigns.storage import outbox
 from campaigns.storage.db import Database
-from campaigns.vocabulary import Channel
-from campaigns.window import SendWindow
 
 log = logging.getLogger(__name__)
 RECORD_TRIES = 3

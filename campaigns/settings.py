@@ -19,10 +19,10 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from campaigns.pregnancy import TrimesterConvention
-from campaigns.roles import Role, parse_role
+from campaigns.rules.pregnancy import TrimesterConvention
+from campaigns.rules.roles import Role, parse_role
+from campaigns.rules.window import SendWindow, WindowError, zone
 from campaigns.sandbox.credentials import TEST_ACCOUNT_SID, TEST_API_KEY, TEST_AUTH_TOKEN
-from campaigns.window import SendWindow, WindowError, zone
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEVELOPMENT_SECRET = "development-only-secret-do-not-use-in-production"  # noqa: S105 - refused in production

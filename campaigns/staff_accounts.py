@@ -15,10 +15,11 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from campaigns import audit, passwords, totp
-from campaigns.errors import InputError, NotFoundError, StateError
-from campaigns.roles import Role, parse_role
-from campaigns.secretbox import SealedSecretError, SecretBox
+from campaigns import audit
+from campaigns.rules import passwords, totp
+from campaigns.rules.errors import InputError, NotFoundError, StateError
+from campaigns.rules.roles import Role, parse_role
+from campaigns.rules.secretbox import SealedSecretError, SecretBox
 from campaigns.storage.db import Database
 from campaigns.storage.models import (
     StaffPasskey,
@@ -27,7 +28,7 @@ from campaigns.storage.models import (
     StaffUser,
 )
 
-#: The purpose TOTP secrets are sealed for (campaigns.secretbox).
+#: The purpose TOTP secrets are sealed for (campaigns.rules.secretbox).
 TOTP_PURPOSE = "staff-totp"
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 
-from campaigns.roles import Role
+from campaigns.rules.roles import Role
 from campaigns.settings import Settings
 from campaigns.staff_accounts import StaffMember, member
 from campaigns.storage.db import Database

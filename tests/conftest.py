@@ -17,8 +17,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from campaigns.bootstrap import Services, build
-from campaigns.clock import MovableClock
 from campaigns.providers.fake import FakeEmailSender, FakeSmsSender
+from campaigns.rules.clock import MovableClock
 from campaigns.settings import Settings
 from campaigns.storage.db import Database
 from campaigns.storage.migrate import upgrade

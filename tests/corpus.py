@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from campaigns.keywords import Reader, classify, load_reader
+from campaigns.rules.keywords import Reader, classify, load_reader
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"

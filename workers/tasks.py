@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 from campaigns import upkeep
 from campaigns.bootstrap import Services, build
+from campaigns.rules.vocabulary import Channel
 from campaigns.settings import get_settings
-from campaigns.vocabulary import Channel
 from workers.app import celery_app
 
 _services: Services | None = None

@@ -7,7 +7,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable
 
-from campaigns.ports import (
+from campaigns.rules.ports import (
     Attempt,
     Lookup,
     LookupVerdict,

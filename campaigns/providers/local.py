@@ -12,7 +12,7 @@ import threading
 import uuid
 from collections import OrderedDict
 
-from campaigns.ports import (
+from campaigns.rules.ports import (
     Attempt,
     Lookup,
     LookupVerdict,

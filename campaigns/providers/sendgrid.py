@@ -22,7 +22,7 @@ from typing import Any
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
-from campaigns.ports import (
+from campaigns.rules.ports import (
     Attempt,
     ConfigurationError,
     InvalidAddressError,

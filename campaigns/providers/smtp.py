@@ -13,7 +13,7 @@ import ssl
 from email.message import EmailMessage
 from email.utils import formataddr, make_msgid
 
-from campaigns.ports import (
+from campaigns.rules.ports import (
     Attempt,
     ConfigurationError,
     InvalidAddressError,

@@ -31,8 +31,9 @@ from urllib3.exceptions import (
     SSLError,
 )
 
-from campaigns.keywords import Intent
-from campaigns.ports import (
+from campaigns.providers.twilio_http import PooledTwilioHttpClient
+from campaigns.rules.keywords import Intent
+from campaigns.rules.ports import (
     Attempt,
     ConfigurationError,
     InvalidAddressError,
@@ -46,7 +47,6 @@ from campaigns.ports import (
     SendReceipt,
     UnknownOutcomeError,
 )
-from campaigns.providers.twilio_http import PooledTwilioHttpClient
 
 # MessageList is imported above, at start-up, not lazily on each thread's first send: that
 # import took hundreds of milliseconds between a rate-limit slot and its request.

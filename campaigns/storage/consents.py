@@ -8,11 +8,11 @@ from typing import Any
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
-from campaigns.consent import ConsentRecord, ConsentState, current
-from campaigns.contacts import address_hash
+from campaigns.rules.consent import ConsentRecord, ConsentState, current
+from campaigns.rules.contacts import address_hash
+from campaigns.rules.vocabulary import Channel, ConsentPurpose
 from campaigns.storage.db import among
 from campaigns.storage.models import ConsentEvent, Patient, Suppression
-from campaigns.vocabulary import Channel, ConsentPurpose
 
 
 def consent_state(session: Session, patient_id: int) -> ConsentState:

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from campaigns.intake import EnrollmentRequest
+from campaigns.rules.intake import EnrollmentRequest
 from campaigns.storage.bulk import NULL, copy_field, iso, text_or_null, write_rows
 from campaigns.storage.models import ConsentEvent, Enrollment, Patient
 

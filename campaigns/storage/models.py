@@ -21,14 +21,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from campaigns.storage.types import JsonText, StrEnumType, UTCDateTime, in_set
-from campaigns.vocabulary import (
+from campaigns.rules.vocabulary import (
     IN_FLIGHT,
     LIVE_ENROLLMENT,
     NOT_SENT_FINAL,
     EnrollmentStatus,
     MessageStatus,
 )
+from campaigns.storage.types import JsonText, StrEnumType, UTCDateTime, in_set
 
 Id = BigInteger().with_variant(Integer(), "sqlite")
 NAMING = {
@@ -366,7 +366,7 @@ class Alert(Base):
 
 class StaffUser(Base):
     """A person who signs in to the staff UI. No password or TOTP secret is stored in clear:
-    the password as an argon2id hash, the TOTP secret sealed (campaigns.secretbox)."""
+    the password as an argon2id hash, the TOTP secret sealed (campaigns.rules.secretbox)."""
 
     __tablename__ = "staff_users"
     __table_args__ = (Index("uq_staff_users_email", "email", unique=True),)

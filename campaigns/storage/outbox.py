@@ -38,13 +38,13 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.elements import ColumnElement
 
-from campaigns.contacts import address_hash
-from campaigns.send_rules import Facts, Verdict
+from campaigns.rules.contacts import address_hash
+from campaigns.rules.send_rules import Facts, Verdict
+from campaigns.rules.vocabulary import Channel, MessageStatus, StepKind
 from campaigns.storage.consents import consent_states, suppressions
 from campaigns.storage.db import among
 from campaigns.storage.models import Enrollment, Patient, ScheduledMessage, SendLease
 from campaigns.storage.types import UTCDateTime
-from campaigns.vocabulary import Channel, MessageStatus, StepKind
 
 SM = ScheduledMessage
 SENDING = MessageStatus.SENDING.value

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from campaigns.errors import NotFoundError
+from campaigns.rules.errors import NotFoundError
+from campaigns.rules.vocabulary import EnrollmentStatus
 from campaigns.storage.models import Enrollment, Patient
-from campaigns.vocabulary import EnrollmentStatus
 
 
 def lock_patient(session: Session, patient_id: int) -> Patient:

@@ -11,10 +11,10 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, CursorResult, and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from campaigns.planning import PlannedSend
+from campaigns.rules.planning import PlannedSend
+from campaigns.rules.vocabulary import CANCELLABLE, Channel, MessageStatus
 from campaigns.storage.bulk import NULL, copy_lines, is_postgres, iso, write_rows
 from campaigns.storage.models import Enrollment, ScheduledMessage
-from campaigns.vocabulary import CANCELLABLE, Channel, MessageStatus
 
 PLAN_COLUMNS = (
     "enrollment_id",

@@ -75,6 +75,6 @@ class StrEnumType(TypeDecorator[E], Generic[E]):
 
 def in_set(column: str, values: Iterable[StrEnum], *, negate: bool = False) -> TextClause:
     """A partial index's predicate from one of the vocabulary's sets, so each status word is
-    written once (campaigns.vocabulary)."""
+    written once (campaigns.rules.vocabulary)."""
     listed = ", ".join(sorted(f"'{v.value}'" for v in values))
     return text(f"{column} {'NOT IN' if negate else 'IN'} ({listed})")

@@ -15,10 +15,11 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from campaigns import passkeys, staff_accounts, staff_sessions, totp
+from campaigns import passkeys, staff_accounts, staff_sessions
 from campaigns.bootstrap import Services
-from campaigns.errors import InputError
 from campaigns.passkeys import PasskeyError
+from campaigns.rules import totp
+from campaigns.rules.errors import InputError
 from campaigns.staff_sessions import Current, Stage
 from campaigns.web.deps import ServicesDep
 from campaigns.web.guard import STAGE_PAGES, Forbidden, current

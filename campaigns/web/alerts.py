@@ -17,10 +17,10 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
 from campaigns import alerts, enrollments, loss_review
-from campaigns.errors import InputError, NotFoundError, StateError
-from campaigns.intake import parse_date
-from campaigns.keywords import Intent
-from campaigns.roles import Permission
+from campaigns.rules.errors import InputError, NotFoundError, StateError
+from campaigns.rules.intake import parse_date
+from campaigns.rules.keywords import Intent
+from campaigns.rules.roles import Permission
 from campaigns.storage.models import Enrollment
 from campaigns.storage.patients import active_enrollments
 from campaigns.web.deps import ServicesDep

@@ -20,7 +20,7 @@ from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
 from campaigns import staff_sessions
-from campaigns.roles import Permission, may
+from campaigns.rules.roles import Permission, may
 from campaigns.settings import Settings
 from campaigns.staff_sessions import Current, Stage
 from campaigns.web.deps import get_services

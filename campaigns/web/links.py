@@ -15,10 +15,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from campaigns import audit, queries, reachability
-from campaigns.links import ExpiredTokenError, TokenError
+from campaigns.rules.links import ExpiredTokenError, TokenError
+from campaigns.rules.vocabulary import Channel, ConsentSource
 from campaigns.storage.consents import consent_state, suppressed_channels
 from campaigns.storage.patients import lock_patient_if_any
-from campaigns.vocabulary import Channel, ConsentSource
 from campaigns.web.deps import ServicesDep
 from campaigns.web.pages import pages
 

@@ -9,10 +9,10 @@ from fastapi.responses import HTMLResponse, Response
 
 from campaigns import delivery, halts, queries
 from campaigns.bootstrap import Services
-from campaigns.errors import StateError
-from campaigns.roles import Permission
+from campaigns.rules.errors import StateError
+from campaigns.rules.roles import Permission
+from campaigns.rules.vocabulary import Channel
 from campaigns.staff_sessions import Current
-from campaigns.vocabulary import Channel
 from campaigns.web.deps import ServicesDep
 from campaigns.web.guard import StaffDep, requires, signed_in
 from campaigns.web.pages import back, render

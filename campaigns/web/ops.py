@@ -14,9 +14,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 
 from campaigns import alerts, halts, queries
-from campaigns.roles import Permission, may
+from campaigns.rules.roles import Permission, may
+from campaigns.rules.vocabulary import Channel
 from campaigns.staff_sessions import Stage
-from campaigns.vocabulary import Channel
 from campaigns.web.deps import ServicesDep, get_services
 from campaigns.web.guard import SignInRequired, current
 

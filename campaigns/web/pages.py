@@ -16,7 +16,7 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
 
 from campaigns import staff_sessions
-from campaigns.roles import Permission, may
+from campaigns.rules.roles import Permission, may
 from campaigns.staff_sessions import Current
 from campaigns.web.deps import get_services
 

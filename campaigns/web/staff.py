@@ -18,23 +18,23 @@ from sqlalchemy.orm import Session
 
 from campaigns import alerts, audit, enrollments, queries
 from campaigns.bootstrap import Services
-from campaigns.content import Recipient
 from campaigns.enrollments import Enrollments
-from campaigns.errors import InputError, NotFoundError, StateError
-from campaigns.intake import parse_date, parse_edd_source, parse_enrollment
-from campaigns.pregnancy import gestational_age, trimester_label
-from campaigns.roles import Permission, may
+from campaigns.rules.content import Recipient
+from campaigns.rules.errors import InputError, NotFoundError, StateError
+from campaigns.rules.intake import parse_date, parse_edd_source, parse_enrollment
+from campaigns.rules.pregnancy import gestational_age, trimester_label
+from campaigns.rules.roles import Permission, may
+from campaigns.rules.vocabulary import Channel, ConsentSource, EddSource, MessageStatus
+from campaigns.rules.window import zone
 from campaigns.staff_sessions import Current
 from campaigns.storage.models import (
     Enrollment,
     Patient,
     ScheduledMessage,
 )
-from campaigns.vocabulary import Channel, ConsentSource, EddSource, MessageStatus
 from campaigns.web.deps import ServicesDep
 from campaigns.web.guard import StaffDep, requires, signed_in
 from campaigns.web.pages import back, render
-from campaigns.window import zone
 
 router = APIRouter(prefix="/staff", include_in_schema=False, dependencies=[Depends(signed_in)])
 

@@ -13,8 +13,8 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 
 from campaigns import staff_accounts
-from campaigns.errors import InputError, NotFoundError, StateError
-from campaigns.roles import Permission, Role
+from campaigns.rules.errors import InputError, NotFoundError, StateError
+from campaigns.rules.roles import Permission, Role
 from campaigns.web.deps import ServicesDep
 from campaigns.web.guard import StaffDep, requires, signed_in
 from campaigns.web.pages import back, render

@@ -21,7 +21,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 
 from campaigns import receipts
 from campaigns.providers.twilio import ADVANCED_OPT_OUT
-from campaigns.replies import Inbound
+from campaigns.rules.replies import Inbound
 from campaigns.web.deps import ServicesDep, get_services
 
 log = logging.getLogger(__name__)

@@ -22,16 +22,16 @@ import pytest
 from jinja2.exceptions import UndefinedError
 
 from campaigns.bootstrap import clinic_from
-from campaigns.catalog import CAMPAIGN_FILE, DEFAULT_LANGUAGE, Catalog, Step, template_names
-from campaigns.content import (
+from campaigns.rules.catalog import CAMPAIGN_FILE, DEFAULT_LANGUAGE, Catalog, Step, template_names
+from campaigns.rules.content import (
     ContentRenderer,
     Recipient,
     RenderedEmail,
     RenderedSms,
     sms_encoding,
 )
+from campaigns.rules.vocabulary import Channel, StepKind
 from campaigns.settings import Settings
-from campaigns.vocabulary import Channel, StepKind
 
 SETTINGS = Settings()
 TEMPLATES_DIR = SETTINGS.templates_dir

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from campaigns.ports import (
+from campaigns.rules.ports import (
     Attempt,
     LookupVerdict,
     OutgoingEmail,

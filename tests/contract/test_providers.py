@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 from campaigns.bootstrap import email_sender, sms_sender
-from campaigns.ports import (
+from campaigns.providers.fake import FakeEmailSender, FakeSmsSender
+from campaigns.providers.local import LocalEmailSender, LocalSmsSender
+from campaigns.rules.ports import (
     Attempt,
     EmailSender,
     InvalidAddressError,
@@ -24,8 +26,6 @@ from campaigns.ports import (
     SendReceipt,
     SmsSender,
 )
-from campaigns.providers.fake import FakeEmailSender, FakeSmsSender
-from campaigns.providers.local import LocalEmailSender, LocalSmsSender
 from tests.conftest import make_settings
 from tests.providers.conftest import (  # noqa: F401 - fixtures the real providers need
     sendgrid_sandbox,

@@ -44,7 +44,8 @@ from twilio.request_validator import RequestValidator
 
 from campaigns import enrollments, staff_accounts
 from campaigns.bootstrap import build
-from campaigns.intake import EnrollmentRequest
+from campaigns.rules.intake import EnrollmentRequest
+from campaigns.rules.vocabulary import Channel, ConsentPurpose, ConsentSource, EddSource
 from campaigns.sandbox.credentials import TEST_ACCOUNT_SID, TEST_API_KEY, TEST_AUTH_TOKEN
 from campaigns.sandbox.sendgrid_server import TEST_PUBLIC_KEY, SendGridSandbox
 from campaigns.sandbox.twilio_server import TwilioSandbox
@@ -52,7 +53,6 @@ from campaigns.settings import Settings
 from campaigns.storage.db import Database
 from campaigns.storage.migrate import upgrade
 from campaigns.storage.models import AuditEvent, Enrollment, ScheduledMessage
-from campaigns.vocabulary import Channel, ConsentPurpose, ConsentSource, EddSource
 from tests.integration.processes import (
     BIN,
     ROOT,

@@ -9,11 +9,11 @@ from sqlalchemy import select
 
 from campaigns import enrollments
 from campaigns.bootstrap import Services
-from campaigns.intake import parse_enrollment
-from campaigns.pregnancy import edd_for
 from campaigns.providers.fake import FakeEmailSender, FakeSmsSender
+from campaigns.rules.intake import parse_enrollment
+from campaigns.rules.pregnancy import edd_for
+from campaigns.rules.vocabulary import ConsentSource
 from campaigns.storage.models import Enrollment, Patient, ScheduledMessage
-from campaigns.vocabulary import ConsentSource
 
 _counter = iter(range(100, 10_000))
 

@@ -20,7 +20,7 @@ from sqlalchemy import select, text
 from twilio.request_validator import RequestValidator
 
 from campaigns.bootstrap import build
-from campaigns.clock import MovableClock
+from campaigns.rules.clock import MovableClock
 from campaigns.storage.db import Database
 from campaigns.storage.models import Alert
 from campaigns.web.app import create_app

@@ -15,10 +15,10 @@ import pytest
 
 from campaigns import halts
 from campaigns.alerts import raise_alert
-from campaigns.pregnancy import edd_for
-from campaigns.replies import AlertSpec, Severity
+from campaigns.rules.pregnancy import edd_for
+from campaigns.rules.replies import AlertSpec, Severity
+from campaigns.rules.vocabulary import Channel
 from campaigns.storage.db import Database
-from campaigns.vocabulary import Channel
 from tests.conftest import REDIS_URL
 from tests.integration.processes import (
     ROOT,

@@ -11,9 +11,10 @@ from sqlalchemy import CursorResult, event, select, update
 
 from campaigns import delivery, halts
 from campaigns.bootstrap import Services
-from campaigns.clock import MovableClock
-from campaigns.contacts import address_hash
-from campaigns.ports import (
+from campaigns.providers.fake import FakeEmailSender, FakeSmsSender
+from campaigns.rules.clock import MovableClock
+from campaigns.rules.contacts import address_hash
+from campaigns.rules.ports import (
     ConfigurationError,
     InvalidAddressError,
     OptedOutError,
@@ -22,7 +23,7 @@ from campaigns.ports import (
     RetryableError,
     UnknownOutcomeError,
 )
-from campaigns.providers.fake import FakeEmailSender, FakeSmsSender
+from campaigns.rules.vocabulary import Channel
 from campaigns.sending import Outcome
 from campaigns.storage.models import (
     ConsentEvent,
@@ -31,7 +32,6 @@ from campaigns.storage.models import (
     ScheduledMessage,
     Suppression,
 )
-from campaigns.vocabulary import Channel
 from tests.integration.helpers import enroll, enroll_with, rows
 
 SM = ScheduledMessage

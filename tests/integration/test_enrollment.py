@@ -11,10 +11,10 @@ from sqlalchemy import func, select
 
 from campaigns import enrollments
 from campaigns.bootstrap import Services
-from campaigns.errors import InputError
-from campaigns.intake import parse_enrollment
+from campaigns.rules.errors import InputError
+from campaigns.rules.intake import parse_enrollment
+from campaigns.rules.vocabulary import ConsentSource
 from campaigns.storage.models import AuditEvent, ConsentEvent, Enrollment, Patient, ScheduledMessage
-from campaigns.vocabulary import ConsentSource
 from tests.integration.helpers import edd_at, enroll, enroll_with, rows
 from tests.integration.processes import ROOT
 

@@ -9,7 +9,7 @@ import pytest
 
 from campaigns import enrollments
 from campaigns.bootstrap import Services
-from campaigns.clock import MovableClock
+from campaigns.rules.clock import MovableClock
 from campaigns.runtime import InlineQueue, tick
 from campaigns.scheduling import extend_plans
 from tests.integration.helpers import enroll, enrollment, fake_sms, rows

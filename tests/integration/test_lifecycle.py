@@ -9,12 +9,12 @@ from sqlalchemy import select
 
 from campaigns import enrollments, housekeeping
 from campaigns.bootstrap import Services
-from campaigns.clock import MovableClock
-from campaigns.errors import InputError, StateError
+from campaigns.rules.clock import MovableClock
+from campaigns.rules.errors import InputError, StateError
+from campaigns.rules.vocabulary import EddSource
 from campaigns.runtime import InlineQueue, tick
 from campaigns.scheduling import extend_plans
 from campaigns.storage.models import AuditEvent
-from campaigns.vocabulary import EddSource
 from tests.integration.helpers import enroll, enrollment, rows
 
 

@@ -18,10 +18,10 @@ from sqlalchemy import select
 
 from campaigns import loss_review
 from campaigns.bootstrap import Services
-from campaigns.clock import MovableClock
 from campaigns.delivery import claim_due
-from campaigns.errors import StateError
-from campaigns.replies import Inbound
+from campaigns.rules.clock import MovableClock
+from campaigns.rules.errors import StateError
+from campaigns.rules.replies import Inbound
 from campaigns.storage.models import Alert
 from tests.integration.helpers import enroll, enrollment, phone_of, rows
 from tests.integration.test_races import all_due_now, audit_detail

@@ -15,13 +15,13 @@ import redis
 
 from campaigns import enrollments
 from campaigns.bootstrap import Services, build
-from campaigns.intake import parse_enrollment
+from campaigns.rules.intake import parse_enrollment
+from campaigns.rules.vocabulary import ConsentSource
 from campaigns.sandbox.credentials import TEST_ACCOUNT_SID, TEST_API_KEY, TEST_AUTH_TOKEN
 from campaigns.sandbox.sendgrid_server import TEST_PUBLIC_KEY, SendGridSandbox
 from campaigns.sandbox.twilio_server import TwilioSandbox
 from campaigns.settings import Settings
 from campaigns.storage.db import Database
-from campaigns.vocabulary import ConsentSource
 from tests.conftest import REDIS_URL, _empty
 from tests.integration.helpers import edd_at, rows
 from tests.integration.processes import (

@@ -20,12 +20,12 @@ from sqlalchemy import select, update
 
 from campaigns import enrollments
 from campaigns.bootstrap import Services
-from campaigns.clock import MovableClock
 from campaigns.delivery import claim_due
 from campaigns.ratelimit import LocalRateLimiter
+from campaigns.rules.clock import MovableClock
+from campaigns.rules.vocabulary import Channel
 from campaigns.sending import Outcome
 from campaigns.storage.models import AuditEvent, ScheduledMessage
-from campaigns.vocabulary import Channel
 from tests.integration.helpers import enroll, fake_sms, phone_of, rows
 from tests.integration.watching import BlockingSms, HeldLimiter, WatchingSms
 

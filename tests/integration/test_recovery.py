@@ -17,20 +17,20 @@ from sqlalchemy import CursorResult, create_engine, func, select, text, update
 
 from campaigns import delivery, reconciling
 from campaigns.bootstrap import Services
-from campaigns.clock import MovableClock
-from campaigns.errors import StateError
-from campaigns.ports import (
+from campaigns.providers.fake import FakeSmsSender
+from campaigns.rules.clock import MovableClock
+from campaigns.rules.errors import StateError
+from campaigns.rules.ports import (
     OutgoingSms,
     PermanentError,
     RetryableError,
     SendReceipt,
     UnknownOutcomeError,
 )
-from campaigns.providers.fake import FakeSmsSender
-from campaigns.send_rules import Outcome, Verdict
+from campaigns.rules.send_rules import Outcome, Verdict
+from campaigns.rules.vocabulary import Channel, MessageStatus
 from campaigns.storage import outbox
 from campaigns.storage.models import Alert, AuditEvent, ScheduledMessage, SendLease
-from campaigns.vocabulary import Channel, MessageStatus
 from tests.integration.helpers import enroll, fake_sms
 
 SM = ScheduledMessage

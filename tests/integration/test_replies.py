@@ -17,8 +17,8 @@ from twilio.request_validator import RequestValidator
 
 from campaigns import runtime
 from campaigns.bootstrap import Services
-from campaigns.clock import MovableClock
-from campaigns.ports import RetryableError
+from campaigns.rules.clock import MovableClock
+from campaigns.rules.ports import RetryableError
 from campaigns.storage.models import (
     Alert,
     AuditEvent,

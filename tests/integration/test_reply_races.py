@@ -19,12 +19,12 @@ from sqlalchemy import update
 
 from campaigns.answering import Answer
 from campaigns.bootstrap import Services
-from campaigns.clock import MovableClock
 from campaigns.delivery import claim_due
 from campaigns.ratelimit import LocalRateLimiter
-from campaigns.replies import Inbound
+from campaigns.rules.clock import MovableClock
+from campaigns.rules.replies import Inbound
+from campaigns.rules.vocabulary import Channel
 from campaigns.storage.models import ScheduledMessage
-from campaigns.vocabulary import Channel
 from tests.integration.helpers import enroll, phone_of, rows
 from tests.integration.test_races import audit_detail
 from tests.integration.watching import BlockingSms, WatchingSms

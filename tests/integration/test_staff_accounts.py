@@ -20,11 +20,11 @@ from sqlalchemy import select
 
 from campaigns import halts, staff_accounts
 from campaigns.bootstrap import Services
-from campaigns.errors import InputError, NotFoundError, StateError
+from campaigns.rules.errors import InputError, NotFoundError, StateError
+from campaigns.rules.vocabulary import Channel, MessageStatus
 from campaigns.sign_in_throttle import Limits, RedisCounter, Throttle
 from campaigns.storage.db import Database
 from campaigns.storage.models import AuditEvent, ScheduledMessage, StaffUser
-from campaigns.vocabulary import Channel, MessageStatus
 from campaigns.web.app import create_app
 from tests.conftest import REDIS_URL
 from tests.integration.helpers import enroll, rows

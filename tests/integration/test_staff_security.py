@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from campaigns import staff_accounts
 from campaigns.bootstrap import Services, build
-from campaigns.clock import MovableClock
+from campaigns.rules.clock import MovableClock
 from campaigns.storage.models import AuditEvent, StaffSession
 from campaigns.web.app import create_app
 from tests.conftest import make_settings

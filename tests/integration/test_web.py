@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 
 from campaigns import halts
 from campaigns.bootstrap import Services
+from campaigns.rules.vocabulary import Channel
 from campaigns.runtime import InlineQueue, tick
-from campaigns.vocabulary import Channel
 from campaigns.web.app import create_app
 from tests.integration.helpers import edd_at, enroll, enrollment, rows
 from tests.integration.staff import StaffClient, sign_in

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, select
 
-from campaigns.ports import (
+from campaigns.rules.ports import (
     Attempt,
     Lookup,
     LookupVerdict,

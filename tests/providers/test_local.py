@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from campaigns.ports import Attempt, LookupVerdict, OutgoingEmail, OutgoingSms
 from campaigns.providers.local import LocalEmailSender, LocalSmsSender, _Issued
+from campaigns.rules.ports import Attempt, LookupVerdict, OutgoingEmail, OutgoingSms
 
 
 def attempt(message_id: int) -> Attempt:

@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from campaigns.ports import (
+from campaigns.providers.twilio import TwilioSmsSender
+from campaigns.rules.ports import (
     Attempt,
     LookupVerdict,
     OutgoingEmail,
@@ -29,7 +30,6 @@ from campaigns.ports import (
     SendReceipt,
     UnknownOutcomeError,
 )
-from campaigns.providers.twilio import TwilioSmsSender
 from campaigns.sandbox.common import SandboxServer
 from campaigns.sandbox.credentials import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
 from campaigns.sandbox.sendgrid_server import SendGridHandler, SendGridSandbox

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from campaigns.ports import (
+from campaigns.providers.sendgrid import activity_query
+from campaigns.rules.ports import (
     Attempt,
     ConfigurationError,
     InvalidAddressError,
@@ -24,7 +25,6 @@ from campaigns.ports import (
     RetryableError,
     UnknownOutcomeError,
 )
-from campaigns.providers.sendgrid import activity_query
 from campaigns.sandbox.credentials import TEST_API_KEY
 from campaigns.sandbox.sendgrid_server import SendGridSandbox
 from tests.providers.conftest import closed_port, sendgrid_sender, set_fault

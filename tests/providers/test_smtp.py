@@ -20,13 +20,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from campaigns.ports import (
+from campaigns.providers.smtp import SmtpEmailSender
+from campaigns.rules.ports import (
     ConfigurationError,
     InvalidAddressError,
     OutgoingEmail,
     RetryableError,
 )
-from campaigns.providers.smtp import SmtpEmailSender
 
 USER, PASSWORD = "clinic", "s3cret-pass"
 

@@ -11,7 +11,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from twilio.base.exceptions import TwilioRestException
 
-from campaigns.ports import (
+from campaigns.providers import twilio as twilio_provider
+from campaigns.providers.twilio import TWILIO_ERRORS, ErrorAction, error_action
+from campaigns.rules.ports import (
     Attempt,
     ConfigurationError,
     InvalidAddressError,
@@ -22,8 +24,6 @@ from campaigns.ports import (
     RetryableError,
     UnknownOutcomeError,
 )
-from campaigns.providers import twilio as twilio_provider
-from campaigns.providers.twilio import TWILIO_ERRORS, ErrorAction, error_action
 from campaigns.sandbox.twilio_server import TwilioSandbox
 from tests.providers.conftest import closed_port, set_fault, twilio_sender
 

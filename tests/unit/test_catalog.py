@@ -1,5 +1,6 @@
-"""Campaign definitions (campaigns.catalog): the real catalog loads, and a broken definition stops
-loading with an error that names the file, the step (key and index) and the field.
+"""Campaign definitions (campaigns.rules.catalog): the real catalog loads, and a broken
+definition stops loading with an error that names the file, the step (key and index) and the
+field.
 
 Each broken definition is a copy of templates/leg-cramps (plus _layouts) in tmp_path with one
 change made to its campaign.yaml or its template files.
@@ -15,9 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
-from campaigns.catalog import CAMPAIGN_FILE, Catalog, CatalogError, template_names
+from campaigns.rules.catalog import CAMPAIGN_FILE, Catalog, CatalogError, template_names
+from campaigns.rules.vocabulary import StepKind
 from campaigns.settings import Settings
-from campaigns.vocabulary import StepKind
 
 REAL_TEMPLATES = Settings().templates_dir
 CAMPAIGN = "leg-cramps"

@@ -1,4 +1,4 @@
-"""The SMS segment estimator and the template fingerprint in campaigns.content.
+"""The SMS segment estimator and the template fingerprint in campaigns.rules.content.
 
 sms_encoding must give the same answer as every row of the verified table in docs/providers.md
 ("SMS encoding and segments": GSM-7 160/153, UCS-2 70/67, extension characters cost 2, a
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from campaigns.bootstrap import clinic_from
-from campaigns.content import ContentRenderer, Recipient, SmsEncoding, sms_encoding
+from campaigns.rules.content import ContentRenderer, Recipient, SmsEncoding, sms_encoding
 from campaigns.settings import Settings
 
 GSM, UCS2 = "GSM-7", "UCS-2"
@@ -162,7 +162,7 @@ def test_template_ref_changes_when_a_file_is_edited_in_place(tmp_path: Path) -> 
 
 def test_the_service_refuses_to_start_when_the_clinic_name_makes_a_text_too_long() -> None:
     from campaigns.bootstrap import build
-    from campaigns.catalog import CatalogError
+    from campaigns.rules.catalog import CatalogError
     from campaigns.settings import Settings
 
     with pytest.raises(CatalogError, match=r"leg-cramps/easing-a-cramp \(plain\): 16\d GSM-7"):

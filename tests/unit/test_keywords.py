@@ -9,7 +9,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from campaigns.keywords import (
+from campaigns.rules.keywords import (
     SAFETY_INTENTS,
     TIERS,
     Intent,

@@ -7,11 +7,11 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from campaigns.catalog import Campaign
-from campaigns.planning import CATCH_UP, PlanInput, PlannedSend, SkipReason, plan
-from campaigns.pregnancy import date_at_gestation, edd_for
-from campaigns.vocabulary import Channel, MessageStatus
-from campaigns.window import SendWindow, zone
+from campaigns.rules.catalog import Campaign
+from campaigns.rules.planning import CATCH_UP, PlanInput, PlannedSend, SkipReason, plan
+from campaigns.rules.pregnancy import date_at_gestation, edd_for
+from campaigns.rules.vocabulary import Channel, MessageStatus
+from campaigns.rules.window import SendWindow, zone
 
 ROOT = Path(__file__).resolve().parents[2]
 CAMPAIGN = Campaign.model_validate(

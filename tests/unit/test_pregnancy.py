@@ -2,7 +2,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from campaigns.pregnancy import (
+from campaigns.rules.pregnancy import (
     EddError,
     GestationalAge,
     TrimesterConvention,

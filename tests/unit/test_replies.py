@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from campaigns.answering import with_provider_keyword
-from campaigns.keywords import Intent, classify, load_reader
-from campaigns.links import ExpiredTokenError, LinkSigner, TokenError
-from campaigns.replies import Action, Severity, Situation, birth_date_in, decide
+from campaigns.rules.keywords import Intent, classify, load_reader
+from campaigns.rules.links import ExpiredTokenError, LinkSigner, TokenError
+from campaigns.rules.replies import Action, Severity, Situation, birth_date_in, decide
 
 ROOT = Path(__file__).resolve().parents[2]
 LEXICON = load_reader(ROOT / "templates" / "_keywords")

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from campaigns import send_rules as rules
-from campaigns.consent import ConsentState
-from campaigns.ports import (
+from campaigns.rules import send_rules as rules
+from campaigns.rules.consent import ConsentState
+from campaigns.rules.ports import (
     ConfigurationError,
     InvalidAddressError,
     OptedOutError,
@@ -19,9 +19,9 @@ from campaigns.ports import (
     SendReceipt,
     UnknownOutcomeError,
 )
-from campaigns.send_rules import Followup, Outcome
-from campaigns.vocabulary import Channel, MessageStatus, StepKind
-from campaigns.window import SendWindow
+from campaigns.rules.send_rules import Followup, Outcome
+from campaigns.rules.vocabulary import Channel, MessageStatus, StepKind
+from campaigns.rules.window import SendWindow
 
 WINDOW = SendWindow.parse("Mon-Sat 09:00-20:00", "GB-ENG")
 MONDAY = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # GMT: inside the window

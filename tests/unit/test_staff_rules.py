@@ -11,11 +11,11 @@ import pyotp
 import pytest
 from argon2 import PasswordHasher
 
-from campaigns import passwords, totp
-from campaigns.errors import InputError
-from campaigns.roles import GRANTS, Permission, Role, may, parse_role
+from campaigns.rules import passwords, totp
+from campaigns.rules.errors import InputError
+from campaigns.rules.roles import GRANTS, Permission, Role, may, parse_role
+from campaigns.rules.secretbox import SealedSecretError, SecretBox
 from campaigns.sandbox.credentials import TEST_AUTH_TOKEN
-from campaigns.secretbox import SealedSecretError, SecretBox
 from campaigns.settings import Settings, estimated_bits
 from campaigns.sign_in_throttle import Limits, Throttle, account_key, address_key
 from campaigns.staff_sessions import Stage, next_stage

@@ -3,7 +3,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from campaigns.window import HolidayCalendar, SendWindow, WindowError, local_to_utc, zone
+from campaigns.rules.window import HolidayCalendar, SendWindow, WindowError, local_to_utc, zone
 
 LONDON = zone("Europe/London")
 NEW_YORK = zone("America/New_York")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from campaigns.vocabulary import MARKETING_PURPOSE, Channel, ConsentPurpose, StepKind
+from campaigns.rules.vocabulary import MARKETING_PURPOSE, Channel, ConsentPurpose, StepKind
 
 #: The wording shown when consent is taken; bump it whenever the words change.
 WORDING_VERSION = "santi-2026-11-v1"

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from campaigns.consent import ConsentState
-from campaigns.ports import (
+from campaigns.rules.consent import ConsentState
+from campaigns.rules.ports import (
     ConfigurationError,
     InvalidAddressError,
     OptedOutError,
@@ -25,8 +25,8 @@ from campaigns.ports import (
     SendReceipt,
     UnknownOutcomeError,
 )
-from campaigns.vocabulary import Channel, EnrollmentStatus, MessageStatus, StepKind
-from campaigns.window import SendWindow, zone
+from campaigns.rules.vocabulary import Channel, EnrollmentStatus, MessageStatus, StepKind
+from campaigns.rules.window import SendWindow, zone
 
 #: A halted channel's messages wait this long before they are offered to it again.
 HALT_RETRY = timedelta(minutes=5)

@@ -10,12 +10,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from campaigns.catalog import Catalog
-from campaigns.contacts import check_language, check_timezone, normalise_email, normalise_phone
-from campaigns.errors import InputError
-from campaigns.pregnancy import EddError, check_edd
-from campaigns.vocabulary import Channel, ConsentPurpose, EddSource
-from campaigns.window import zone
+from campaigns.rules.catalog import Catalog
+from campaigns.rules.contacts import (
+    check_language,
+    check_timezone,
+    normalise_email,
+    normalise_phone,
+)
+from campaigns.rules.errors import InputError
+from campaigns.rules.pregnancy import EddError, check_edd
+from campaigns.rules.vocabulary import Channel, ConsentPurpose, EddSource
+from campaigns.rules.window import zone
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,10 @@ from datetime import date, datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
-from campaigns.catalog import Campaign, Step
-from campaigns.pregnancy import pregnancy_start
-from campaigns.vocabulary import Anchor, Channel, MessageStatus, StepKind
-from campaigns.window import SendWindow, local_to_utc, zone
+from campaigns.rules.catalog import Campaign, Step
+from campaigns.rules.pregnancy import pregnancy_start
+from campaigns.rules.vocabulary import Anchor, Channel, MessageStatus, StepKind
+from campaigns.rules.window import SendWindow, local_to_utc, zone
 
 
 class SkipReason(StrEnum):

@@ -16,8 +16,8 @@ from typing import Any
 from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
 
-from campaigns.catalog import DEFAULT_LANGUAGE, Campaign, CatalogError
-from campaigns.vocabulary import Channel
+from campaigns.rules.catalog import DEFAULT_LANGUAGE, Campaign, CatalogError
+from campaigns.rules.vocabulary import Channel
 
 GSM7_BASIC = frozenset(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"

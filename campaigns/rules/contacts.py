@@ -12,8 +12,8 @@ import re
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
-from campaigns.errors import InputError
-from campaigns.window import WindowError, zone
+from campaigns.rules.errors import InputError
+from campaigns.rules.window import WindowError, zone
 
 _MOBILE_TYPES = {
     phonenumbers.PhoneNumberType.MOBILE,

@@ -18,7 +18,7 @@ class OutgoingSms:
     to: str  # E.164
     body: str
     #: Not to be delivered after this: the message's expiry or the send window's close
-    #: (campaigns.send_rules.deliver_by), whichever is first.
+    #: (campaigns.rules.send_rules.deliver_by), whichever is first.
     expires_at: datetime | None = None
 
 

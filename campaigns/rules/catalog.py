@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from campaigns.vocabulary import Anchor, Channel, StepKind
+from campaigns.rules.vocabulary import Anchor, Channel, StepKind
 
 CAMPAIGN_FILE = "campaign.yaml"
 DEFAULT_LANGUAGE = "en"

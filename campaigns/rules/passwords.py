@@ -16,11 +16,11 @@ from pathlib import Path
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from campaigns.errors import InputError
+from campaigns.rules.errors import InputError
 
 MIN_LENGTH = 10
 MAX_LENGTH = 256  # argon2 takes any length; a bound keeps a huge form field cheap to refuse
-COMMON = Path(__file__).resolve().parent / "data" / "common-passwords.txt.gz"
+COMMON = Path(__file__).resolve().parents[1] / "data" / "common-passwords.txt.gz"
 #: One-time passwords: no look-alike characters, read over the phone or from a terminal.
 _ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
 
-from campaigns.keywords import SAFETY_INTENTS, Classification, Intent, Tier
+from campaigns.rules.keywords import SAFETY_INTENTS, Classification, Intent, Tier
 
 UNKNOWN_SENDER = "unknown_sender"
 UNRECOGNISED = "unrecognised"
