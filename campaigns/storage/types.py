@@ -1,4 +1,5 @@
-"""Column types that keep every timestamp timezone-aware and in UTC, on SQLite too."""
+"""Column types: every timestamp timezone-aware and in UTC (on SQLite too), and vocabulary
+words (statuses) stored as text and read back as their enums."""
 
 from __future__ import annotations
 
