@@ -18,7 +18,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, case, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from campaigns import audit
+from campaigns import audit, metrics
 from campaigns.rules.errors import NotFoundError, StateError
 from campaigns.rules.keywords import Intent
 from campaigns.rules.ports import EmailSender, OutgoingEmail, ProviderError
@@ -71,6 +71,7 @@ def raise_alert(
         severity=spec.severity.value,
         kind=spec.kind,
     )
+    metrics.ALERTS_RAISED.labels(spec.severity.value).inc()
     return alert_id
 
 
@@ -117,6 +118,9 @@ def mark_acknowledged(
     if alert.acknowledged_at is not None:
         raise StateError(f"alert {alert.id} was already acknowledged by {alert.acknowledged_by}")
     alert.acknowledged_at, alert.acknowledged_by = now, actor
+    metrics.ALERT_ACK_SECONDS.labels(str(alert.severity)).observe(
+        max(0.0, (now - alert.created_at).total_seconds())
+    )
     audit.record(
         session,
         now,
@@ -133,6 +137,8 @@ def mark_acknowledged(
 class OpenCounts:
     by_severity: dict[str, int]
     oldest: datetime | None
+    #: The oldest unacknowledged alert of each severity (None: none open).
+    oldest_by_severity: dict[str, datetime | None]
 
 
 def open_counts(session: Session) -> OpenCounts:
@@ -142,12 +148,12 @@ def open_counts(session: Session) -> OpenCounts:
         .group_by(Alert.severity)
     ).all()
     counts = {severity.value: 0 for severity in Severity}
-    oldest: datetime | None = None
+    firsts: dict[str, datetime | None] = {severity.value: None for severity in Severity}
     for severity, count, first in rows:
         counts[severity] = int(count)
-        if first is not None and (oldest is None or first < oldest):
-            oldest = first
-    return OpenCounts(counts, oldest)
+        firsts[severity] = first
+    oldest = min((first for first in firsts.values() if first is not None), default=None)
+    return OpenCounts(counts, oldest, firsts)
 
 
 def email_pending(

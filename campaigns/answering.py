@@ -17,7 +17,7 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from campaigns import alerts, audit, reachability, reply_actions
+from campaigns import alerts, audit, metrics, reachability, reply_actions
 from campaigns.planner import Planner
 from campaigns.providers.twilio import ADVANCED_OPT_OUT
 from campaigns.reply_actions import ACTOR
@@ -130,7 +130,9 @@ class Answerer:
                 found.tier.value,
                 ",".join(actions) or "none",
                 ",".join(decision.replies) or "nothing",
+                extra={"event": "reply.handled"},
             )
+            metrics.REPLIES.labels(found.intent.value, found.tier.value).inc()
             return Answer(texts)
 
     def fallback(self, inbound: Inbound, now: datetime) -> tuple[str, ...]:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from campaigns import metrics
 from campaigns.grouping import GroupCommitter
 from campaigns.rules import send_rules as rules
 from campaigns.rules.clock import Clock
@@ -66,6 +67,11 @@ class Batch:
             self.done.update(ids)
 
     def note(self, verdict: Verdict, facts: Facts | None = None, detail: str = "") -> None:
+        metrics.send_outcome(
+            facts.channel.value if facts is not None else "any",
+            verdict.provider or "none",
+            verdict.outcome.value,
+        )
         with self.lock:
             self.outcomes[verdict.outcome] += 1
             if verdict.followup is not None and facts is not None:

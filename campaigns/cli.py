@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import typer
 
-from campaigns import alerts, halts, queries
+from campaigns import alerts, halts, logs, metrics, queries, readiness
 from campaigns.bootstrap import Services, build, clinic_from
 from campaigns.enrollments import Enrolled, Enrollments
 from campaigns.rules import keywords
@@ -36,9 +36,10 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a 
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    # Commands log warnings only, as text; `serve` sets the level and format it is given.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logs.TextFormatter())
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     app()
 
 
@@ -115,16 +116,21 @@ def serve(
 ) -> None:
     """Run the web service; with the embedded broker, also the worker and beat."""
     import os
+    import tempfile
 
     import uvicorn
 
     from campaigns.web.app import PARTS, create_app
 
-    logging.getLogger().setLevel(logging.INFO)
     _check_serve(host, workers, only)
     several = workers > 1
+    if several and not metrics.multiprocess_dir():
+        # Each web process counts into its own files; the metrics port sums them.
+        os.environ[metrics.MULTIPROCESS_ENV] = tempfile.mkdtemp(prefix="campaigns-metrics-")
     # Checks settings and content before anything listens.
     with services(web=True, staff=only != "webhooks") as built:
+        logs.configure(built.settings)
+        metrics.serve_port(built.settings.metrics_port)
         mode = "embedded worker and beat" if built.settings.embedded else f"{workers} web process"
         typer.echo(
             f"campaigns: {mode}{'es' if several else ''} ({only}), SMS via {built.sms.name}, "
@@ -136,7 +142,7 @@ def serve(
         if not several:
             part = next(p for p in PARTS if p == only)
             web = create_app(built, run_embedded=built.settings.embedded, part=part)
-            uvicorn.run(web, host=host, port=port, log_level="info", access_log=False)
+            uvicorn.run(web, host=host, port=port, log_config=None, access_log=False)
             return
     # Each worker process builds its own wiring after the fork (campaigns.web.asgi).
     os.environ["CAMPAIGNS_WEB_PART"] = only
@@ -146,7 +152,7 @@ def serve(
         host=host,
         port=port,
         workers=workers,
-        log_level="info",
+        log_config=None,  # each process logs as campaigns.logs configures it
         # The app writes its own access line (campaigns.web.protection): the route template,
         # never a token or query string, and the staff member.
         access_log=False,
@@ -305,8 +311,10 @@ def dispatch(
 
 @app.command()
 def status(json_out: JsonFlag = False) -> None:
-    """Messages by status, how many are due, the oldest one's lag, halts and open alerts."""
+    """Readiness (database, broker, beat), heartbeats, messages by status, what is due and
+    how late, halts and open alerts: the facts /readyz and the ops page show."""
     with services() as built:
+        ready = readiness.check(built)
         with built.db.session() as session:
             found = queries.backlog(session, built.clock.now())
             waiting = alerts.open_counts(session).by_severity
@@ -318,6 +326,14 @@ def status(json_out: JsonFlag = False) -> None:
         typer.echo(
             json.dumps(
                 {
+                    "ready": ready.ready,
+                    "database": ready.database,
+                    "broker": ready.broker,
+                    "beat": ready.beat,
+                    "heartbeat_ages": {
+                        f"{kind.value}:{name}": round(age, 1)
+                        for (kind, name), age in sorted(ready.ages.items())
+                    },
                     "by_status": found.by_status,
                     "due_now": found.due_now,
                     "oldest_due_seconds": found.oldest_due_seconds,
@@ -327,7 +343,21 @@ def status(json_out: JsonFlag = False) -> None:
                 }
             )
         )
-        return
+    else:
+        _print_readiness(ready)
+        _print_backlog(found, stopped, waiting)
+
+
+def _print_readiness(ready: readiness.Readiness) -> None:
+    typer.echo("READY" if ready.ready else "NOT READY: " + "; ".join(ready.reasons()))
+    typer.echo(f"database: {ready.database}, broker: {ready.broker}, beat: {ready.beat}")
+    for (kind, name), age in sorted(ready.ages.items()):
+        typer.echo(f"  {kind.value:<6} {name:<14} last seen {readiness.describe_age(age)}")
+
+
+def _print_backlog(
+    found: queries.Backlog, stopped: dict[str, dict[str, str]], waiting: dict[str, int]
+) -> None:
     for key, count in sorted(found.by_status.items()):
         typer.echo(f"{key:<12} {count}")
     typer.echo(f"due now: {found.due_now}, oldest waiting {found.oldest_due_seconds:.0f}s")
@@ -345,6 +375,26 @@ def status(json_out: JsonFlag = False) -> None:
     if any(waiting.values()):
         counts = ", ".join(f"{count} {severity}" for severity, count in waiting.items() if count)
         typer.echo(f"ALERTS waiting for staff: {counts} (staff UI: /staff/alerts)")
+
+
+@app.command()
+def health(
+    role: Annotated[str, typer.Argument(help="worker or beat")],
+    max_age: Annotated[
+        float, typer.Option(help="Seconds since the process last said it was well.")
+    ] = 60.0,
+) -> None:
+    """The container healthcheck of a worker or beat: exits 1 when the process has not
+    touched its liveness file lately (it is stuck or gone). Reads only the file."""
+    from workers import liveness
+
+    if role not in {"worker", "beat"}:
+        fail("health: the role is worker or beat")
+    age = liveness.File(get_settings().health_dir, role).age()
+    if age is None or age > max_age:
+        typer.echo(f"{role}: unhealthy (last well {readiness.describe_age(age)})", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{role}: well {readiness.describe_age(age)}")
 
 
 @app.command()

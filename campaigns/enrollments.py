@@ -13,7 +13,7 @@ from datetime import date, datetime, timedelta
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from campaigns import audit
+from campaigns import audit, metrics
 from campaigns.planner import Planner, SkipRecords, Stored, skip_records, split
 from campaigns.rules.clock import Clock
 from campaigns.rules.consent import WORDING_VERSION
@@ -96,6 +96,7 @@ def enroll_many(
         with db.session() as session:
             _refuse_known_phones(session, requests)  # raises InputError naming the row
         raise
+    metrics.ENROLLMENTS.labels(source.value).inc(len(results))
     return results
 
 

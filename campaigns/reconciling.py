@@ -20,6 +20,7 @@ records can say it.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +29,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 
-from campaigns import alerts, audit
+from campaigns import alerts, audit, metrics
 from campaigns.delivery import NEEDS_REVIEW, DeliveryPolicy
 from campaigns.rules.ports import (
     Attempt,
@@ -151,6 +152,8 @@ def reconcile(
         if row.to is None:
             return None, "no_address"
         attempt = Attempt(row.id, row.to, row.body or "", row.subject, row.started_at)
+        provider = sms.name if row.channel is Channel.SMS else email.name
+        started = time.perf_counter()
         try:
             if row.channel is Channel.SMS:
                 return sms.find_sms(attempt), ""
@@ -158,8 +161,16 @@ def reconcile(
         except ProviderError as exc:
             return None, exc.code
         except Exception:
-            log.exception("looking up message %d failed unexpectedly", row.id)
+            log.exception(
+                "looking up message %d failed unexpectedly",
+                row.id,
+                extra={"event": "reconcile.lookup_failed"},
+            )
             return None, "unexpected_error"
+        finally:
+            metrics.PROVIDER_SECONDS.labels(provider, "status").observe(
+                time.perf_counter() - started
+            )
 
     # A few lookups at once: each is an HTTP round trip to the provider.
     with ThreadPoolExecutor(max(1, min(threads, len(rows))), thread_name_prefix="lookup") as pool:
@@ -170,7 +181,12 @@ def reconcile(
     ]
     applied = apply(db, rows, resolutions, now)
     counts = Counter(r.reason for r in applied)
-    log.info("reconciled %d unknown sends: %s", len(rows), dict(counts))
+    log.info(
+        "reconciled %d unknown sends: %s",
+        len(rows),
+        dict(counts),
+        extra={"event": "reconcile.settled"},
+    )
     return counts
 
 

@@ -12,11 +12,13 @@ import threading
 import time
 from collections.abc import Sequence
 
-from campaigns import delivery, upkeep
+from campaigns import delivery, heartbeats, periodic, upkeep
 from campaigns.bootstrap import Services
 from campaigns.rules.vocabulary import Channel
 
 log = logging.getLogger(__name__)
+#: How often the embedded loop records beat's heartbeat (as workers.beat does).
+BEAT_HEARTBEAT_SECONDS = 5.0
 
 
 class InlineQueue:
@@ -56,6 +58,7 @@ class EmbeddedRuntime:
         self.queue = InlineQueue(services)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="embedded-beat", daemon=True)
+        self.who = f"embedded:{heartbeats.host()}"[:128]
 
     def start(self) -> None:
         self._thread.start()
@@ -68,12 +71,44 @@ class EmbeddedRuntime:
         settings = self.services.settings
         last: dict[str, float] = {}
         while not self._stop.is_set():
+            self._heartbeats(last)
             for job in self.jobs:
                 if time.monotonic() - last.get(job.name, -1e9) < job.every(settings):
                     continue
                 try:
-                    job.run(self.services, self.queue)
+                    periodic.run(
+                        self.services.db,
+                        self.services.clock,
+                        job.name,
+                        lambda job=job: upkeep.run_logged(job, self.services, self.queue),  # type: ignore[misc]
+                        self.who,
+                    )
                 except Exception:  # one job's failure must not stop the others
-                    log.exception("embedded %s failed; trying again next period", job.name)
+                    log.exception(
+                        "embedded %s failed; trying again next period",
+                        job.name,
+                        extra={"event": "job.failed"},
+                    )
                 last[job.name] = time.monotonic()
             self._stop.wait(settings.dispatch_interval_seconds)
+
+    def _heartbeats(self, last: dict[str, float]) -> None:
+        """This loop stands in for beat and for every worker queue: it says so, as they do."""
+        due = [
+            (kind, names, every)
+            for kind, names, every in (
+                (heartbeats.Kind.BEAT, ("beat",), BEAT_HEARTBEAT_SECONDS),
+                (
+                    heartbeats.Kind.QUEUE,
+                    heartbeats.QUEUES,
+                    self.services.settings.heartbeat_seconds,
+                ),
+            )
+            if time.monotonic() - last.get(kind.value, -1e9) >= every
+        ]
+        for kind, names, _ in due:
+            try:
+                heartbeats.seen(self.services.db, kind, names, self.services.clock.now(), self.who)
+            except Exception:  # the database is away; the jobs will say so too
+                log.warning("embedded heartbeat failed", exc_info=True)
+            last[kind.value] = time.monotonic()

@@ -5,17 +5,20 @@ horizon as its sends approach (a beat job).
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
+from campaigns import metrics
 from campaigns.planner import Planner
 from campaigns.rules.planning import PlannedSend
 from campaigns.rules.vocabulary import EnrollmentStatus
-from campaigns.storage.db import Database
+from campaigns.storage.bulk import is_postgres as db_is_postgres
+from campaigns.storage.db import Database, among
 from campaigns.storage.models import Enrollment, Patient
-from campaigns.storage.patients import lock_enrollment
 from campaigns.storage.plans import cancel_live
 
 
@@ -38,33 +41,87 @@ def reschedule(
     return planner.replan(session, enrollment, patient, now)
 
 
-def extend_plans(db: Database, planner: Planner, now: datetime, limit: int = 1000) -> int:
-    """Write the sends that are coming within the horizon for plans that need it (beat job)."""
+@dataclass(frozen=True)
+class Extended:
+    enrollments: int
+    rows: int
+    batches: int
+
+
+def extend_plans(
+    db: Database,
+    planner: Planner,
+    now: datetime,
+    *,
+    batch_size: int = 500,
+    max_seconds: float | None = None,
+) -> Extended:
+    """Write the sends coming within the horizon for every plan that needs it (beat job), in
+    batches until none is left (or `max_seconds` have passed): however many patients there
+    are, every active plan keeps its next days written.
+
+    Each batch is one transaction: the patients' locks (those busy with a change or a send
+    are passed over, not waited for: the next run takes them), the facts of the whole batch
+    in a few queries, the new rows in one bulk write. Batches follow the plans' ends, oldest
+    first, so the most urgent are written first.
+    """
     threshold = now + planner.horizon / 2
-    with db.session() as session:
-        due = (
-            session.execute(
-                select(Enrollment.id)
-                .where(
-                    Enrollment.status == EnrollmentStatus.ACTIVE.value,
-                    Enrollment.planned_until < threshold,
-                )
-                .order_by(Enrollment.planned_until)
-                .limit(limit)
-            )
-            .scalars()
-            .all()
-        )
-    extended = 0
-    for enrollment_id in due:
+    after: tuple[datetime, int] | None = None
+    enrollments = rows = batches = 0
+    started = time.monotonic()
+    while max_seconds is None or time.monotonic() - started < max_seconds:
         with db.session() as session:
-            enrollment, patient = lock_enrollment(session, enrollment_id)
-            if (
-                enrollment.status != EnrollmentStatus.ACTIVE.value
-                or enrollment.planned_until is None
-                or enrollment.planned_until >= threshold
-            ):
-                continue  # changed while we waited for the lock
-            planner.replan(session, enrollment, patient, now)
-            extended += 1
-    return extended
+            pairs, after = _lock_batch(session, threshold, after, batch_size)
+            if after is None:
+                break
+            rows += planner.replan_many(session, pairs, now) if pairs else 0
+        enrollments, batches = enrollments + len(pairs), batches + 1
+        metrics.HORIZON_EXTENDED.inc(len(pairs))
+    metrics.HORIZON_ROWS.inc(rows)
+    return Extended(enrollments, rows, batches)
+
+
+def _lock_batch(
+    session: Session, threshold: datetime, after: tuple[datetime, int] | None, size: int
+) -> tuple[list[tuple[Enrollment, Patient]], tuple[datetime, int] | None]:
+    """The next batch of plans ending before `threshold`, their patients locked, as they
+    are once locked; and where the next batch starts (None: no more)."""
+    due = (
+        select(Enrollment.planned_until, Enrollment.id, Enrollment.patient_id)
+        .where(
+            Enrollment.status == EnrollmentStatus.ACTIVE.value,
+            Enrollment.planned_until < threshold,
+        )
+        .order_by(Enrollment.planned_until, Enrollment.id)
+        .limit(size)
+    )
+    if after is not None:
+        due = due.where(tuple_(Enrollment.planned_until, Enrollment.id) > tuple_(*after))
+    found = session.execute(due).all()
+    if not found:
+        return [], None
+    patient_ids = list({row.patient_id for row in found})
+    locked = set(
+        session.execute(
+            select(Patient.id)
+            .where(among(Patient.id, patient_ids, postgres=db_is_postgres(session)))
+            .with_for_update(skip_locked=True)
+        ).scalars()
+    )
+    # Read again now the locks are held: a change that committed meanwhile is seen.
+    pairs = session.execute(
+        select(Enrollment, Patient)
+        .join(Patient, Patient.id == Enrollment.patient_id)
+        .where(
+            among(
+                Enrollment.id,
+                [r.id for r in found if r.patient_id in locked],
+                postgres=db_is_postgres(session),
+            ),
+            Enrollment.status == EnrollmentStatus.ACTIVE.value,
+            Enrollment.planned_until < threshold,
+        )
+        .execution_options(populate_existing=True)
+    ).all()
+    last = found[-1]
+    return [(e, p) for e, p in pairs], (last.planned_until, last.id)

@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 
-from campaigns import followups
+from campaigns import followups, metrics
 from campaigns.batches import Batch, BatchSteps, Job, LeaseKeeper, Recorder
 from campaigns.delivery import DeliveryPolicy
 from campaigns.grouping import GroupCommitter
@@ -149,6 +149,9 @@ class Deliverer:
             self.steps.finish(batch, list(taken), rest)
         followups.apply_all(self.db, self.planner, batch.followups, self.clock.now())
         outcomes.update(batch.outcomes)
+        for untried in (Outcome.NOT_CLAIMED, Outcome.RELEASED):
+            if outcomes[untried]:  # never reached a provider: counted once here, not per row
+                metrics.SENDS.labels("any", "none", untried.value).inc(outcomes[untried])
         return outcomes
 
     def _run(self, batch: Batch, taken: Mapping[int, int]) -> list[tuple[Job, Verdict]]:
@@ -248,9 +251,15 @@ class Deliverer:
         batch.note(verdict, job.facts, detail)
 
     def _call(self, job: Job) -> SendReceipt:
-        if isinstance(job.outgoing, OutgoingSms):
-            return self.sms.send_sms(job.outgoing)
-        return self.email.send_email(job.outgoing)
+        started = time.perf_counter()
+        sms = isinstance(job.outgoing, OutgoingSms)
+        try:
+            if isinstance(job.outgoing, OutgoingSms):
+                return self.sms.send_sms(job.outgoing)
+            return self.email.send_email(job.outgoing)
+        finally:
+            provider = self.sms.name if sms else self.email.name
+            metrics.PROVIDER_SECONDS.labels(provider, "send").observe(time.perf_counter() - started)
 
 
 def _worker() -> str:

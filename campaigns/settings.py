@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import tempfile
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
@@ -128,7 +129,36 @@ class StaffAccess(BaseModel):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
 
-class Settings(ProviderAccounts, ClinicDetails, SendingSettings, StaffAccess, BaseSettings):
+class Operations(BaseModel):
+    """How operators see the processes (docs/operations.md, "Watching it")."""
+
+    #: Worker, beat and public web containers serve their counters for Prometheus on this
+    #: port (the staff listener serves them at /metrics); unset: not served.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    #: Where worker and beat touch their liveness files (`campaigns health worker|beat`).
+    health_dir: Path = Path(tempfile.gettempdir())
+    #: How often beat sends a heartbeat task through each worker queue.
+    heartbeat_seconds: float = Field(default=30.0, gt=0)
+    #: /readyz fails when no beat has ticked for this long.
+    beat_silent_seconds: float = Field(default=60.0, gt=0)
+    #: "json" (one object per line, for log collectors) or "text" (for a terminal); unset:
+    #: JSON in production, text elsewhere.
+    log_format: Literal["json", "text"] | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: Celery remote control and task events, which Flower needs to show the workers. Safe
+    #: only where nobody but the operators reaches the broker (docs/operations.md, "Flower").
+    celery_monitoring: bool = False
+
+    @property
+    def json_logs(self) -> bool:
+        if self.log_format is None:
+            return getattr(self, "environment", "development") == "production"
+        return self.log_format == "json"
+
+
+class Settings(
+    ProviderAccounts, ClinicDetails, SendingSettings, StaffAccess, Operations, BaseSettings
+):
     # hide_input_in_errors: a bad setting must never print the secrets next to it.
     model_config = SettingsConfigDict(
         env_prefix="CAMPAIGNS_",

@@ -32,6 +32,21 @@ class Job:
         return self.period(settings)
 
 
+def run_logged(job: Job, services: Services, queue: delivery.SendQueue) -> object:
+    """Run the job; say so at INFO when it did something, at DEBUG when there was nothing to
+    do (an idle system logs nothing at INFO)."""
+    done = job.run(services, queue)
+    busy = bool(done) and not (isinstance(done, dict) and not any(done.values()))
+    log.log(
+        logging.INFO if busy else logging.DEBUG,
+        "%s: %s",
+        job.name,
+        done,
+        extra={"event": f"job.{job.name}"},
+    )
+    return done
+
+
 def dispatch_due(services: Services, queue: delivery.SendQueue) -> int:
     return delivery.dispatch_due(services.db, queue, services.clock, services.policy)
 
@@ -63,8 +78,10 @@ def reconcile(services: Services, _queue: delivery.SendQueue) -> dict[str, int]:
     )
 
 
-def extend_plans(services: Services, _queue: delivery.SendQueue) -> int:
-    return scheduling.extend_plans(services.db, services.planner, services.clock.now())
+def extend_plans(services: Services, _queue: delivery.SendQueue) -> dict[str, int]:
+    """Every active plan's next days written, in batches until none is left."""
+    done = scheduling.extend_plans(services.db, services.planner, services.clock.now())
+    return {"enrollments": done.enrollments, "rows": done.rows, "batches": done.batches}
 
 
 def tidy(services: Services, _queue: delivery.SendQueue) -> None:

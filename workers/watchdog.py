@@ -20,11 +20,14 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import redis
 from celery.signals import task_received, worker_ready
 from celery.worker import state
+
+from workers import liveness
 
 log = logging.getLogger(__name__)
 #: How often the watchdog looks.
@@ -32,8 +35,10 @@ CHECK_EVERY_SECONDS = 2.0
 
 
 class Watchdog:
-    def __init__(self, broker_url: str, queues: list[str], stuck_after: float) -> None:
-        self.queues, self.stuck_after = queues, stuck_after
+    def __init__(
+        self, broker_url: str, queues: list[str], stuck_after: float, alive: liveness.File
+    ) -> None:
+        self.queues, self.stuck_after, self.alive = queues, stuck_after, alive
         self._client = redis.Redis.from_url(broker_url, socket_timeout=2, socket_connect_timeout=2)
         self.last_received = time.monotonic()
         self._stop = threading.Event()
@@ -54,16 +59,20 @@ class Watchdog:
         return waiting > 0
 
     def run(self) -> None:
+        self.alive.touch()
         while not self._stop.wait(CHECK_EVERY_SECONDS):
-            if self.stuck():
-                log.critical(
-                    "worker stopped taking tasks from %s (messages waiting, none received for "
-                    "%.0f s): shutting down to be restarted",
-                    ",".join(self.queues),
-                    time.monotonic() - self.last_received,
-                )
-                os.kill(os.getpid(), signal.SIGTERM)
-                return
+            if not self.stuck():
+                self.alive.touch()  # the healthcheck's file: this worker takes its work
+                continue
+            log.critical(
+                "worker stopped taking tasks from %s (messages waiting, none received for "
+                "%.0f s): shutting down to be restarted",
+                ",".join(self.queues),
+                time.monotonic() - self.last_received,
+                extra={"event": "worker.stuck"},
+            )
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
 
     def start(self) -> None:
         threading.Thread(target=self.run, name="watchdog", daemon=True).start()
@@ -72,8 +81,9 @@ class Watchdog:
 _watchdog: Watchdog | None = None
 
 
-def install(broker_url: str, stuck_after: float) -> None:
-    """Connect the watchdog to this worker's start-up and task arrivals (Redis brokers only)."""
+def install(broker_url: str, stuck_after: float, health_dir: Path) -> None:
+    """Connect the watchdog to this worker's start-up and task arrivals (Redis brokers only).
+    While it finds the worker well it touches the worker's liveness file (workers.liveness)."""
     if not broker_url.startswith(("redis://", "rediss://")):
         return
 
@@ -84,7 +94,7 @@ def install(broker_url: str, stuck_after: float) -> None:
         queues = sorted(queue.name for queue in (consumed or {}).values())
         if not queues:
             return
-        _watchdog = Watchdog(broker_url, queues, stuck_after)
+        _watchdog = Watchdog(broker_url, queues, stuck_after, liveness.File(health_dir, "worker"))
         _watchdog.start()
 
     @task_received.connect(weak=False)  # type: ignore[untyped-decorator]

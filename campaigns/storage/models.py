@@ -449,3 +449,32 @@ class SignInThrottle(Base):
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
     failures: Mapped[int] = mapped_column(Integer)
     window_ends_at: Mapped[datetime]
+
+
+class Heartbeat(Base):
+    """When each process kind was last seen doing its work: beat's ticks, each upkeep job's
+    last success, each worker queue's last heartbeat task. A row per (kind, name, host), so
+    the ops page shows every beat and worker; metrics and readiness take the newest."""
+
+    __tablename__ = "heartbeats"
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # beat, job, queue
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(128), primary_key=True)
+    seen_at: Mapped[datetime]
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class PeriodicRun(Base):
+    """Each periodic job's last start, so that two beats never run a job twice in a period:
+    a run starts only by moving `started_at` forward past the period (campaigns.periodic)."""
+
+    __tablename__ = "periodic_runs"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    started_at: Mapped[datetime]
+    runner: Mapped[str] = mapped_column(String(128))
+    finished_at: Mapped[datetime | None]
+    succeeded_at: Mapped[datetime | None]
+    failed_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(String(200))

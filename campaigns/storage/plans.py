@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from campaigns.rules.planning import PlannedSend
 from campaigns.rules.vocabulary import CANCELLABLE, Channel, MessageStatus
 from campaigns.storage.bulk import NULL, copy_lines, is_postgres, iso, write_rows
+from campaigns.storage.db import among
 from campaigns.storage.models import Enrollment, ScheduledMessage
 
 PLAN_COLUMNS = (
@@ -157,18 +158,22 @@ def _values(p: PlannedSend, version: int, now: datetime) -> tuple[Any, ...]:
     )
 
 
-def sent_history(session: Session, patient_id: int) -> list[Any]:
-    """Every outbox row of the patient: (step_key, channel, status, due_at, enrollment_id)."""
-    return list(
-        session.execute(
-            select(
-                ScheduledMessage.step_key,
-                ScheduledMessage.channel,
-                ScheduledMessage.status,
-                ScheduledMessage.due_at,
-                ScheduledMessage.enrollment_id,
-            )
-            .join(Enrollment, Enrollment.id == ScheduledMessage.enrollment_id)
-            .where(Enrollment.patient_id == patient_id)
-        ).all()
+def sent_histories(session: Session, patient_ids: Sequence[int]) -> dict[int, list[Any]]:
+    """Every outbox row of each patient, in one query:
+    (step_key, channel, status, due_at, enrollment_id) by patient id."""
+    found: dict[int, list[Any]] = {pid: [] for pid in patient_ids}
+    rows = session.execute(
+        select(
+            Enrollment.patient_id,
+            ScheduledMessage.step_key,
+            ScheduledMessage.channel,
+            ScheduledMessage.status,
+            ScheduledMessage.due_at,
+            ScheduledMessage.enrollment_id,
+        )
+        .join(Enrollment, Enrollment.id == ScheduledMessage.enrollment_id)
+        .where(among(Enrollment.patient_id, patient_ids, postgres=is_postgres(session)))
     )
+    for patient_id, *row in rows:
+        found[patient_id].append(tuple(row))
+    return found

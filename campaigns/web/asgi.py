@@ -7,6 +7,7 @@ import os
 
 from fastapi import FastAPI
 
+from campaigns import logs
 from campaigns.bootstrap import build
 from campaigns.settings import get_settings
 from campaigns.web.app import PARTS, Part, create_app
@@ -15,6 +16,7 @@ from campaigns.web.app import PARTS, Part, create_app
 def create() -> FastAPI:
     """One web worker: the web only (the worker and beat run as Celery processes); the part
     `campaigns serve --only` chose."""
+    logs.configure(get_settings())
     part = os.environ.get("CAMPAIGNS_WEB_PART", "all")
     chosen: Part = next((p for p in PARTS if p == part), "all")
     built = build(get_settings(), web=True, staff=chosen != "webhooks")

@@ -10,12 +10,12 @@ import hmac
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from fastapi.responses import JSONResponse, PlainTextResponse
-from sqlalchemy import text
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from campaigns import alerts, halts, queries
+from campaigns import metrics, readiness
+from campaigns.gauges import DatabaseGauges
 from campaigns.rules.roles import Permission, may
-from campaigns.rules.vocabulary import Channel
 from campaigns.staff_sessions import Stage
 from campaigns.web.deps import ServicesDep, get_services
 from campaigns.web.guard import SignInRequired, current
@@ -53,56 +53,24 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 def readyz(services: ServicesDep) -> Response:
-    """Ready to serve: the database answers and holds the schema."""
-    try:
-        with services.db.session() as session:
-            session.execute(text("SELECT 1 FROM scheduled_messages LIMIT 1"))
-    except Exception as exc:  # any failure means not ready; the reason helps the operator
-        return JSONResponse(
-            {"status": "unavailable", "reason": type(exc).__name__}, status_code=503
-        )
-    return JSONResponse({"status": "ready", "campaigns": sorted(services.catalog)})
+    """Ready to do the work: the database answers and holds the schema, the broker answers,
+    and a beat has ticked within CAMPAIGNS_BEAT_SILENT_SECONDS. Names parts, never data."""
+    found = readiness.check(services)
+    body: dict[str, object] = {
+        "status": "ready" if found.ready else "unavailable",
+        "database": found.database,
+        "broker": found.broker,
+        "beat": found.beat,
+    }
+    if found.ready:
+        body["campaigns"] = sorted(services.catalog)
+    return JSONResponse(body, status_code=200 if found.ready else 503)
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
-def metrics(services: ServicesDep, _reader: Annotated[str, Depends(metrics_reader)]) -> str:
-    """Prometheus text format: messages by status, the due backlog and its lag, halts, alerts."""
-    now = services.clock.now()
-    with services.db.session() as session:
-        found = queries.backlog(session, now)
-        open_alerts = alerts.open_counts(session)
-    stopped = halts.halted(services.db)
-    oldest = (now - open_alerts.oldest).total_seconds() if open_alerts.oldest else 0.0
-    lines = [
-        "# HELP campaigns_messages Scheduled messages by status.",
-        "# TYPE campaigns_messages gauge",
-        *(
-            f'campaigns_messages{{status="{status}"}} {count}'
-            for status, count in sorted(found.by_status.items())
-        ),
-        "# HELP campaigns_due_messages Pending messages whose time has come.",
-        "# TYPE campaigns_due_messages gauge",
-        f"campaigns_due_messages {found.due_now}",
-        "# HELP campaigns_due_lag_seconds Age of the oldest due message.",
-        "# TYPE campaigns_due_lag_seconds gauge",
-        f"campaigns_due_lag_seconds {found.oldest_due_seconds:.3f}",
-        "# HELP campaigns_unknown_for_staff Unknown sends the provider could not settle.",
-        "# TYPE campaigns_unknown_for_staff gauge",
-        f"campaigns_unknown_for_staff {found.unknown_for_staff}",
-        "# HELP campaigns_channel_halted 1 while a channel is stopped by a provider account error.",
-        "# TYPE campaigns_channel_halted gauge",
-        *(
-            f'campaigns_channel_halted{{channel="{channel.value}"}} {int(channel.value in stopped)}'
-            for channel in Channel
-        ),
-        "# HELP campaigns_alerts_open Staff alerts waiting for acknowledgement, by severity.",
-        "# TYPE campaigns_alerts_open gauge",
-        *(
-            f'campaigns_alerts_open{{severity="{severity}"}} {count}'
-            for severity, count in sorted(open_alerts.by_severity.items())
-        ),
-        "# HELP campaigns_alert_oldest_open_seconds Age of the oldest unacknowledged alert.",
-        "# TYPE campaigns_alert_oldest_open_seconds gauge",
-        f"campaigns_alert_oldest_open_seconds {oldest:.3f}",
-    ]
-    return "\n".join(lines) + "\n"
+@router.get("/metrics")
+def metrics_page(
+    services: ServicesDep, _reader: Annotated[str, Depends(metrics_reader)]
+) -> Response:
+    """Prometheus text format: this listener's counters (every process of it), then the
+    database's state (campaigns.gauges)."""
+    return Response(metrics.exposition(DatabaseGauges(services)), media_type=CONTENT_TYPE_LATEST)

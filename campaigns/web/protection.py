@@ -9,7 +9,10 @@
   when the public URL is https. A route that set its own value keeps it.
 - The access log: one line per request with the method, the route *template* (so tokens in
   /b/<token> and /u/<token>, ids and query strings never reach the log), the status, the time
-  taken and the signed-in staff member's id.
+  taken and the signed-in staff member's id; and the same as metrics (requests by route,
+  method and status; time by route).
+- A request id: the caller's X-Request-ID if it is a plain token, else a new one; on every log
+  line written while the request is answered (campaigns.logs), and on the response.
 
 A pure ASGI middleware: it sits on the path of every patient's text, so it costs microseconds.
 """
@@ -17,10 +20,13 @@ A pure ASGI middleware: it sits on the path of every patient's text, so it costs
 from __future__ import annotations
 
 import logging
+import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from campaigns import logs, metrics
 from campaigns.settings import Settings
 
 log = logging.getLogger("campaigns.access")
@@ -37,6 +43,8 @@ CSP = (
     "frame-ancestors 'none'"
 )
 HSTS = "max-age=63072000; includeSubDomains"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class TooLarge(Exception):
@@ -60,10 +68,14 @@ class Protection:
             return
         started = time.perf_counter()
         state: dict[str, Any] = {"status": 0, "too_large": False, "replaced": False}
+        given = _headers(scope).get("x-request-id", "")
+        state["request_id"] = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex[:16]
+        token = logs.REQUEST_ID.set(state["request_id"])
         try:
             await self._handle(scope, receive, send, state)
         finally:
-            self._log(scope, state, started)
+            self._done(scope, state, started)
+            logs.REQUEST_ID.reset(token)
 
     async def _handle(
         self, scope: Scope, receive: Receive, send: Send, state: dict[str, Any]
@@ -102,7 +114,8 @@ class Protection:
                     await _plain(send, 413, "The request is too large.")
                     return
                 state["status"] = message["status"]
-                message["headers"] = self._secured(list(message.get("headers", [])), staff)
+                secured = self._secured(list(message.get("headers", [])), staff)
+                message["headers"] = [*secured, (b"x-request-id", state["request_id"].encode())]
             elif state["replaced"]:
                 return
             await send(message)
@@ -135,17 +148,26 @@ class Protection:
             added.append((b"strict-transport-security", HSTS.encode()))
         return headers + [(name, value) for name, value in added if name not in present]
 
-    def _log(self, scope: Scope, state: dict[str, Any], started: float) -> None:
+    def _done(self, scope: Scope, state: dict[str, Any], started: float) -> None:
+        took = time.perf_counter() - started
+        template = self._template(scope)
+        route = template if template != "-" else "unmatched"
+        method = scope.get("method", "?")
+        metrics.HTTP_REQUESTS.labels(
+            route, method if method in _METHODS else "other", str(state["status"])
+        ).inc()
+        metrics.HTTP_SECONDS.labels(route).observe(took)
         if not log.isEnabledFor(logging.INFO):
             return
         staff = (scope.get("state") or {}).get("staff")
         log.info(
             "%s %s %d %.1fms user=%s",
-            scope.get("method", "?"),
-            self._template(scope),
+            method,
+            template,
             state["status"],
-            (time.perf_counter() - started) * 1000,
+            took * 1000,
             staff.user.id if staff is not None else "-",
+            extra={"event": "http.request"},
         )
 
     def _template(self, scope: Scope) -> str:

@@ -19,10 +19,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 from twilio.request_validator import RequestValidator
 
+from campaigns import heartbeats
 from campaigns.bootstrap import build
 from campaigns.rules.clock import MovableClock
 from campaigns.storage.db import Database
-from campaigns.storage.models import Alert
+from campaigns.storage.models import Alert, PeriodicRun
 from campaigns.web.app import create_app
 from tests.conftest import REDIS_URL, _empty, make_settings
 from tests.integration.processes import (
@@ -55,6 +56,7 @@ def production_env(postgres_url: str) -> Iterator[dict[str, str]]:
         CAMPAIGNS_HOLIDAY_REGION="none",
         CAMPAIGNS_DISPATCH_INTERVAL_SECONDS="0.5",
         CAMPAIGNS_SEND_CONCURRENCY="4",
+        CAMPAIGNS_HEARTBEAT_SECONDS="1",
     )
     client.flushdb()
     database = Database.from_url(postgres_url, pool_size=1)
@@ -123,7 +125,15 @@ def test_worker_and_beat_take_a_due_message_from_enrollment_to_the_outbox(
     others = {e["status"] for e in timeline(phone, production_env) if e["step"] != "welcome"}
     assert others <= {"pending", "skipped", "planned"}  # nothing else was due
     assert "campaigns.send_batch" in worker_log, worker_log[-2000:]
-    assert "campaigns.dispatch_due" in beat_log, beat_log[-2000:]
+    # Beat publishes quietly (DEBUG) but leaves its tick and its claims in the database.
+    assert "Sending due task" not in beat_log, beat_log[-2000:]
+    database = Database.from_url(production_env["CAMPAIGNS_DATABASE_URL"], pool_size=1)
+    with database.session() as session:
+        kinds = {kind for kind, _ in heartbeats.newest(session)}
+        claimed = set(session.execute(select(PeriodicRun.name)).scalars())
+    database.dispose()
+    assert {heartbeats.Kind.BEAT, heartbeats.Kind.JOB, heartbeats.Kind.QUEUE} <= kinds
+    assert {"dispatch-due", "heartbeat-send.sms"} <= claimed
     assert phone not in worker_log and "ada@example.com" not in worker_log  # no PHI in logs
 
 

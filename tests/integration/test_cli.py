@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
-from campaigns import halts
+from campaigns import halts, heartbeats
 from campaigns.alerts import raise_alert
 from campaigns.rules.pregnancy import edd_for
 from campaigns.rules.replies import AlertSpec, Severity
@@ -286,6 +286,12 @@ def test_serve_as_compose_runs_it_parts_apart(env: dict[str, str], tmp_path: Pat
         assert httpx.get(f"{public}/metrics").status_code == 404
         assert httpx.get(f"{public}/u/not-a-token").status_code == 400
         internal = f"http://127.0.0.1:{staff_port}"
+        silent = httpx.get(f"{internal}/readyz")  # no beat runs here
+        assert silent.status_code == 503 and silent.json()["beat"] == "never ticked"
+        assert silent.json()["database"] == "ok" and silent.json()["broker"] == "ok"
+        database = Database.from_url(env["CAMPAIGNS_DATABASE_URL"])
+        heartbeats.seen(database, heartbeats.Kind.BEAT, ["beat"], datetime.now(UTC), "test")
+        database.dispose()
         assert httpx.get(f"{internal}/readyz").status_code == 200
         assert httpx.get(f"{internal}/staff/login").status_code == 200
         assert httpx.post(f"{internal}/webhooks/twilio/sms", data={}).status_code == 404

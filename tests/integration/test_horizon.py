@@ -29,10 +29,10 @@ def test_extension_writes_the_next_sends_once_and_only_when_needed(
     services: Services, clock: MovableClock
 ) -> None:
     done = enroll(services, weeks=10)
-    assert extend_plans(services.db, services.planner, clock.now()) == 0  # 14 days left
+    assert extend_plans(services.db, services.planner, clock.now()).enrollments == 0  # 14 days left
     clock.advance(timedelta(days=8))  # 6 days left: under half the horizon
-    assert extend_plans(services.db, services.planner, clock.now()) == 1
-    assert extend_plans(services.db, services.planner, clock.now()) == 0  # nothing twice
+    assert extend_plans(services.db, services.planner, clock.now()).enrollments == 1
+    assert extend_plans(services.db, services.planner, clock.now()).enrollments == 0  # nothing twice
     record = enrollment(services, done.enrollment_id)
     assert record.planned_until == clock.now() + timedelta(days=14)
     keys = [(r.step_key, r.channel) for r in rows(services, done.enrollment_id)]
@@ -51,7 +51,7 @@ def test_paused_or_ended_plans_are_not_extended(services: Services, clock: Movab
     enrollments.pause(services.db, paused.enrollment_id, clock.now(), actor="t")
     enrollments.record_loss(services.db, lost.enrollment_id, clock.now(), actor="t")
     clock.advance(timedelta(days=20))
-    assert extend_plans(services.db, services.planner, clock.now()) == 0
+    assert extend_plans(services.db, services.planner, clock.now()).enrollments == 0
     for done in (paused, lost):
         assert not [r for r in rows(services, done.enrollment_id) if r.status == "pending"]
 

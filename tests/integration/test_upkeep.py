@@ -21,7 +21,14 @@ def test_beat_and_the_workers_run_every_job_on_its_period() -> None:
     schedule = beat_schedule(settings)
     assert {entry["task"] for entry in schedule.values()} == {
         f"campaigns.{job.name}" for job in upkeep.JOBS
-    }
+    } | {"campaigns.heartbeat"}
+    # A heartbeat through every worker queue, whether or not anything is due.
+    assert {
+        entry["options"]["queue"]
+        for entry in schedule.values()
+        if entry["task"] == "campaigns.heartbeat"
+    } == {"dispatch", "send.sms", "send.email"}
+    assert celery_app.conf.beat_scheduler == "workers.beat:ClaimingScheduler"
     assert schedule["dispatch-due"]["schedule"] == 2.0
     assert schedule["reap"]["schedule"] == 10.0
     assert schedule["extend-plans"]["schedule"] == 3600.0

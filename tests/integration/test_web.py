@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from campaigns import halts
+from campaigns import halts, heartbeats
 from campaigns.bootstrap import Services
 from campaigns.rules.vocabulary import Channel
 from campaigns.runtime import InlineQueue, tick
@@ -30,20 +30,23 @@ def client(anonymous: TestClient, services: Services) -> StaffClient:
 
 def test_health_readiness_and_metrics(client: StaffClient, services: Services) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
+    silent = client.get("/readyz")  # nothing has run beat's work yet
+    assert silent.status_code == 503 and silent.json()["beat"] == "never ticked"
+    heartbeats.seen(services.db, heartbeats.Kind.BEAT, ["beat"], services.clock.now(), "t")
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["campaigns"] == ["leg-cramps"]
     enroll(services, weeks=20)
     metrics = client.get("/metrics").text
     assert 'campaigns_messages{status="pending"}' in metrics
-    assert re.search(r"^campaigns_due_messages 2$", metrics, re.M)
-    assert re.search(r'^campaigns_channel_halted\{channel="sms"\} 0$', metrics, re.M)
+    assert re.search(r"^campaigns_due_messages 2\.0$", metrics, re.M)
+    assert re.search(r'^campaigns_channel_halted\{channel="sms"\} 0\.0$', metrics, re.M)
 
 
 def test_metrics_show_a_halted_channel(client: StaffClient, services: Services) -> None:
     halts.halt(services.db, Channel.EMAIL, "sendgrid", "401", "bad key", services.clock.now())
     metrics = client.get("/metrics").text
-    assert re.search(r'^campaigns_channel_halted\{channel="email"\} 1$', metrics, re.M)
-    assert re.search(r'^campaigns_channel_halted\{channel="sms"\} 0$', metrics, re.M)
+    assert re.search(r'^campaigns_channel_halted\{channel="email"\} 1\.0$', metrics, re.M)
+    assert re.search(r'^campaigns_channel_halted\{channel="sms"\} 0\.0$', metrics, re.M)
 
 
 def test_readiness_fails_when_the_database_is_missing(
