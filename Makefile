@@ -10,7 +10,7 @@ export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
 
-.PHONY: install run test unit faults lint services chromium bench clean
+.PHONY: install run test unit faults lint services chromium promtool bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -38,11 +38,15 @@ services:
 chromium:
 	scripts/ensure-chromium
 
+# promtool checks and unit-tests the Prometheus alert rules (tests/contract/test_monitoring.py).
+promtool:
+	scripts/ensure-promtool
+
 # Line coverage of campaigns and workers, measured in the test process (pyproject.toml says
 # why); the floor sits a little below the figure of the last full run (docs/decisions.md).
 COVERAGE_FLOOR := 84
 
-test: install node_modules/.installed services chromium
+test: install node_modules/.installed services chromium promtool
 	$(VENV)/bin/pytest --cov --cov-report=term --cov-fail-under=$(COVERAGE_FLOOR)
 
 # The fast loop: pure rules and content, no services needed.
