@@ -21,6 +21,22 @@ from campaigns.storage.outbox import lease_lapsed
 
 #: A plan whose written rows end sooner than this is behind (campaigns_horizon_backlog).
 HORIZON_BEHIND = timedelta(days=2)
+#: Every gauge DatabaseGauges yields (the alert rules and the dashboard are checked against
+#: these and campaigns.metrics: tests/contract/test_monitoring.py).
+NAMES = (
+    "campaigns_messages",
+    "campaigns_due_messages",
+    "campaigns_due_lag_seconds",
+    "campaigns_stuck_messages",
+    "campaigns_unknown_for_staff",
+    "campaigns_horizon_backlog",
+    "campaigns_send_window_open",
+    "campaigns_channel_halted",
+    "campaigns_alerts_open",
+    "campaigns_alert_oldest_open_seconds",
+    "campaigns_last_success_timestamp_seconds",
+    "campaigns_job_period_seconds",
+)
 
 
 def _gauge(name: str, doc: str, labels: list[str] | None = None) -> GaugeMetricFamily:

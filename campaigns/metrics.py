@@ -116,6 +116,29 @@ def send_outcome(channel: str, provider: str, outcome: str) -> None:
         UNKNOWN_RESULTS.labels(channel, provider).inc()
 
 
+def contract() -> dict[str, str]:
+    """Every counter and histogram here, by the name Prometheus sees (a counter's ends in
+    _total), with its type."""
+    found: dict[str, str] = {}
+    for value in globals().values():
+        if isinstance(value, Counter | Histogram):
+            [family] = value.describe()
+            found[family.name + ("_total" if family.type == "counter" else "")] = family.type
+    return found
+
+
+def prime(providers: dict[str, str], routes: tuple[str, ...] = ()) -> None:
+    """Create the series alerts watch at 0, so the first failure is an increase (a series
+    that first appears at 1 shows none): each channel's outcomes, and each route's 500."""
+    for channel, provider in providers.items():
+        for outcome in ("sent", "failed", "retry", "unknown", "halted"):
+            SENDS.labels(channel, provider, outcome)
+        RETRIES.labels(channel, provider)
+        UNKNOWN_RESULTS.labels(channel, provider)
+    for route in routes:
+        HTTP_REQUESTS.labels(route, "POST", "500")
+
+
 def multiprocess_dir() -> Path | None:
     found = os.environ.get(MULTIPROCESS_ENV)
     return Path(found) if found else None

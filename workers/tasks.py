@@ -10,7 +10,7 @@ from typing import Any
 
 from celery.signals import task_postrun, task_prerun
 
-from campaigns import heartbeats, logs, periodic, upkeep
+from campaigns import heartbeats, logs, metrics, periodic, upkeep
 from campaigns.bootstrap import Services, build
 from campaigns.rules.vocabulary import Channel
 from campaigns.settings import get_settings
@@ -27,6 +27,7 @@ def services() -> Services:
     with _lock:
         if _services is None:
             _services = build(get_settings())
+            metrics.prime({"sms": _services.sms.name, "email": _services.email.name})
         return _services
 
 

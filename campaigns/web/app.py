@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from campaigns import metrics
 from campaigns.bootstrap import Services
 from campaigns.runtime import EmbeddedRuntime
 from campaigns.web import (
@@ -74,6 +75,10 @@ def create_app(services: Services, *, run_embedded: bool = False, part: Part = "
         # Patients' texts: a plain Starlette route, the hot path (campaigns.web.webhooks).
         app.add_route(SMS_WEBHOOK, webhooks.twilio_sms, methods=["POST"], include_in_schema=False)
         app.include_router(links.router)
+        metrics.prime(
+            {"sms": services.sms.name, "email": services.email.name},
+            (SMS_WEBHOOK, "/webhooks/twilio/status", "/webhooks/sendgrid/events"),
+        )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.exception_handler(SignInRequired)

@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
+from campaigns import gauges, metrics
+
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "deploy" / "prometheus"
 ALERTS = PROMETHEUS / "alerts.yml"
@@ -30,37 +32,10 @@ OPERATIONS = ROOT / "docs" / "operations.md"
 RUNBOOKS = "https://github.com/santi-clinic/campaigns/blob/main/docs/operations.md#"
 TOKEN_FILE = "/etc/prometheus/metrics-token"
 
-# The metric contract: every series name the processes and the staff listener's /metrics expose,
-# with its type (a histogram's series are its _bucket, _sum and _count). The one list the rules
-# and the dashboard are checked against.
-CONTRACT: dict[str, str] = {
-    "campaigns_sends_total": "counter",
-    "campaigns_provider_request_seconds": "histogram",
-    "campaigns_send_retries_total": "counter",
-    "campaigns_unknown_results_total": "counter",
-    "campaigns_http_requests_total": "counter",
-    "campaigns_http_request_seconds": "histogram",
-    "campaigns_replies_total": "counter",
-    "campaigns_alerts_raised_total": "counter",
-    "campaigns_alert_acknowledge_seconds": "histogram",
-    "campaigns_enrollments_total": "counter",
-    "campaigns_horizon_extended_total": "counter",
-    "campaigns_horizon_rows_total": "counter",
-    "campaigns_job_runs_total": "counter",
-    "campaigns_job_seconds": "histogram",
-    "campaigns_messages": "gauge",
-    "campaigns_due_messages": "gauge",
-    "campaigns_due_lag_seconds": "gauge",
-    "campaigns_stuck_messages": "gauge",
-    "campaigns_unknown_for_staff": "gauge",
-    "campaigns_channel_halted": "gauge",
-    "campaigns_alerts_open": "gauge",
-    "campaigns_alert_oldest_open_seconds": "gauge",
-    "campaigns_last_success_timestamp_seconds": "gauge",
-    "campaigns_job_period_seconds": "gauge",
-    "campaigns_horizon_backlog": "gauge",
-    "campaigns_send_window_open": "gauge",
-}
+# The metric contract: every series name the processes (campaigns.metrics) and the staff
+# listener's /metrics (campaigns.gauges) expose, with its type (a histogram's series are its
+# _bucket, _sum and _count). The rules and the dashboard are checked against it.
+CONTRACT: dict[str, str] = metrics.contract() | dict.fromkeys(gauges.NAMES, "gauge")
 # Series Prometheus makes itself (up) and blackbox_exporter's, for the optional public URL probe.
 OUTSIDE_THE_CONTRACT = frozenset({"up", "probe_success", "probe_ssl_earliest_cert_expiry"})
 

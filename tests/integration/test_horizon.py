@@ -32,7 +32,9 @@ def test_extension_writes_the_next_sends_once_and_only_when_needed(
     assert extend_plans(services.db, services.planner, clock.now()).enrollments == 0  # 14 days left
     clock.advance(timedelta(days=8))  # 6 days left: under half the horizon
     assert extend_plans(services.db, services.planner, clock.now()).enrollments == 1
-    assert extend_plans(services.db, services.planner, clock.now()).enrollments == 0  # nothing twice
+    assert (
+        extend_plans(services.db, services.planner, clock.now()).enrollments == 0
+    )  # nothing twice
     record = enrollment(services, done.enrollment_id)
     assert record.planned_until == clock.now() + timedelta(days=14)
     keys = [(r.step_key, r.channel) for r in rows(services, done.enrollment_id)]
