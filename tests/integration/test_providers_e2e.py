@@ -199,10 +199,12 @@ def test_two_worker_processes_share_the_provider_rate_limit(stack: Stack) -> Non
     )
     times = sorted(m["received_at"] for m in stack.twilio.recorder.snapshot())
     assert len(times) == 150
-    # Never more than the limit + 5% in any two-second window (arrivals are stamped by a busy
-    # test process, so a one-second window would measure our own jitter) ...
-    busiest = max(sum(1 for t in times if start <= t < start + 2.0) for start in times)
-    assert busiest <= 2 * rate * 1.05, (busiest, rate)
+    # Never more than the limit + 5% in any five-second window. Arrivals are stamped by this
+    # test process, which is busy: a delayed stamp moves a few arrivals into the next window
+    # (four, at 40 ms apart, were seen on a loaded machine), a fixed error that a short window
+    # cannot absorb but a five-second one (125 arrivals, 6 of slack) can ...
+    busiest = max(sum(1 for t in times if start <= t < start + 5.0) for start in times)
+    assert busiest <= 5 * rate * 1.05, (busiest, rate)
     # ... nor over the whole run; and the limit is really used, not undershot.
     overall = (len(times) - 1) / (times[-1] - times[0])
     assert rate * 0.8 <= overall <= rate * 1.05, overall
