@@ -27,6 +27,7 @@ from campaigns.storage.models import (
     Enrollment,
     InboundMessage,
     Patient,
+    PeriodicRun,
     ScheduledMessage,
 )
 
@@ -302,6 +303,119 @@ def backlog(session: Session, now: datetime) -> Backlog:
             )
         ).scalar_one()
     return Backlog({str(k): int(v) for k, v in counts.items()}, int(due_now), lag, int(for_staff))
+
+
+#: Provider outcomes that count against a provider on the ops page.
+_ACCEPTED = frozenset({MessageStatus.SENT, MessageStatus.DELIVERED})
+_NOT_DELIVERED = frozenset({MessageStatus.UNDELIVERED, MessageStatus.BOUNCED})
+
+
+@dataclass
+class ProviderOutcomes:
+    """What one provider did with one channel's sends over a recent stretch of time."""
+
+    channel: str
+    provider: str
+    accepted: int = 0  # taken by the provider (and delivered, or not yet known)
+    not_delivered: int = 0  # taken, then reported undelivered or bounced
+    failed: int = 0  # refused, or gave up after retries
+    unknown: int = 0  # the call's result is not known
+
+    @property
+    def total(self) -> int:
+        return self.accepted + self.not_delivered + self.failed + self.unknown
+
+    @property
+    def error_ratio(self) -> float:
+        return (self.total - self.accepted) / self.total if self.total else 0.0
+
+
+def provider_outcomes(session: Session, since: datetime) -> list[ProviderOutcomes]:
+    """Sends by channel and provider since `since`: those the provider took, by when they
+    went (ix_scheduled_messages_sent_at), and those that did not go, by their last change
+    (read through ix_scheduled_messages_not_gone: failed and unknown rows are few). Counts
+    only."""
+    went = session.execute(
+        select(SM.channel, SM.provider, SM.status, func.count())
+        .where(SM.sent_at.is_not(None), SM.sent_at >= since)
+        .group_by(SM.channel, SM.provider, SM.status)
+    ).all()
+    not_gone = session.execute(
+        select(SM.channel, SM.provider, SM.status, func.count())
+        .where(
+            SM.status.in_([MessageStatus.FAILED.value, MessageStatus.UNKNOWN.value]),
+            SM.updated_at >= since,
+            SM.sent_at.is_(None),
+        )
+        .group_by(SM.channel, SM.provider, SM.status)
+    ).all()
+    found: dict[tuple[str, str], ProviderOutcomes] = {}
+    for channel, provider, status, count in [*went, *not_gone]:
+        key = (str(channel), str(provider or "none"))
+        outcome = found.setdefault(key, ProviderOutcomes(*key))
+        state = MessageStatus(status)
+        if state in _ACCEPTED:
+            outcome.accepted += int(count)
+        elif state in _NOT_DELIVERED:
+            outcome.not_delivered += int(count)
+        elif state is MessageStatus.UNKNOWN:
+            outcome.unknown += int(count)
+        else:
+            outcome.failed += int(count)
+    return [found[key] for key in sorted(found)]
+
+
+@dataclass(frozen=True)
+class JobRun:
+    name: str
+    started_at: datetime
+    runner: str
+    succeeded_at: datetime | None
+    failed_at: datetime | None
+    error: str | None
+
+
+def job_runs(session: Session) -> list[JobRun]:
+    """Each periodic job's last run as beat claimed it (which process, how it ended)."""
+    rows = session.execute(select(PeriodicRun).order_by(PeriodicRun.name)).scalars()
+    return [
+        JobRun(r.name, r.started_at, r.runner, r.succeeded_at, r.failed_at, r.error) for r in rows
+    ]
+
+
+@dataclass(frozen=True)
+class NotGone:
+    """A message that did not go, as operators see it: ids and codes, no patient data."""
+
+    id: int
+    channel: str
+    step: str
+    provider: str | None
+    error_code: str | None
+    reason: str | None
+    attempts: int
+    updated_at: datetime
+
+
+def not_gone(
+    session: Session, status: MessageStatus, *, before: int | None, limit: int
+) -> list[NotGone]:
+    """Failed or unknown messages, newest id first, a keyset page below `before`
+    (ix_scheduled_messages_not_gone)."""
+    query = select(
+        SM.id,
+        SM.channel,
+        SM.step_key,
+        SM.provider,
+        SM.error_code,
+        SM.reason,
+        SM.attempts,
+        SM.updated_at,
+    ).where(SM.status == status.value)
+    if before is not None:
+        query = query.where(SM.id < before)
+    rows = session.execute(query.order_by(SM.id.desc()).limit(limit)).all()
+    return [NotGone(*row) for row in rows]
 
 
 def outbox(

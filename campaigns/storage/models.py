@@ -42,6 +42,8 @@ _PENDING = in_set("status", {MessageStatus.PENDING})
 _LIVE = in_set("status", NOT_SENT_FINAL, negate=True)
 _IN_FLIGHT = in_set("status", IN_FLIGHT)
 _LIVE_ENROLLMENT = in_set("status", LIVE_ENROLLMENT)
+#: Sends that did not go (the ops page's error rates; staff lists of failures).
+_NOT_GONE = in_set("status", {MessageStatus.FAILED, MessageStatus.UNKNOWN})
 _TO_RECONCILE = text(f"status = '{MessageStatus.UNKNOWN.value}' AND reconcile_at IS NOT NULL")
 
 
@@ -183,6 +185,21 @@ class ScheduledMessage(Base):
             "reconcile_at",
             postgresql_where=_TO_RECONCILE,
             sqlite_where=_TO_RECONCILE,
+        ),
+        # Serve the ops page: sends accepted by time (written once per row, so cheap to keep)
+        # for the provider error rates, and the few that did not go, listed by id.
+        Index(
+            "ix_scheduled_messages_sent_at",
+            "sent_at",
+            postgresql_where=text("sent_at IS NOT NULL"),
+            sqlite_where=text("sent_at IS NOT NULL"),
+        ),
+        Index(
+            "ix_scheduled_messages_not_gone",
+            "status",
+            "id",
+            postgresql_where=_NOT_GONE,
+            sqlite_where=_NOT_GONE,
         ),
         Index(
             "ix_scheduled_messages_provider_id",

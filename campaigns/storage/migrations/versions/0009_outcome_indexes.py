@@ -1,0 +1,39 @@
+"""outcome indexes: sends by time accepted, and failed/unknown sends by id
+
+Revision ID: 0009
+Revises: 0008
+Create Date: 2026-12-06 05:10:00.000000
+
+"""
+from typing import Sequence, Union
+
+from alembic import op
+import sqlalchemy as sa
+
+
+# revision identifiers, used by Alembic.
+revision: str = '0009'
+down_revision: Union[str, Sequence[str], None] = '0008'
+branch_labels: Union[str, Sequence[str], None] = None
+depends_on: Union[str, Sequence[str], None] = None
+
+_NOT_GONE = sa.text("status IN ('failed', 'unknown')")
+_SENT = sa.text("sent_at IS NOT NULL")
+
+
+def upgrade() -> None:
+    """Upgrade schema."""
+    op.create_index(
+        'ix_scheduled_messages_sent_at', 'scheduled_messages', ['sent_at'],
+        unique=False, postgresql_where=_SENT, sqlite_where=_SENT,
+    )
+    op.create_index(
+        'ix_scheduled_messages_not_gone', 'scheduled_messages', ['status', 'id'],
+        unique=False, postgresql_where=_NOT_GONE, sqlite_where=_NOT_GONE,
+    )
+
+
+def downgrade() -> None:
+    """Downgrade schema."""
+    op.drop_index('ix_scheduled_messages_not_gone', table_name='scheduled_messages')
+    op.drop_index('ix_scheduled_messages_sent_at', table_name='scheduled_messages')
