@@ -200,7 +200,12 @@ def email_pending(
         try:
             sender.send_email(email)
         except ProviderError as exc:
-            log.error("ALERT email for alert %d failed (%s); tried again next sweep", alert_id, exc)
+            log.error(
+                "ALERT email for alert %d failed (%s); tried again next sweep",
+                alert_id,
+                exc,
+                extra={"event": "alerts.alert_email_alert_failed"},
+            )
             with db.session() as session:
                 session.execute(
                     update(Alert).where(Alert.id == alert_id).values(email_claimed_at=None)

@@ -144,7 +144,10 @@ class Answerer:
             found = classify(inbound.body, self.reader)
             keys = safety_replies(found)
         except Exception:  # the classifier itself failed: the safest generic answer
-            log.exception("classifying a reply failed; sending the generic safety answer")
+            log.exception(
+                "classifying a reply failed; sending the generic safety answer",
+                extra={"event": "answering.classifying_reply_failed_sending"},
+            )
             keys = []
         keys = keys or [UNRECOGNISED]
         texts = tuple(self.renderer.render_reply(key, "en").body for key in keys)
@@ -153,7 +156,8 @@ class Answerer:
         except Exception:
             log.exception(
                 "ALERT: an incoming message could not be handled or stored; it was answered "
-                "with the fallback and nothing else was done (see the provider's message log)"
+                "with the fallback and nothing else was done (see the provider's message log)",
+                extra={"event": "answering.incoming_message_could_not"},
             )
         return texts
 

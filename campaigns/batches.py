@@ -108,7 +108,11 @@ class BatchSteps:
                         jobs.append(self.render(facts))
                         continue
                     except Exception:
-                        log.exception("message %d could not be rendered", facts.id)
+                        log.exception(
+                            "message %d could not be rendered",
+                            facts.id,
+                            extra={"event": "batches.message_could_not_be"},
+                        )
                         verdict = rules.render_failed(facts)
                 settled.append((facts, verdict))
             outbox.settle_unstarted(connection, batch.token, [(f.id, v) for f, v in settled], now)
@@ -173,10 +177,17 @@ class BatchSteps:
         try:
             released = self._write_end(batch, rest, unstarted, end=True)
         except Exception:
-            log.exception("the end of a batch was not recorded; its lease lapses")
+            log.exception(
+                "the end of a batch was not recorded; its lease lapses",
+                extra={"event": "batches.end_batch_not_recorded"},
+            )
             return
         if released:
-            log.warning("%d messages of a batch did not start and went back to pending", released)
+            log.warning(
+                "%d messages of a batch did not start and went back to pending",
+                released,
+                extra={"event": "batches.messages_batch_did_not"},
+            )
             with batch.lock:
                 batch.outcomes[Outcome.RELEASED] += released
 
@@ -203,7 +214,12 @@ class BatchSteps:
             except SQLAlchemyError:
                 if attempt == RECORD_TRIES:
                     raise
-                log.warning("recording %d outcomes failed (try %d); again", len(items), attempt)
+                log.warning(
+                    "recording %d outcomes failed (try %d); again",
+                    len(items),
+                    attempt,
+                    extra={"event": "batches.recording_outcomes_failed_try"},
+                )
                 time.sleep(0.2 * 3**attempt)
         raise AssertionError("unreachable")
 
@@ -254,7 +270,11 @@ class Recorder:
         try:
             self._write(items)
         except Exception:
-            log.exception("recording %d outcomes failed; the batch's end tries again", len(items))
+            log.exception(
+                "recording %d outcomes failed; the batch's end tries again",
+                len(items),
+                extra={"event": "batches.recording_outcomes_failed_batch"},
+            )
             with self._lock:
                 self._waiting[:0] = items
         finally:
@@ -301,4 +321,8 @@ class LeaseKeeper:
             except Exception:
                 # Sends go on; if renewals keep failing the leases lapse and, once the
                 # database is back, the reaper takes the batches (their go-aheads stop).
-                log.warning("could not renew %d batch leases; trying again", len(tokens))
+                log.warning(
+                    "could not renew %d batch leases; trying again",
+                    len(tokens),
+                    extra={"event": "batches.could_not_renew_batch"},
+                )

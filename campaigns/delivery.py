@@ -170,7 +170,9 @@ def dispatch_due(
             if claimed.count < policy.dispatch_batch_size:
                 break
     if total:
-        log.info("dispatched %d due messages", total)
+        log.info(
+            "dispatched %d due messages", total, extra={"event": "delivery.dispatched_due_messages"}
+        )
     return total
 
 
@@ -182,11 +184,19 @@ def publish(db: Database, queue: SendQueue, claimed: Claimed, now: datetime) -> 
         try:
             queue.publish(channel, ids, claimed.token)
         except Exception:
-            log.exception("a batch of %d %s messages could not be published", len(ids), channel)
+            log.exception(
+                "a batch of %d %s messages could not be published",
+                len(ids),
+                channel,
+                extra={"event": "delivery.batch_messages_could_not"},
+            )
             try:
                 release_claims(db, ids, claimed.token, now)
             except Exception:
-                log.exception("and could not be released: the reaper returns it")
+                log.exception(
+                    "and could not be released: the reaper returns it",
+                    extra={"event": "delivery.could_not_be_released"},
+                )
             continue
         handed += len(ids)
     return handed
@@ -283,6 +293,7 @@ def reap(db: Database, now: datetime, policy: DeliveryPolicy) -> Reaped:
             reaped.claims,
             reaped.released,
             reaped.unknown,
+            extra={"event": "delivery.reaper_stale_claims_unstarted"},
         )
     return reaped
 

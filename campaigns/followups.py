@@ -26,7 +26,12 @@ def apply_all(
         try:
             apply(db, planner, facts, verdict, detail, now)
         except Exception:
-            log.exception("follow-up %s for message %d failed", verdict.followup, facts.id)
+            log.exception(
+                "follow-up %s for message %d failed",
+                verdict.followup,
+                facts.id,
+                extra={"event": "followups.follow_up_message_failed"},
+            )
 
 
 def apply(

@@ -48,7 +48,14 @@ def record(
             reason=reason,
         )
     # The alert: an error in the logs, the metric and the staff dashboard's banner.
-    log.error("ALERT: %s channel halted: %s error %s (%s)", channel.value, provider, code, reason)
+    log.error(
+        "ALERT: %s channel halted: %s error %s (%s)",
+        channel.value,
+        provider,
+        code,
+        reason,
+        extra={"event": "halts.channel_halted"},
+    )
 
 
 def halted(db: Database) -> dict[str, ChannelHalt]:

@@ -172,4 +172,4 @@ def serve_port(port: int | None, host: str = "0.0.0.0") -> None:  # noqa: S104 -
     if port is None:
         return
     start_http_server(port, addr=host, registry=process_registry())
-    log.info("metrics on port %d", port)
+    log.info("metrics on port %d", port, extra={"event": "metrics.serving"})

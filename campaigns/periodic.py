@@ -95,7 +95,11 @@ def run(db: Database, clock: Clock, name: str, work: Callable[[], T], who: str) 
     with exclusive(db, name) as alone:
         if not alone:
             metrics.JOB_RUNS.labels(name, "skipped").inc()
-            log.info("job %s skipped: another run of it is still going", name)
+            log.info(
+                "job %s skipped: another run of it is still going",
+                name,
+                extra={"event": "periodic.job_skipped_another_run"},
+            )
             return Ran("skipped")
         started = time.perf_counter()
         try:
@@ -130,4 +134,9 @@ def _finished(db: Database, name: str, now: datetime, who: str, error: str | Non
                 )
             )
     except Exception:
-        log.warning("recording the end of job %s failed", name, exc_info=True)
+        log.warning(
+            "recording the end of job %s failed",
+            name,
+            exc_info=True,
+            extra={"event": "periodic.recording_end_job_failed"},
+        )

@@ -109,6 +109,7 @@ class RedisRateLimiter:
                 "rate limit %s: Redis unreachable (%s); limiting in this process until it is back",
                 self.key,
                 type(exc).__name__,
+                extra={"event": "ratelimit.rate_limit_redis_unreachable"},
             )
 
     def _came_back(self) -> None:
@@ -122,6 +123,7 @@ class RedisRateLimiter:
             "rate limit %s: Redis is back (%d sends were limited in this process meanwhile)",
             self.key,
             self.degraded,
+            extra={"event": "ratelimit.rate_limit_redis_back"},
         )
 
 

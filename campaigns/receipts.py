@@ -178,7 +178,12 @@ def _sendgrid_event(ctx: Context, event: dict[str, Any], now: datetime) -> str:
             elif reason in ("Bounced Address", "Invalid"):
                 _email_invalid(session, ctx, patient, now, "sendgrid:dropped")
             else:
-                log.error("ALERT: SendGrid dropped message %d (%s)", row.id, reason)
+                log.error(
+                    "ALERT: SendGrid dropped message %d (%s)",
+                    row.id,
+                    reason,
+                    extra={"event": "receipts.sendgrid_dropped_message"},
+                )
             return result
         if kind in ("spamreport", "unsubscribe", "group_unsubscribe"):
             _opt_out_email(session, patient, now, f"sendgrid:{kind}")

@@ -36,7 +36,10 @@ def tick(services: Services, queue: delivery.SendQueue) -> int:
     try:
         upkeep.email_alerts(services)
     except Exception:  # the sweep tries again next tick; sending must not wait on it
-        log.exception("emailing alerts failed; trying again next tick")
+        log.exception(
+            "emailing alerts failed; trying again next tick",
+            extra={"event": "runtime.emailing_alerts_failed_trying"},
+        )
     return upkeep.dispatch_due(services, queue)
 
 
@@ -110,5 +113,9 @@ class EmbeddedRuntime:
             try:
                 heartbeats.seen(self.services.db, kind, names, self.services.clock.now(), self.who)
             except Exception:  # the database is away; the jobs will say so too
-                log.warning("embedded heartbeat failed", exc_info=True)
+                log.warning(
+                    "embedded heartbeat failed",
+                    exc_info=True,
+                    extra={"event": "runtime.embedded_heartbeat_failed"},
+                )
             last[kind.value] = time.monotonic()

@@ -126,7 +126,11 @@ class Deliverer:
         except Exception:
             # Still claimed (or, if the commit did happen, sending under a lease nobody
             # renews): either way the reaper hands the rows back within a minute.
-            log.exception("a batch of %d messages could not be started", len(ids))
+            log.exception(
+                "a batch of %d messages could not be started",
+                len(ids),
+                extra={"event": "sending.batch_messages_could_not"},
+            )
             return Counter({Outcome.NOT_CLAIMED: len(ids)})
         outcomes: Counter[Outcome] = Counter()
         if len(taken) < len(ids):
@@ -141,7 +145,11 @@ class Deliverer:
         try:
             rest = self._run(batch, taken)
         except Exception:
-            log.exception("a batch of %d messages failed; unsent ones go back", len(taken))
+            log.exception(
+                "a batch of %d messages failed; unsent ones go back",
+                len(taken),
+                extra={"event": "sending.batch_messages_failed_unsent"},
+            )
         finally:
             with self._active_lock:
                 self._active.pop(batch.token, None)
@@ -225,7 +233,11 @@ class Deliverer:
                     return
                 allowed_at = batch.gate.submit(job)
             except Exception:
-                log.exception("message %d got no go-ahead; it goes back to pending", job.id)
+                log.exception(
+                    "message %d got no go-ahead; it goes back to pending",
+                    job.id,
+                    extra={"event": "sending.message_got_no_go"},
+                )
                 return
             if allowed_at is None:
                 return  # cancelled, reaped or not allowed any more: settled by the go-ahead
@@ -242,7 +254,12 @@ class Deliverer:
                     job.facts, sender.name, error, self.clock.now(), self.window, self.retry_policy
                 )
             except Exception:
-                log.exception("message %d: unexpected error from %s", job.id, sender.name)
+                log.exception(
+                    "message %d: unexpected error from %s",
+                    job.id,
+                    sender.name,
+                    extra={"event": "sending.message_unexpected_error"},
+                )
                 verdict = rules.unexpected(
                     job.facts, sender.name, self.clock.now(), self.retry_policy
                 )
@@ -269,8 +286,19 @@ def _worker() -> str:
 
 def _log_outcome(job: Job, verdict: Verdict) -> None:
     if verdict.outcome is Outcome.SENT:
-        log.info("message %d sent by %s as %s", job.id, verdict.provider, verdict.provider_id)
+        log.info(
+            "message %d sent by %s as %s",
+            job.id,
+            verdict.provider,
+            verdict.provider_id,
+            extra={"event": "sending.message_sent"},
+        )
     else:
         log.warning(
-            "message %d: %s (%s %s)", job.id, verdict.outcome, verdict.reason, verdict.error_code
+            "message %d: %s (%s %s)",
+            job.id,
+            verdict.outcome,
+            verdict.reason,
+            verdict.error_code,
+            extra={"event": "sending.message_not_sent"},
         )

@@ -158,6 +158,7 @@ class Throttle:
             log.warning(
                 "sign-in throttle: Redis unreachable (%s); counting in the database",
                 type(exc).__name__,
+                extra={"event": "sign_in_throttle.sign_throttle_redis_unreachable"},
             )
             return float(work(self.fallback) or 0)
 

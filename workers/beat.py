@@ -50,7 +50,11 @@ class ClaimingScheduler(PersistentScheduler):  # type: ignore[misc]
                 heartbeats.seen(self.db, heartbeats.Kind.BEAT, ["beat"], self.clock.now(), self.who)
                 self._last_heartbeat = time.monotonic()
             except Exception:  # the database is away; the next tick tries again
-                log.warning("beat could not record its heartbeat", exc_info=True)
+                log.warning(
+                    "beat could not record its heartbeat",
+                    exc_info=True,
+                    extra={"event": "workers.beat.beat_could_not_record"},
+                )
                 self._last_heartbeat = time.monotonic()
         return delay
 
@@ -59,7 +63,12 @@ class ClaimingScheduler(PersistentScheduler):  # type: ignore[misc]
         try:
             mine = periodic.claim(self.db, entry.name, period, self.clock.now(), self.who)
         except Exception:  # no database: the job could not run anyway
-            log.warning("beat could not claim %s; skipped this period", entry.name, exc_info=True)
+            log.warning(
+                "beat could not claim %s; skipped this period",
+                entry.name,
+                exc_info=True,
+                extra={"event": "workers.beat.beat_could_not_claim"},
+            )
             return
         metrics.BEAT_CLAIMS.labels(entry.name, "claimed" if mine else "taken").inc()
         if not mine:
@@ -68,7 +77,11 @@ class ClaimingScheduler(PersistentScheduler):  # type: ignore[misc]
         try:
             result = self.apply_async(entry, producer=producer, advance=False)
         except Exception:
-            log.exception("beat could not publish %s", entry.name)
+            log.exception(
+                "beat could not publish %s",
+                entry.name,
+                extra={"event": "workers.beat.beat_could_not_publish"},
+            )
             return
         log.debug("published %s as %s", entry.name, getattr(result, "id", "?"))
 

@@ -21,7 +21,12 @@ class File:
         try:
             self.path.touch()
         except OSError:  # a full or read-only /tmp: the healthcheck will say so
-            log.warning("could not touch %s", self.path, exc_info=True)
+            log.warning(
+                "could not touch %s",
+                self.path,
+                exc_info=True,
+                extra={"event": "workers.liveness.could_not_touch"},
+            )
 
     def age(self) -> float | None:
         """Seconds since the last touch; None if never touched."""

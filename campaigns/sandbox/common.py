@@ -172,7 +172,11 @@ class CallbackPoster:
                 action()
             except Exception as exc:  # the service may be down; a sandbox just notes it
                 self.failures += 1
-                log.warning("sandbox callback failed: %s", exc)
+                log.warning(
+                    "sandbox callback failed: %s",
+                    exc,
+                    extra={"event": "sandbox.common.sandbox_callback_failed"},
+                )
 
 
 def post(url: str, body: bytes, headers: dict[str, str]) -> int:

@@ -99,7 +99,11 @@ async def signed_in(request: Request) -> Current:
     permission = getattr(getattr(route, "endpoint", None), PERMISSION, None)
     if not isinstance(permission, Permission):
         # Fail closed: a route someone forgot to mark is nobody's.
-        log.error("staff route %s declares no permission; refused", getattr(route, "path", "?"))
+        log.error(
+            "staff route %s declares no permission; refused",
+            getattr(route, "path", "?"),
+            extra={"event": "web.guard.staff_route_declares_no"},
+        )
         raise Forbidden("This page is not available.")
     if not may(found.role, permission):
         raise Forbidden("Your role does not allow this. Ask an admin if you need it.")

@@ -116,7 +116,12 @@ def unsubscribe(request: Request, services: ServicesDep, token: str) -> Response
                 reason="unsubscribe_link",
                 actor="patient:link",
             )
-            log.info("patient %d unsubscribed from email; %d cancelled", patient_id, cancelled)
+            log.info(
+                "patient %d unsubscribed from email; %d cancelled",
+                patient_id,
+                cancelled,
+                extra={"event": "web.links.patient_unsubscribed_email_cancelled"},
+            )
     return pages.TemplateResponse(
         request,
         "public/unsubscribe.html",

@@ -79,7 +79,11 @@ async def _twilio_form(
     if request.url.query:
         url += "?" + request.url.query
     if token is None or not twilio_signed(url, params, signature, token.get_secret_value()):
-        log.warning("twilio %s refused: bad or missing signature", what)
+        log.warning(
+            "twilio %s refused: bad or missing signature",
+            what,
+            extra={"event": "web.webhooks.twilio_refused_bad_or"},
+        )
         return Response(status_code=403)
     return {name: values[0] for name, values in params.items() if values}
 
@@ -130,7 +134,10 @@ async def twilio_sms(request: Request) -> Response:
         # No silent failure: the patient still gets the safety answer (or the generic one with
         # 111/999), and the text goes to staff as an alert if the database takes it. Twilio does
         # not retry a webhook that answered, so this is the only chance.
-        log.exception("an incoming message could not be handled; answered with the fallback")
+        log.exception(
+            "an incoming message could not be handled; answered with the fallback",
+            extra={"event": "web.webhooks.incoming_message_could_not"},
+        )
         return twiml(await run_in_threadpool(answerer.fallback, message, now))
     return twiml(answer.replies)
 
@@ -158,7 +165,11 @@ async def twilio_status(
     except ValueError:
         return Response(status_code=400)
     log.info(
-        "twilio status %s for message %s: %s", form.get("MessageStatus"), message or "?", result
+        "twilio status %s for message %s: %s",
+        form.get("MessageStatus"),
+        message or "?",
+        result,
+        extra={"event": "web.webhooks.twilio_status"},
     )
     return Response(status_code=204)
 
@@ -180,10 +191,16 @@ async def sendgrid_events(
         or not timestamp
         or not sendgrid_signed(key, body, signature, timestamp)
     ):
-        log.warning("sendgrid events refused: bad or missing signature")
+        log.warning(
+            "sendgrid events refused: bad or missing signature",
+            extra={"event": "web.webhooks.sendgrid_events_refused_bad"},
+        )
         return Response(status_code=403)
     if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > REPLAY_WINDOW_SECONDS:
-        log.warning("sendgrid events refused: timestamp outside the replay window")
+        log.warning(
+            "sendgrid events refused: timestamp outside the replay window",
+            extra={"event": "web.webhooks.sendgrid_events_refused_timestamp"},
+        )
         return Response(status_code=403)
     try:
         events = json.loads(body)
@@ -198,7 +215,9 @@ async def sendgrid_events(
         events,
         services.clock.now(),
     )
-    log.info("sendgrid events: %s", counts)
+    log.info(
+        "sendgrid events: %s", counts, extra={"event": "web.webhooks.sendgrid_events_recorded"}
+    )
     return Response(status_code=204)
 
 
@@ -211,7 +230,10 @@ def _once_more_if_disconnected(work: Callable[..., T], *args: Any) -> T:
     except DBAPIError as exc:
         if not exc.connection_invalidated:
             raise
-        log.warning("database connection lost during a webhook; trying once more")
+        log.warning(
+            "database connection lost during a webhook; trying once more",
+            extra={"event": "web.webhooks.database_connection_lost_during"},
+        )
         return work(*args)
 
 
