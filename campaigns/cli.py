@@ -33,6 +33,8 @@ app = typer.Typer(
     help="Pregnancy education campaigns by SMS and email.",
 )
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+#: Who the audit trail says made a change from the command line.
+CLI_ACTOR = "cli"
 
 
 def main() -> None:
@@ -563,6 +565,37 @@ def send_test(
         typer.echo(f"sent by {receipt.provider}: {receipt.provider_id}")
 
 
+@app.command()
+def retention(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would be deleted; change nothing.")
+    ] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Delete sent, cancelled and skipped messages older than CAMPAIGNS_RETENTION_DAYS (what
+    the daily `retention` job does), with their provider events."""
+    from campaigns import periodic, retention
+
+    with services() as built:
+        settings, now = built.settings, built.clock.now()
+        if dry_run:
+            done = retention.prune(built.db, now, settings.retention_days, dry_run=True)
+        else:
+            with periodic.exclusive(built.db, "retention") as alone:
+                if not alone:
+                    fail("the retention job is running now; try again when it has finished", 1)
+                done = retention.prune(built.db, now, settings.retention_days, actor=CLI_ACTOR)
+    if json_out:
+        typer.echo(json.dumps(done.as_dict(), indent=2))
+        return
+    verb = "would delete" if dry_run else "deleted"
+    typer.echo(
+        f"retention ({settings.retention_days} days): {verb} {done.messages} messages and "
+        f"{done.provider_events} provider events last changed before {done.cutoff.isoformat()}"
+        + ("" if dry_run else f" ({done.batches} batches)")
+    )
+
+
 @app.command("resume-channel")
 def resume_channel(channel: Annotated[str, typer.Argument(help="sms or email")]) -> None:
     """Let a halted channel send again, once its provider problem is fixed."""
@@ -674,7 +707,6 @@ def demo(
 
 users_app = typer.Typer(no_args_is_help=True, help="Staff accounts: who may sign in, and how.")
 app.add_typer(users_app, name="users")
-CLI_ACTOR = "cli"
 
 
 @users_app.command("add")
