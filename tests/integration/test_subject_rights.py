@@ -23,7 +23,7 @@ from campaigns.storage.models import (
     InboundMessage,
     ProviderEvent,
 )
-from tests.integration.helpers import enroll, fake_email, fake_sms, rows
+from tests.integration.helpers import enroll_with, fake_email, fake_sms, rows
 
 HER = {
     "name": "Zofia Kowalczyk",
@@ -51,8 +51,8 @@ class Seeded:
 def seed(services: Services) -> Seeded:
     """Her and another patient, each sent what is due, with a text, an alert, a receipt
     and (for her) a stray copy of her email in an audit row's details."""
-    her = enroll(services, weeks=20, **HER)
-    other = enroll(services, weeks=20, **OTHER)
+    her = enroll_with(services, HER, weeks=20)
+    other = enroll_with(services, OTHER, weeks=20)
     assert tick(services, InlineQueue(services)) > 0
     now = services.clock.now()
     first_sent = {
@@ -106,7 +106,7 @@ def seed(services: Services) -> Seeded:
 
 def everything(services: Services) -> str:
     """Every value of every column of every table, as one lower-case string."""
-    found = []
+    found: list[str] = []
     with services.db.session() as session:
         for table in Base.metadata.sorted_tables:
             for row in session.execute(select(table)):
@@ -227,7 +227,7 @@ def test_erasing_twice_checks_again_and_a_re_enrolment_is_never_messaged(
     assert again.already and again.cancelled == 0 and again.enrollments_ended == 0
 
     # Enrolled again with the same address: her suppressions keep every send from going.
-    back = enroll(services, weeks=20, **HER)
+    back = enroll_with(services, HER, weeks=20)
     sms, email = len(fake_sms(services).sent), len(fake_email(services).sent)
     tick(services, InlineQueue(services))
     new = fake_sms(services).sent[sms:] + fake_email(services).sent[email:]
