@@ -33,6 +33,8 @@ app = typer.Typer(
     help="Pregnancy education campaigns by SMS and email.",
 )
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+#: Who the audit trail says made a change from the command line.
+CLI_ACTOR = "cli"
 
 
 def main() -> None:
@@ -563,6 +565,37 @@ def send_test(
         typer.echo(f"sent by {receipt.provider}: {receipt.provider_id}")
 
 
+@app.command()
+def retention(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would be deleted; change nothing.")
+    ] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Delete sent, cancelled and skipped messages older than CAMPAIGNS_RETENTION_DAYS (what
+    the daily `retention` job does), with their provider events."""
+    from campaigns import periodic, retention
+
+    with services() as built:
+        settings, now = built.settings, built.clock.now()
+        if dry_run:
+            done = retention.prune(built.db, now, settings.retention_days, dry_run=True)
+        else:
+            with periodic.exclusive(built.db, "retention") as alone:
+                if not alone:
+                    fail("the retention job is running now; try again when it has finished", 1)
+                done = retention.prune(built.db, now, settings.retention_days, actor=CLI_ACTOR)
+    if json_out:
+        typer.echo(json.dumps(done.as_dict(), indent=2))
+        return
+    verb = "would delete" if dry_run else "deleted"
+    typer.echo(
+        f"retention ({settings.retention_days} days): {verb} {done.messages} messages and "
+        f"{done.provider_events} provider events last changed before {done.cutoff.isoformat()}"
+        + ("" if dry_run else f" ({done.batches} batches)")
+    )
+
+
 @app.command("resume-channel")
 def resume_channel(channel: Annotated[str, typer.Argument(help="sms or email")]) -> None:
     """Let a halted channel send again, once its provider problem is fixed."""
@@ -672,9 +705,59 @@ def demo(
         fail(str(exc))
 
 
+patient_app = typer.Typer(
+    no_args_is_help=True, help="A patient's data protection rights: subject access, erasure."
+)
+app.add_typer(patient_app, name="patient")
+
+
+@patient_app.command("export")
+def patient_export(patient_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
+    """Print everything held about the patient as JSON (subject access request); audited."""
+    from campaigns import subject_rights
+
+    with services() as built:
+        document = subject_rights.export(built.db, patient_id, built.clock.now(), actor=CLI_ACTOR)
+    typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
+
+
+@patient_app.command("erase")
+def patient_erase(
+    patient_id: Annotated[int, typer.Argument(metavar="ID")],
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Erase without asking (scripts); cannot be undone.")
+    ] = False,
+) -> None:
+    """Erase the patient's contact details and texts and stop every message to her (right to
+    erasure); the consent ledger and audit stay, anonymised. Cannot be undone."""
+    from campaigns import subject_rights
+
+    with services() as built:
+        # An unknown id is refused before anything is asked.
+        subject_rights.require_patient(built.db, patient_id)
+        if not yes and not typer.confirm(
+            f"Erase patient {patient_id}'s contact details and texts and stop every message "
+            "to her? This cannot be undone",
+            default=False,
+        ):
+            fail("not erased", 1)
+        done = subject_rights.erase(built.db, patient_id, built.clock.now(), actor=CLI_ACTOR)
+    scrubbed = ", ".join(f"{count} {table}" for table, count in done.scrubbed.items() if count)
+    what = "was already erased; checked again" if done.already else "erased"
+    typer.echo(
+        f"patient {done.patient_id} {what}: "
+        f"{done.cancelled} sends cancelled, {done.enrollments_ended} enrollments ended, "
+        f"suppressed: {', '.join(done.suppressed) or 'nothing'}; scrubbed: {scrubbed or 'nothing'}"
+    )
+    if done.in_flight:
+        typer.echo(
+            f"{len(done.in_flight)} sends were already with a provider and may still arrive: "
+            f"{', '.join(str(i) for i in done.in_flight)}"
+        )
+
+
 users_app = typer.Typer(no_args_is_help=True, help="Staff accounts: who may sign in, and how.")
 app.add_typer(users_app, name="users")
-CLI_ACTOR = "cli"
 
 
 @users_app.command("add")

@@ -148,6 +148,20 @@ class Operations(BaseModel):
     #: Celery remote control and task events, which Flower needs to show the workers. Safe
     #: only where nobody but the operators reaches the broker (docs/operations.md, "Flower").
     celery_monitoring: bool = False
+    #: Outbox rows whose story is over (sent, delivered, undelivered, bounced, cancelled,
+    #: skipped, expired) last changed longer ago than this are deleted by the daily
+    #: `retention` job, with their provider events: the clinic's records policy (2 years).
+    retention_days: int = 730
+
+    @field_validator("retention_days")
+    @classmethod
+    def _some_retention(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(
+                f"CAMPAIGNS_RETENTION_DAYS must be at least 1 (days sent messages are kept), "
+                f"not {value}"
+            )
+        return value
 
     @property
     def json_logs(self) -> bool:

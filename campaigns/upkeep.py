@@ -3,7 +3,7 @@
 
 Future sends live in the database, never in the broker: `dispatch_due` claims due rows and
 publishes send batches (ids only); the others find lost work, settle unknown sends, extend the
-rolling plan horizon and tidy up.
+rolling plan horizon, tidy up, and delete outbox rows past the records policy.
 """
 
 from __future__ import annotations
@@ -12,7 +12,15 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from campaigns import alerts, delivery, housekeeping, reconciling, scheduling, staff_sessions
+from campaigns import (
+    alerts,
+    delivery,
+    housekeeping,
+    reconciling,
+    retention,
+    scheduling,
+    staff_sessions,
+)
 from campaigns.bootstrap import Services
 from campaigns.settings import Settings
 from campaigns.staff_sessions import Timeouts
@@ -93,6 +101,15 @@ def tidy(services: Services, _queue: delivery.SendQueue) -> None:
     staff_sessions.purge_expired(services.db, now, Timeouts.of(services.settings))
 
 
+def prune_old(services: Services, _queue: delivery.SendQueue) -> dict[str, int]:
+    """Outbox rows past the records policy (CAMPAIGNS_RETENTION_DAYS) deleted, in batches."""
+    done = retention.prune(services.db, services.clock.now(), services.settings.retention_days)
+    return {**done.counts(), "batches": done.batches}
+
+
+#: The retention job runs once a day.
+DAY = 86400.0
+
 JOBS: tuple[Job, ...] = (
     Job("dispatch_due", lambda s: s.dispatch_interval_seconds, dispatch_due),
     Job("email_alerts", lambda s: s.dispatch_interval_seconds, email_alerts),
@@ -100,5 +117,7 @@ JOBS: tuple[Job, ...] = (
     Job("reconcile", lambda s: s.upkeep_interval_seconds, reconcile),
     Job("extend_plans", lambda _: 3600.0, extend_plans, expires_after=0.8),
     Job("housekeeping", lambda _: 600.0, tidy, expires_after=2.0),
+    # A run queued for more than half a day is dropped: tomorrow's does its work.
+    Job("retention", lambda _: DAY, prune_old, expires_after=0.5),
 )
 BY_NAME = {job.name: job for job in JOBS}

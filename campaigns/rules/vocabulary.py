@@ -58,6 +58,19 @@ class MessageStatus(StrEnum):
 NOT_SENT_FINAL = frozenset({MessageStatus.CANCELLED, MessageStatus.SKIPPED, MessageStatus.EXPIRED})
 #: Rows a cancellation can still stop before any provider call starts.
 CANCELLABLE = frozenset({MessageStatus.PENDING, MessageStatus.CLAIMED})
+#: Rows whose story is over: nothing moves them again, so retention may delete them once old.
+#: Not failed (staff may requeue it) nor unknown (the reconciler or staff settle it).
+FINISHED = frozenset(
+    {
+        MessageStatus.SENT,
+        MessageStatus.DELIVERED,
+        MessageStatus.UNDELIVERED,
+        MessageStatus.BOUNCED,
+        MessageStatus.CANCELLED,
+        MessageStatus.SKIPPED,
+        MessageStatus.EXPIRED,
+    }
+)
 #: Handed to a worker and not yet recorded.
 IN_FLIGHT = frozenset({MessageStatus.CLAIMED, MessageStatus.SENDING})
 #: Enrollments that still have a programme (at most one per patient and campaign).

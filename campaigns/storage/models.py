@@ -84,6 +84,9 @@ class Patient(Base):
     email_invalid_reason: Mapped[str | None] = mapped_column(String(64))
     # Set by a safety reply (RED/AMBER): no marketing reaches the patient before this.
     marketing_hold_until: Mapped[datetime | None]
+    #: Set when her personal data was erased on request (campaigns.subject_rights): the row
+    #: stays, without contact details, so the ledger and the audit trail still refer to it.
+    erased_at: Mapped[datetime | None]
 
 
 class ConsentEvent(Base):
@@ -290,7 +293,16 @@ class ProviderEvent(Base):
     """Every status callback and event webhook item, once: the key deduplicates replays."""
 
     __tablename__ = "provider_events"
-    __table_args__ = (UniqueConstraint("provider", "event_key"),)
+    __table_args__ = (
+        UniqueConstraint("provider", "event_key"),
+        # Retention deletes, and erasure scrubs, a message's events with it.
+        Index(
+            "ix_provider_events_message_id",
+            "message_id",
+            postgresql_where=text("message_id IS NOT NULL"),
+            sqlite_where=text("message_id IS NOT NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     provider: Mapped[str] = mapped_column(String(32))

@@ -33,6 +33,8 @@ def test_beat_and_the_workers_run_every_job_on_its_period() -> None:
     assert schedule["reap"]["schedule"] == 10.0
     assert schedule["extend-plans"]["schedule"] == 3600.0
     assert schedule["extend-plans"]["options"]["expires"] < 3600.0
+    assert schedule["retention"]["schedule"] == 86400.0
+    assert schedule["retention"]["options"]["expires"] <= 86400.0 / 2
     for job in upkeep.JOBS:
         assert f"campaigns.{job.name}" in celery_app.tasks
         assert PERIODIC[job.name].name == f"campaigns.{job.name}"
