@@ -392,9 +392,20 @@ def health(
 
     if role not in {"worker", "beat"}:
         fail("health: the role is worker or beat")
-    age = liveness.File(get_settings().health_dir, role).age()
-    if age is None or age > max_age:
-        typer.echo(f"{role}: unhealthy (last well {readiness.describe_age(age)})", err=True)
+    alive = liveness.File(get_settings().health_dir, role)
+    age = alive.age()
+    if age is None:
+        typer.echo(
+            f"{role}: unhealthy (no liveness file {alive.path}: not started yet, or another "
+            "CAMPAIGNS_HEALTH_DIR)",
+            err=True,
+        )
+        raise typer.Exit(1)
+    if age > max_age:
+        typer.echo(
+            f"{role}: unhealthy (last well {readiness.describe_age(age)}, over {max_age:g} s)",
+            err=True,
+        )
         raise typer.Exit(1)
     typer.echo(f"{role}: well {readiness.describe_age(age)}")
 

@@ -146,7 +146,7 @@ class Operations(BaseModel):
     log_format: Literal["json", "text"] | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     #: Celery remote control and task events, which Flower needs to show the workers. Safe
-    #: only where nobody but the operators reaches the broker (docs/operations.md, "Flower").
+    #: only where nobody but the operators reaches the broker (docs/deployment.md, "Flower").
     celery_monitoring: bool = False
     #: Outbox rows whose story is over (sent, delivered, undelivered, bounced, cancelled,
     #: skipped, expired) last changed longer ago than this are deleted by the daily
@@ -174,8 +174,12 @@ class Settings(
     ProviderAccounts, ClinicDetails, SendingSettings, StaffAccess, Operations, BaseSettings
 ):
     # hide_input_in_errors: a bad setting must never print the secrets next to it.
+    # env_ignore_empty: a variable set to "" is unset, so docker-compose.yml can pass every
+    # setting through from .env (`${NAME:-}`) and an empty one keeps the default here (an empty
+    # CAMPAIGNS_METRICS_TOKEN must not be a token that `Bearer ` matches).
     model_config = SettingsConfigDict(
         env_prefix="CAMPAIGNS_",
+        env_ignore_empty=True,
         extra="ignore",
         frozen=True,
         populate_by_name=True,
