@@ -5,7 +5,7 @@ Revises: 0008
 Create Date: 2026-12-06 05:10:00.000000
 
 """
-from typing import Sequence, Union
+from typing import Any, Sequence, Union
 
 from alembic import op
 import sqlalchemy as sa
@@ -23,14 +23,25 @@ _SENT = sa.text("sent_at IS NOT NULL")
 
 def upgrade() -> None:
     """Upgrade schema."""
-    op.create_index(
-        'ix_scheduled_messages_sent_at', 'scheduled_messages', ['sent_at'],
-        unique=False, postgresql_where=_SENT, sqlite_where=_SENT,
-    )
-    op.create_index(
-        'ix_scheduled_messages_not_gone', 'scheduled_messages', ['status', 'id'],
-        unique=False, postgresql_where=_NOT_GONE, sqlite_where=_NOT_GONE,
-    )
+    indexes: list[dict[str, Any]] = [
+        dict(
+            index_name='ix_scheduled_messages_sent_at', table_name='scheduled_messages',
+            columns=['sent_at'], unique=False, postgresql_where=_SENT, sqlite_where=_SENT,
+        ),
+        dict(
+            index_name='ix_scheduled_messages_not_gone', table_name='scheduled_messages',
+            columns=['status', 'id'], unique=False,
+            postgresql_where=_NOT_GONE, sqlite_where=_NOT_GONE,
+        ),
+    ]
+    if op.get_bind().dialect.name == 'postgresql':
+        # The outbox may hold millions of rows: built without blocking sends.
+        with op.get_context().autocommit_block():
+            for index in indexes:
+                op.create_index(**index, postgresql_concurrently=True, if_not_exists=True)
+    else:
+        for index in indexes:
+            op.create_index(**index)
 
 
 def downgrade() -> None:
