@@ -291,7 +291,8 @@ NEGATIONS = frozenset(
 def test_book_never_outranks_a_safety_tier(noise: str, book: str, danger: str) -> None:
     # Noise that negates the sign right after it ("book no headache") may set an AMBER sign
     # aside: that is negation, tested on its own; here the question is BOOK against safety.
-    assume(not any(word in NEGATIONS for word in noise.lower().split()))
+    # Read as the reader reads it ("NÒ" is "no" once accents are folded).
+    assume(not any(word in NEGATIONS for word in READER.tokens(noise)))
     for text in (f"{book} {noise} {danger}", f"{danger} {noise} {book}"):
         found = classify(text, READER)
         assert found.intent in SAFETY_INTENTS, found.as_dict()
