@@ -77,9 +77,7 @@ REFUSALS = {
         "She texted STOP (or her number opted out at the network): we cannot text her unless "
         "she texts START."
     ),
-    "no_consent": (
-        "She has not agreed to texts, or withdrew her agreement: we cannot text her."
-    ),
+    "no_consent": ("She has not agreed to texts, or withdrew her agreement: we cannot text her."),
     "expired_before_send": "The reply waited too long and was not sent.",
 }
 #: Why a staff reply was not sent, for rows the send path settled, by the row's reason.
@@ -359,6 +357,7 @@ def _facts(session: Session, patient: Patient, enrollment: Enrollment) -> Facts:
 class Replied:
     message_id: int
     window_opens: datetime | None  # None: it goes now
+    timezone: str  # hers, to say when in her time
     again: bool = False  # the same form was sent before: nothing new was written
 
 
@@ -404,7 +403,7 @@ def reply(
             )
         ).scalar_one_or_none()
         if earlier is not None:
-            return Replied(earlier, None, again=True)
+            return Replied(earlier, None, patient.timezone, again=True)
         verdict = send_rules.check(_facts(session, patient, enrollment), now, window)
         opens = None
         if verdict is not None and verdict.outcome is Outcome.DEFERRED:
@@ -453,7 +452,7 @@ def reply(
             encoding=sms.encoding.encoding,
             outside_window=outside_window,
         )
-        return Replied(message.id, opens)
+        return Replied(message.id, opens, patient.timezone)
 
 
 def _handled(found: Conversation, now: datetime, actor: str) -> None:

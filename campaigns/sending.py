@@ -191,7 +191,8 @@ class Deliverer:
         recipient = Recipient(facts.name.split()[0], facts.language, facts.discreet)
         if facts.kind is StepKind.STAFF_REPLY:
             # A staff member's words, as written (and checked) in the inbox: SMS only.
-            assert facts.phone is not None and facts.text is not None
+            assert facts.phone is not None
+            assert facts.text is not None
             return Job(
                 facts,
                 OutgoingSms(
