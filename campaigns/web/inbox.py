@@ -87,6 +87,9 @@ def _conversation(
     tz = view.patient.timezone if view.patient is not None else "Europe/London"
     form.setdefault("words", "")
     form.setdefault("reply_error", None)
+    if form["reply_error"] and (view.patient is None or (status and status.problem)):
+        # No reply box to show it beside: said at the top of the page.
+        form["problem"] = form["reply_error"]
     return render(
         request,
         "conversation.html",
