@@ -17,7 +17,7 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from campaigns import alerts, audit, metrics, reachability, reply_actions
+from campaigns import alerts, audit, inbox, metrics, reachability, reply_actions
 from campaigns.planner import Planner
 from campaigns.providers.twilio import ADVANCED_OPT_OUT
 from campaigns.reply_actions import ACTOR
@@ -264,6 +264,9 @@ def _claim(
     }
     statement = insert_ignoring(session, InboundMessage, tuple(values))
     found_id: int | None = session.connection().execute(statement, values).scalar_one_or_none()
+    if found_id is not None:
+        # The staff inbox's conversation: unread again, with this text the newest.
+        inbox.note_inbound(session, found_id, patient_id, inbound.sender, now)
     return found_id
 
 

@@ -53,13 +53,15 @@ from campaigns.rules.ports import (
     SmsSender,
 )
 from campaigns.rules.send_rules import Facts, Outcome, Verdict
-from campaigns.rules.vocabulary import Channel
+from campaigns.rules.vocabulary import Channel, StepKind
 from campaigns.rules.window import SendWindow
 from campaigns.storage import outbox
 from campaigns.storage.db import Database
 
 log = logging.getLogger(__name__)
 RECORD_TRIES = 3
+#: The template_ref of a staff reply: no template, a person's words.
+STAFF_REPLY_REF = "staff_reply"
 
 __all__ = ["Deliverer", "Outcome"]
 
@@ -187,6 +189,20 @@ class Deliverer:
 
     def render(self, facts: Facts) -> Job:
         recipient = Recipient(facts.name.split()[0], facts.language, facts.discreet)
+        if facts.kind is StepKind.STAFF_REPLY:
+            # A staff member's words, as written (and checked) in the inbox: SMS only.
+            assert facts.phone is not None
+            assert facts.text is not None
+            return Job(
+                facts,
+                OutgoingSms(
+                    facts.id,
+                    facts.phone,
+                    facts.text,
+                    rules.deliver_by(facts, self.clock.now(), self.window),
+                ),
+                outbox.Content(facts.id, facts.text, None, STAFF_REPLY_REF),
+            )
         if facts.channel is Channel.SMS:
             assert facts.phone is not None
             sms = self.renderer.render_sms(facts.campaign, facts.step_key, recipient)

@@ -33,7 +33,7 @@ from datetime import UTC, date, datetime
 from enum import Enum
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, or_, select, update
+from sqlalchemy import CursorResult, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from campaigns import audit, reachability
@@ -47,6 +47,7 @@ from campaigns.storage.models import (
     AuditEvent,
     Base,
     ConsentEvent,
+    Conversation,
     Enrollment,
     InboundMessage,
     Patient,
@@ -234,6 +235,13 @@ def erase(
             "consent_events": _scrub_consents(found.consents, secrets),
             "audit_events": _scrub_details(found.audit, secrets, wipe=False),
         }
+        if patient.phone:
+            # The inbox's thread of texts from her number before it was hers keeps no number.
+            session.execute(
+                delete(Conversation).where(
+                    Conversation.patient_id.is_(None), Conversation.sender == patient.phone
+                )
+            )
         patient.name, patient.phone, patient.email, patient.clinic_ref = ERASED, None, None, None
         patient.erased_at = patient.erased_at or now
         done = Erased(

@@ -72,6 +72,8 @@ class Step(BaseModel):
     def _rules(self) -> Step:
         if self.catch_up and self.kind is StepKind.MARKETING:
             raise ValueError("catch_up: a marketing step is never sent late")
+        if self.kind is StepKind.STAFF_REPLY:
+            raise ValueError("kind: staff_reply is a staff member's text, not a campaign step")
         return self
 
     @property

@@ -17,6 +17,7 @@ from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound, select_a
 from jinja2.sandbox import SandboxedEnvironment
 
 from campaigns.rules.catalog import DEFAULT_LANGUAGE, Campaign, CatalogError
+from campaigns.rules.errors import InputError
 from campaigns.rules.vocabulary import Channel
 
 GSM7_BASIC = frozenset(
@@ -249,3 +250,35 @@ def check_reply_fit(renderer: ContentRenderer, keys: set[str], link: str) -> Non
             f"{renderer.clinic.short_name!r} and booking links as long as {len(link)} "
             "characters): " + "; ".join(problems)
         )
+
+
+#: The field a staff reply's problems name (campaigns.inbox, the inbox's reply box).
+REPLY_FIELD = "Reply"
+
+
+def staff_sms(clinic_short_name: str, words: str) -> RenderedSms:
+    """A staff member's reply as the patient will get it: the clinic's name first, as every
+    text of ours starts (so she knows who writes), on one line, in one SMS segment. Raises
+    InputError, in staff words, for an empty reply or one that needs a second segment."""
+    said = _one_line(words)
+    if not said:
+        raise InputError(REPLY_FIELD, "write the reply first")
+    body = f"{clinic_short_name}: {said}"
+    encoding = sms_encoding(body)
+    if encoding.segments > 1:
+        prefix = len(clinic_short_name) + 2
+        if encoding.encoding == "GSM-7":
+            raise InputError(
+                REPLY_FIELD,
+                f"too long for one text: {encoding.units} characters of 160, counting "
+                f"“{clinic_short_name}: ” in front ({prefix}). Shorten it by "
+                f"{encoding.units - 160}.",
+            )
+        odd = next(c for c in said if c not in GSM7_BASIC and c not in GSM7_EXTENDED)
+        raise InputError(
+            REPLY_FIELD,
+            f"too long for one text: “{odd}” is not in the plain text alphabet, so a text holds "
+            f"only 70 characters and this one has {encoding.units} (counting "
+            f"“{clinic_short_name}: ” in front). Shorten it, or replace “{odd}”.",
+        )
+    return RenderedSms(body, encoding, DEFAULT_LANGUAGE, "staff_reply")

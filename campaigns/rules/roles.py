@@ -24,6 +24,8 @@ class Permission(StrEnum):
     VIEW_PATIENTS = "view_patients"
     #: Enrol, change a due date, record a birth or loss, pause and resume, work alerts.
     ACT_ON_PATIENTS = "act_on_patients"
+    #: Send a staff reply outside the send window (as safety answers go): clinicians' call.
+    SEND_OUTSIDE_WINDOW = "send_outside_window"
     #: Operations: backlog, requeue, resume a halted channel, metrics.
     OPERATE = "operate"
     #: Staff accounts.
@@ -33,7 +35,12 @@ class Permission(StrEnum):
 GRANTS: dict[Role, frozenset[Permission]] = {
     Role.VIEWER: frozenset({Permission.SIGNED_IN, Permission.VIEW_PATIENTS}),
     Role.CLINICIAN: frozenset(
-        {Permission.SIGNED_IN, Permission.VIEW_PATIENTS, Permission.ACT_ON_PATIENTS}
+        {
+            Permission.SIGNED_IN,
+            Permission.VIEW_PATIENTS,
+            Permission.ACT_ON_PATIENTS,
+            Permission.SEND_OUTSIDE_WINDOW,
+        }
     ),
     Role.OPERATOR: frozenset({Permission.SIGNED_IN, Permission.OPERATE}),
     Role.ADMIN: frozenset(Permission),

@@ -30,6 +30,8 @@ from campaigns.rules.window import SendWindow, zone
 
 #: A halted channel's messages wait this long before they are offered to it again.
 HALT_RETRY = timedelta(minutes=5)
+#: How long a carrier may take to deliver a text sent outside the window on purpose.
+OUTSIDE_WINDOW_DELIVERY = timedelta(hours=1)
 
 
 class Outcome(StrEnum):
@@ -79,6 +81,10 @@ class Facts:
     marketing_hold_until: datetime | None
     consent: ConsentState
     suppressed: bool
+    #: A staff reply's words, written with the row (other messages are rendered at send time).
+    text: str | None = None
+    #: A clinician said this staff reply may go outside the send window (recorded who).
+    outside_window: bool = False
 
     @property
     def address(self) -> str | None:
@@ -120,6 +126,9 @@ def deliver_by(facts: Facts, now: datetime, window: SendWindow) -> datetime:
     arrive at 23:00). Providers turn it into their validity period."""
     tz = zone(facts.timezone)
     closes = window.closes_at(now.astimezone(tz).date(), tz)
+    if facts.outside_window:
+        # Sent outside the window on purpose: the window's close is no limit (it may be past).
+        closes = now + OUTSIDE_WINDOW_DELIVERY
     if facts.expires_at is not None and facts.expires_at < closes:
         return facts.expires_at
     return closes
@@ -148,7 +157,7 @@ def check(facts: Facts, now: datetime, window: SendWindow) -> Verdict | None:
     if facts.expires_at is not None and now >= facts.expires_at:
         return _end(facts, MessageStatus.EXPIRED, "expired_before_send")
     tz = zone(facts.timezone)
-    if not window.is_open(now, tz):
+    if not facts.outside_window and not window.is_open(now, tz):
         # A closed window is not an attempt: the row waits for the next opening.
         return Verdict(
             Outcome.DEFERRED,

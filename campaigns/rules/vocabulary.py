@@ -15,6 +15,9 @@ class StepKind(StrEnum):
     EDUCATION = "education"
     SAFETY = "safety"  # warning signs; never carries promotion
     MARKETING = "marketing"  # needs the channel's separate marketing consent
+    #: A text a staff member wrote in the inbox (campaigns.inbox), never a campaign step: sent
+    #: through the outbox like any other SMS, its words stored on the row when it is written.
+    STAFF_REPLY = "staff_reply"
 
 
 class Anchor(StrEnum):

@@ -245,6 +245,8 @@ class ScheduledMessage(Base):
     template_ref: Mapped[str | None] = mapped_column(String(200))
     subject: Mapped[str | None] = mapped_column(String(300))
     body: Mapped[str | None] = mapped_column(Text)
+    #: A staff reply a clinician let go outside the send window (who: staff_replies).
+    outside_window: Mapped[bool | None] = mapped_column(Boolean)
 
 
 class SendLease(Base):
@@ -350,6 +352,59 @@ class InboundMessage(Base):
     replies: Mapped[list[Any]] = mapped_column(JsonText, default=list)
     actions: Mapped[list[Any]] = mapped_column(JsonText, default=list)
     opt_out_type: Mapped[str | None] = mapped_column(String(16))
+
+
+class Conversation(Base):
+    """The inbox's view of the texts from one patient, or from one number we do not know:
+    the newest text, and how far staff have handled them (a newer text makes it unread again).
+    Written with each text (campaigns.answering), so the inbox never groups the whole table."""
+
+    __tablename__ = "conversations"
+    __table_args__ = (
+        Index(
+            "uq_conversations_patient_id",
+            "patient_id",
+            unique=True,
+            postgresql_where=text("patient_id IS NOT NULL"),
+            sqlite_where=text("patient_id IS NOT NULL"),
+        ),
+        Index(
+            "uq_conversations_sender",
+            "sender",
+            unique=True,
+            postgresql_where=text("patient_id IS NULL"),
+            sqlite_where=text("patient_id IS NULL"),
+        ),
+        # The inbox, newest first (and paged by it).
+        Index("ix_conversations_last_inbound_id", "last_inbound_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    patient_id: Mapped[int | None] = mapped_column(Id)
+    #: The number, for texts from a number no patient has (None once it is a patient's).
+    sender: Mapped[str | None] = mapped_column(String(32))
+    last_inbound_id: Mapped[int] = mapped_column(Id)
+    last_at: Mapped[datetime]
+    #: The newest text staff have handled: unread while a newer one exists.
+    handled_through: Mapped[int | None] = mapped_column(Id)
+    handled_at: Mapped[datetime | None]
+    handled_by: Mapped[str | None] = mapped_column(String(128))
+    wrong_number_at: Mapped[datetime | None]
+    wrong_number_by: Mapped[str | None] = mapped_column(String(128))
+
+
+class StaffReply(Base):
+    """Who wrote a staff reply (an outbox row of kind staff_reply), and whether a clinician
+    let it go outside the send window."""
+
+    __tablename__ = "staff_replies"
+    __table_args__ = (Index("ix_staff_replies_patient_id", "patient_id"),)
+
+    message_id: Mapped[int] = mapped_column(Id, primary_key=True)
+    patient_id: Mapped[int] = mapped_column(Id)
+    author: Mapped[str] = mapped_column(String(128))
+    outside_window: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime]
 
 
 class Alert(Base):

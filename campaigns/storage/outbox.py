@@ -126,6 +126,8 @@ _FACTS = (
         Patient.phone_invalid_at.label("phone_invalid_at"),
         Patient.email_invalid_at.label("email_invalid_at"),
         Patient.marketing_hold_until.label("marketing_hold_until"),
+        SM.body.label("body"),
+        SM.outside_window.label("outside_window"),
     )
     .join(Enrollment, Enrollment.id == SM.enrollment_id)
     .join(Patient, Patient.id == Enrollment.patient_id)
@@ -153,6 +155,7 @@ def load_facts(connection: Connection, ids: Sequence[int], batch_token: str) -> 
     facts = []
     for r in rows:
         channel = Channel(r.channel)
+        kind = StepKind(r.kind)
         address = addresses[r.id]
         invalid = r.phone_invalid_at if channel is Channel.SMS else r.email_invalid_at
         facts.append(
@@ -162,7 +165,7 @@ def load_facts(connection: Connection, ids: Sequence[int], batch_token: str) -> 
                 next_attempt_at=r.next_attempt_at,
                 step_key=r.step_key,
                 channel=channel,
-                kind=StepKind(r.kind),
+                kind=kind,
                 expires_at=r.expires_at,
                 enrollment_status=r.enrollment_status,
                 campaign=r.campaign,
@@ -177,6 +180,9 @@ def load_facts(connection: Connection, ids: Sequence[int], batch_token: str) -> 
                 marketing_hold_until=r.marketing_hold_until,
                 consent=consent[r.patient_id],
                 suppressed=bool(address) and (channel.value, address_hash(address)) in found,
+                # Only a staff reply's words are written with the row; others render now.
+                text=r.body if kind is StepKind.STAFF_REPLY else None,
+                outside_window=bool(r.outside_window),
             )
         )
     return facts

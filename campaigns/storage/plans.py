@@ -12,7 +12,7 @@ from sqlalchemy import ColumnElement, CursorResult, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from campaigns.rules.planning import PlannedSend
-from campaigns.rules.vocabulary import CANCELLABLE, Channel, MessageStatus
+from campaigns.rules.vocabulary import CANCELLABLE, Channel, MessageStatus, StepKind
 from campaigns.storage.bulk import NULL, copy_lines, is_postgres, iso, write_rows
 from campaigns.storage.db import among
 from campaigns.storage.models import Enrollment, ScheduledMessage
@@ -172,7 +172,11 @@ def sent_histories(session: Session, patient_ids: Sequence[int]) -> dict[int, li
             ScheduledMessage.enrollment_id,
         )
         .join(Enrollment, Enrollment.id == ScheduledMessage.enrollment_id)
-        .where(among(Enrollment.patient_id, patient_ids, postgres=is_postgres(session)))
+        .where(
+            among(Enrollment.patient_id, patient_ids, postgres=is_postgres(session)),
+            # A staff reply is no step of the plan, and does not take the day's one message.
+            ScheduledMessage.kind != StepKind.STAFF_REPLY.value,
+        )
     )
     for patient_id, *row in rows:
         found[patient_id].append(tuple(row))

@@ -23,6 +23,7 @@ from campaigns.runtime import EmbeddedRuntime
 from campaigns.web import (
     account,
     alerts,
+    inbox,
     links,
     operations,
     ops,
@@ -68,6 +69,7 @@ def create_app(services: Services, *, run_embedded: bool = False, part: Part = "
         app.include_router(account.router)
         app.include_router(staff.router)
         app.include_router(alerts.router)
+        app.include_router(inbox.router)
         app.include_router(users.router)
         app.include_router(operations.router)
     if part in ("all", "webhooks"):
