@@ -120,7 +120,7 @@ def _stage(edd: Any, birth_date: Any, today: Any) -> str:
     if birth_date is not None:
         return f"{(today - birth_date).days} days after birth"
     age = gestational_age(edd, today)
-    return f"{age.weeks} weeks {age.days} days ({trimester_label(age)})"
+    return f"{age.weeks} weeks {age.day_of_week} days ({trimester_label(age)})"
 
 
 @router.get("/patients/{patient_id}/edit", response_class=HTMLResponse)
