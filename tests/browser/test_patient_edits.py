@@ -13,6 +13,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from campaigns import alerts
 from campaigns.rules.replies import AlertSpec, Severity
+from campaigns.storage.models import Patient
 from tests.browser.test_staff_and_patient_pages import CHROMIUM, FLAGS, LiveServer, sign_in
 from tests.integration.helpers import enroll
 from tests.integration.staff import add_member
@@ -74,6 +75,9 @@ def test_staff_edit_a_patients_mobile_number_and_see_it_saved(
         expect(page).to_have_url(f"{live.url}/staff/patients/{done.patient_id}")
         expect(page.get_by_role("status")).to_contain_text("Saved: mobile number.")
         expect(page.locator("dl.facts")).to_contain_text("+447400555321")
+        with live.services.db.session() as session:
+            saved = session.get(Patient, done.patient_id)
+            assert saved is not None and saved.phone == "+447400555321"
         folder = screenshots()
         page.screenshot(path=str(folder / "patient.png"), full_page=True)
 
