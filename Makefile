@@ -70,6 +70,7 @@ bench: install services
 	$(VENV)/bin/python -m bench.inbound
 	$(VENV)/bin/python -m bench.faults
 	$(VENV)/bin/python -m bench.horizon
+	$(VENV)/bin/python -m bench.patient_list
 
 clean:
 	rm -rf $(VENV) $(TOOLS) campaigns.db

@@ -6,7 +6,7 @@ and writes the new plan.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -18,7 +18,7 @@ from campaigns.planner import Planner, SkipRecords, Stored, skip_records, split
 from campaigns.rules.clock import Clock
 from campaigns.rules.consent import WORDING_VERSION
 from campaigns.rules.errors import InputError, StateError
-from campaigns.rules.intake import EnrollmentRequest
+from campaigns.rules.intake import EnrollmentRequest, IntakeRules, parse_enrollment
 from campaigns.rules.planning import PlanInput, PlannedSend
 from campaigns.rules.pregnancy import EddError, check_edd, pregnancy_start
 from campaigns.rules.vocabulary import (
@@ -34,7 +34,12 @@ from campaigns.storage import enrollment_rows as rows
 from campaigns.storage.bulk import reserve_ids
 from campaigns.storage.db import Database
 from campaigns.storage.models import Enrollment, Patient
-from campaigns.storage.patients import active_enrollments, lock_enrollment
+from campaigns.storage.patients import (
+    active_enrollments,
+    enrollments_of,
+    lock_enrollment,
+    lock_patient,
+)
 from campaigns.storage.plans import cancel_live, write_plans
 
 LIVE = (EnrollmentStatus.ACTIVE.value, EnrollmentStatus.PAUSED.value)
@@ -442,6 +447,108 @@ def stop(db: Database, enrollment_id: int, now: datetime, *, actor: str, reason:
         return cancelled.count
 
 
+#: A programme that has ended, after which the patient may be enrolled again.
+ENDED = (
+    EnrollmentStatus.COMPLETED.value,
+    EnrollmentStatus.STOPPED.value,
+    EnrollmentStatus.ENDED_LOSS.value,
+)
+
+
+def reenroll(
+    db: Database,
+    planner: Planner,
+    patient_id: int,
+    fields: Mapping[str, str | None],
+    rules: IntakeRules,
+    now: datetime,
+    *,
+    actor: str,
+) -> Enrolled:
+    """Enrol a patient again once her programme in the campaign has ended (completed,
+    stopped, or a loss followed by a new pregnancy): a new enrollment, checked as the enrol
+    form is, from her record's details and the form's due date, channels and consents.
+
+    Refused while a programme in the campaign is live (uq_enrollments_live allows one); after
+    a loss the new due date must come after the one of the pregnancy that ended. Her ledger,
+    suppressions and sent history count as for any plan (a number that said STOP stays
+    stopped until she gives her consent back).
+    """
+    with db.session() as session:
+        patient = lock_patient(session, patient_id)
+        if patient.erased_at is not None:
+            raise StateError("Her details were erased on request: she cannot be enrolled again")
+        request = parse_enrollment(
+            {
+                **fields,
+                "name": patient.name,
+                "phone": patient.phone,
+                "email": patient.email,
+                "tz": patient.timezone,
+                "language": patient.language,
+                "discreet": "yes" if patient.discreet else "",
+                "clinic_ref": patient.clinic_ref,
+            },
+            rules,
+            now,
+        )
+        history = enrollments_of(session, patient.id, request.campaign)
+        live = [e for e in history if e.status not in ENDED]
+        if live:
+            raise StateError(
+                f"She is already enrolled in {request.campaign} "
+                f"({live[-1].status.replace('_', ' ')}): enrol her again only once that "
+                "programme has ended"
+            )
+        lost = [e for e in history if e.status == EnrollmentStatus.ENDED_LOSS.value]
+        if lost and request.edd <= lost[-1].edd:
+            raise InputError(
+                "edd",
+                "The due date must be after the due date of the pregnancy that ended "
+                f"({lost[-1].edd:%d %B %Y}): enter the new pregnancy's due date",
+            )
+        rows.write_consents(
+            session,
+            [patient.id],
+            [request],
+            now,
+            source=ConsentSource.FORM.value,
+            wording=WORDING_VERSION,
+            actor=actor,
+        )
+        enrollment = Enrollment(
+            patient_id=patient.id,
+            campaign=request.campaign,
+            edd=request.edd,
+            edd_source=request.edd_source.value,
+            edd_set_at=now,
+            channels=",".join(sorted(request.channels)),
+            status=EnrollmentStatus.ACTIVE,
+            enrolled_at=now,
+            enrolled_on=now.astimezone(zone(patient.timezone)).date(),
+            schedule_version=1,
+            skipped=[],
+            updated_at=now,
+        )
+        session.add(enrollment)
+        session.flush()
+        planned = planner.replan(session, enrollment, patient, now)
+        audit.record(
+            session,
+            now,
+            actor,
+            "re_enrolled",
+            patient_id=patient.id,
+            enrollment_id=enrollment.id,
+            campaign=request.campaign,
+            after=[e.id for e in history],
+        )
+        stored = [p for p in planned if p.status.value == "pending"]
+        result = Enrolled(patient.id, enrollment.id, planned, stored)
+    metrics.ENROLLMENTS.labels(ConsentSource.FORM.value).inc()
+    return result
+
+
 def _require(enrollment: Enrollment, allowed: Sequence[str], action: str) -> None:
     if enrollment.status not in allowed:
         raise StateError(f"cannot {action}: enrollment {enrollment.id} is {enrollment.status}")
@@ -533,3 +640,15 @@ class Enrollments:
 
     def resume(self, enrollment_id: int, *, actor: str) -> list[PlannedSend]:
         return resume(self.db, self.planner, enrollment_id, self.clock.now(), actor=actor)
+
+    def reenroll(
+        self,
+        patient_id: int,
+        fields: Mapping[str, str | None],
+        rules: IntakeRules,
+        *,
+        actor: str,
+    ) -> Enrolled:
+        return reenroll(
+            self.db, self.planner, patient_id, fields, rules, self.clock.now(), actor=actor
+        )

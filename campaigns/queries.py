@@ -3,11 +3,11 @@ backlog, and what each staff page shows (the pages never query the tables themse
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session
 
 from campaigns.delivery import NEEDS_REVIEW
@@ -19,10 +19,13 @@ from campaigns.rules.content import ContentRenderer, Recipient
 from campaigns.rules.errors import InputError, NotFoundError
 from campaigns.rules.intake import parse_date
 from campaigns.rules.planning import PlanInput, PlannedSend, plan
+from campaigns.rules.replies import Severity
 from campaigns.rules.vocabulary import Channel, EnrollmentStatus, MessageStatus
 from campaigns.rules.window import SendWindow, WindowError, zone
 from campaigns.storage.consents import state_of, suppressed_channels
 from campaigns.storage.models import (
+    Alert,
+    AuditEvent,
     ConsentEvent,
     Enrollment,
     InboundMessage,
@@ -506,6 +509,25 @@ class PatientRecord:
     received: list[InboundMessage]  # her texts, newest first
     ledger: list[ConsentEvent]  # oldest first
     consent: ConsentState  # today's, from the ledger above
+    open_alerts: list[Alert] = field(default_factory=list)  # most urgent first, then oldest
+    #: Acknowledged alerts, newest first, each with the note left when it was acknowledged.
+    acknowledged: list[tuple[Alert, str]] = field(default_factory=list)
+
+    @property
+    def current(self) -> list[TimelineEntry]:
+        """The timeline without the cancelled rows of earlier schedule versions."""
+        return [e for e in self.timeline if not self._superseded(e)]
+
+    @property
+    def superseded(self) -> list[TimelineEntry]:
+        """Cancelled rows of earlier schedule versions (a re-plan left them behind)."""
+        return [e for e in self.timeline if self._superseded(e)]
+
+    def _superseded(self, entry: TimelineEntry) -> bool:
+        versions = {e.id: e.schedule_version for e in self.enrollments}
+        return entry.status == MessageStatus.CANCELLED.value and entry.version < versions.get(
+            entry.enrollment_id, entry.version
+        )
 
 
 def patient_record(
@@ -542,7 +564,70 @@ def patient_record(
         ),
         ledger=ledger,
         consent=state_of(ledger),  # the ledger shown, read once
+        open_alerts=list(
+            session.execute(
+                select(Alert)
+                .where(Alert.patient_id == patient.id, Alert.acknowledged_at.is_(None))
+                .order_by(_URGENCY, Alert.id)
+            ).scalars()
+        ),
+        acknowledged=_acknowledged(session, patient.id),
     )
+
+
+def _acknowledged(session: Session, patient_id: int) -> list[tuple[Alert, str]]:
+    """Her acknowledged alerts, newest first, with the note each was acknowledged with (kept
+    in the audit trail's event, read through ix_audit_events_patient_id_id)."""
+    found = list(
+        session.execute(
+            select(Alert)
+            .where(Alert.patient_id == patient_id, Alert.acknowledged_at.is_not(None))
+            .order_by(Alert.id.desc())
+            .limit(50)
+        ).scalars()
+    )
+    if not found:
+        return []
+    notes: dict[int, str] = {}
+    for detail in session.execute(
+        select(AuditEvent.detail).where(
+            AuditEvent.patient_id == patient_id, AuditEvent.action == "alert_acknowledged"
+        )
+    ).scalars():
+        if isinstance(detail, dict) and isinstance(detail.get("alert"), int):
+            notes[detail["alert"]] = str(detail.get("note") or "")
+    return [(alert, notes.get(alert.id, "")) for alert in found]
+
+
+def future_texts(
+    record: PatientRecord, renderer: ContentRenderer
+) -> dict[tuple[int, str, str], str]:
+    """The text each message still to go will carry, as she will get it (her language and
+    discreet wording), by (enrollment id, step, channel); emails by their subject."""
+    patient = record.patient
+    recipient = Recipient(
+        patient.name.split()[0] if patient.name else "", patient.language, patient.discreet
+    )
+    campaigns = {e.id: e.campaign for e in record.enrollments}
+    texts: dict[tuple[int, str, str], str] = {}
+    for entry in record.timeline:
+        if entry.status not in _TO_GO or entry.enrollment_id not in campaigns:
+            continue
+        key = (entry.enrollment_id, entry.step, entry.channel)
+        campaign = campaigns[entry.enrollment_id]
+        if entry.channel == Channel.SMS.value:
+            texts[key] = renderer.render_sms(campaign, entry.step, recipient).body
+        else:
+            texts[key] = renderer.render_email(
+                campaign, entry.step, recipient, "(unsubscribe link)"
+            ).subject
+    return texts
+
+
+#: Timeline entries still to go: pending outbox rows and sends beyond the written horizon.
+_TO_GO = frozenset({MessageStatus.PENDING.value, "planned"})
+#: Most urgent first: Severity lists them in that order.
+_URGENCY = case({s.value: rank for rank, s in enumerate(Severity)}, value=Alert.severity, else_=99)
 
 
 def patient_of_enrollment(session: Session, enrollment_id: int) -> int | None:

@@ -109,8 +109,10 @@ def opt_out(
     source: ConsentSource,
     reason: str,
     actor: str,
+    wording: str | None = None,
 ) -> int:
-    """Never message this address on this channel again (until a new opt-in)."""
+    """Never message this address on this channel again (until a new opt-in). `wording`: the
+    words the patient was told, when staff recorded the withdrawal."""
     address = address_of(patient, channel)
     if address is not None:
         suppress(session, channel, address, now, source=source, reason=reason)
@@ -124,6 +126,7 @@ def opt_out(
             source=source.value,
             wording_version=WORDING_VERSION,
             actor=actor,
+            wording=wording,
         )
     )
     cancelled = cancel_channel(session, patient.id, channel, "opted_out", now)
@@ -151,6 +154,7 @@ def opt_in(
     source: ConsentSource,
     actor: str,
     replan: bool,
+    wording: str | None = None,
 ) -> None:
     """Messages on this channel again: the suppression lifted, a consent event granted, and,
     when `replan` (the patient had opted out), each active plan made again from now."""
@@ -167,6 +171,7 @@ def opt_in(
             source=source.value,
             wording_version=WORDING_VERSION,
             actor=actor,
+            wording=wording,
         )
     )
     session.flush()

@@ -97,6 +97,8 @@ class ConsentSource(StrEnum):
     LINK = "link"
     PROVIDER = "provider"
     STAFF = "staff"
+    PHONE = "phone"  # told to staff on the telephone
+    IN_PERSON = "in_person"  # told to staff face to face
 
 
 MARKETING_PURPOSE = {

@@ -104,6 +104,9 @@ class ConsentEvent(Base):
     source: Mapped[str] = mapped_column(String(32))
     wording_version: Mapped[str] = mapped_column(String(64))
     actor: Mapped[str] = mapped_column(String(128))
+    #: The words shown or read to the patient, as staff recorded them (a consent taken by
+    #: phone or in person); None: the standard wording of `wording_version`.
+    wording: Mapped[str | None] = mapped_column(Text)
 
 
 class Enrollment(Base):
@@ -120,6 +123,8 @@ class Enrollment(Base):
             sqlite_where=_LIVE_ENROLLMENT,
         ),
         Index("ix_enrollments_patient_id", "patient_id"),
+        # Serves the staff patient list filtered by status, newest first (keyset on id).
+        Index("ix_enrollments_status_id", "status", "id"),
         # Serves extend_plans: active plans whose written horizon is running out.
         Index(
             "ix_enrollments_planned_until",

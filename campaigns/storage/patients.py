@@ -64,3 +64,23 @@ def active_enrollments(
         .scalars()
         .all()
     )
+
+
+def phone_owner(session: Session, phone: str) -> int | None:
+    """The patient who has this number (E.164), if any (uq_patients_phone)."""
+    found = session.execute(select(Patient.id).where(Patient.phone == phone)).scalar_one_or_none()
+    return None if found is None else int(found)
+
+
+def enrollments_of(session: Session, patient_id: int, campaign: str) -> Sequence[Enrollment]:
+    """Every enrollment of the patient in this campaign, oldest first, as they are now."""
+    return (
+        session.execute(
+            select(Enrollment)
+            .where(Enrollment.patient_id == patient_id, Enrollment.campaign == campaign)
+            .order_by(Enrollment.id)
+            .execution_options(populate_existing=True)
+        )
+        .scalars()
+        .all()
+    )

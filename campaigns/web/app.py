@@ -27,6 +27,7 @@ from campaigns.web import (
     links,
     operations,
     ops,
+    patients,
     signin,
     staff,
     users,
@@ -68,6 +69,7 @@ def create_app(services: Services, *, run_embedded: bool = False, part: Part = "
         app.include_router(signin.router)
         app.include_router(account.router)
         app.include_router(staff.router)
+        app.include_router(patients.router)
         app.include_router(alerts.router)
         app.include_router(inbox.router)
         app.include_router(users.router)

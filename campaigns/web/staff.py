@@ -24,7 +24,13 @@ from campaigns.rules.errors import InputError, NotFoundError, StateError
 from campaigns.rules.intake import parse_date, parse_edd_source, parse_enrollment
 from campaigns.rules.pregnancy import gestational_age, trimester_label
 from campaigns.rules.roles import Permission, may
-from campaigns.rules.vocabulary import Channel, ConsentSource, EddSource, MessageStatus
+from campaigns.rules.vocabulary import (
+    LIVE_ENROLLMENT,
+    Channel,
+    ConsentSource,
+    EddSource,
+    MessageStatus,
+)
 from campaigns.rules.window import zone
 from campaigns.staff_sessions import Current
 from campaigns.storage.models import (
@@ -37,6 +43,12 @@ from campaigns.web.guard import StaffDep, requires, signed_in
 from campaigns.web.pages import back, render
 
 router = APIRouter(prefix="/staff", include_in_schema=False, dependencies=[Depends(signed_in)])
+#: The words staff read out when they take a consent (the enrol form's), to start from.
+STANDARD_WORDING = {
+    "programme": "I agree Santi can use my due date and pregnancy to send me leg-health tips.",
+    "marketing_sms": "I agree Santi can send me offers and booking reminders by text.",
+    "marketing_email": "I agree Santi can send me offers and booking reminders by email.",
+}
 
 
 def viewed(session: Session, now: datetime, staff: Current, patient_id: int, page: str) -> None:
@@ -63,16 +75,6 @@ def dashboard(request: Request, services: ServicesDep, staff: StaffDep) -> HTMLR
     )
 
 
-@router.get("/patients", response_class=HTMLResponse)
-@requires(Permission.VIEW_PATIENTS)
-def patients(request: Request, services: ServicesDep, q: str = "") -> HTMLResponse:
-    with services.db.session() as session:
-        rows = queries.patients(session, q)
-    today = services.clock.now().date()
-    listed = [(p, e, _stage(e, today)) for p, e in rows]
-    return render(request, "patients.html", rows=listed, q=q)
-
-
 @router.get("/patients/{patient_id}", response_class=HTMLResponse)
 @requires(Permission.VIEW_PATIENTS)
 def patient_page(
@@ -90,7 +92,14 @@ def patient_page(
         "patient.html",
         patient=found.patient,
         enrollments=found.enrollments,
-        entries=found.timeline,
+        entries=found.current,
+        superseded=found.superseded,
+        texts=queries.future_texts(found, services.renderer),
+        open_alerts=found.open_alerts,
+        acknowledged=found.acknowledged,
+        live_campaigns={e.campaign for e in found.enrollments if e.status in LIVE_ENROLLMENT},
+        campaigns=sorted(services.catalog),
+        wording=STANDARD_WORDING,
         consent=found.consent,
         suppressed=found.suppressed,
         received=found.received,

@@ -100,7 +100,7 @@ def test_enroll_form_creates_the_patient_and_shows_the_plan(
     assert "Enrolled;" in page.text and "Dee Example" in page.text
     assert "clot-warning-signs" in page.text and "catch up" in page.text
     listing = client.get("/staff/patients", params={"q": "Dee"})
-    assert "Dee Example" in listing.text and "30+0 (third trimester)" in listing.text
+    assert "Dee Example" in listing.text and "30 weeks 0 days (third trimester)" in listing.text
 
 
 def test_staff_actions_change_the_plan(client: StaffClient, services: Services) -> None:

@@ -1,6 +1,6 @@
 """conversation inbox: conversations with their handled state; staff replies
 
-Revision ID: 0013
+Revision ID: 0011
 Revises: 0010
 Create Date: 2026-12-06 05:30:00.000000
 
@@ -14,7 +14,7 @@ from campaigns.storage.types import UTCDateTime
 
 
 # revision identifiers, used by Alembic.
-revision: str = '0013'
+revision: str = '0011'
 down_revision: Union[str, Sequence[str], None] = '0010'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
