@@ -30,14 +30,17 @@ def normalise_phone(raw: str, region: str = "GB", *, field: str = "phone") -> st
     try:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:
-        raise InputError(field, f"{mask_phone(text)} is not a phone number") from None
+        raise _phone_error(field, text, "is not a phone number") from None
     if not phonenumbers.is_valid_number(number):
-        raise InputError(field, f"{mask_phone(text)} is not a valid phone number")
+        raise _phone_error(field, text, "is not a valid phone number")
     if phonenumbers.number_type(number) not in _MOBILE_TYPES:
-        raise InputError(
-            field, f"{mask_phone(text)} is not a mobile number, so it cannot get texts"
-        )
+        raise _phone_error(field, text, "is not a mobile number, so it cannot get texts")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _phone_error(field: str, typed: str, problem: str) -> InputError:
+    """Masked in the message (logs), as typed in `plain` (shown back to whoever typed it)."""
+    return InputError(field, f"{mask_phone(typed)} {problem}", plain=f"{typed} {problem}")
 
 
 def normalise_email(raw: str, *, field: str = "email") -> str:
@@ -47,8 +50,11 @@ def normalise_email(raw: str, *, field: str = "email") -> str:
     try:
         return validate_email(text, check_deliverability=False).normalized
     except EmailNotValidError as exc:
+        reason = str(exc)
         raise InputError(
-            field, f"{mask_email(text)} is not a valid email address ({exc})"
+            field,
+            f"{mask_email(text)} is not a valid email address ({reason})",
+            plain=f"{text} is not a valid email address ({reason})",
         ) from None
 
 
