@@ -23,6 +23,7 @@ from campaigns.runtime import EmbeddedRuntime
 from campaigns.web import (
     account,
     alerts,
+    imports,
     links,
     operations,
     ops,
@@ -67,6 +68,7 @@ def create_app(services: Services, *, run_embedded: bool = False, part: Part = "
         app.include_router(signin.router)
         app.include_router(account.router)
         app.include_router(staff.router)
+        app.include_router(imports.router)
         app.include_router(alerts.router)
         app.include_router(users.router)
         app.include_router(operations.router)
@@ -94,6 +96,9 @@ def create_app(services: Services, *, run_embedded: bool = False, part: Part = "
     app.add_middleware(
         Protection,
         settings=services.settings,
-        body_limits={"/webhooks/sendgrid/events": webhooks.SENDGRID_MAX_BYTES + 1024},
+        body_limits={
+            "/webhooks/sendgrid/events": webhooks.SENDGRID_MAX_BYTES + 1024,
+            "/staff/import": imports.MAX_BYTES,
+        },
     )
     return app
