@@ -27,10 +27,13 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	touch $@
 
+# `make run PORT=8080` when 8000 is taken; links in messages follow (CAMPAIGNS_PUBLIC_URL).
+PORT ?= 8000
+run: export CAMPAIGNS_PUBLIC_URL ?= http://127.0.0.1:$(PORT)
 run: install
 	$(VENV)/bin/campaigns migrate
 	$(VENV)/bin/campaigns demo --seed
-	$(VENV)/bin/campaigns serve
+	$(VENV)/bin/campaigns serve --port $(PORT)
 
 services:
 	scripts/ensure-services
