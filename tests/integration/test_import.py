@@ -110,15 +110,13 @@ def test_a_bom_excel_quoting_and_staff_words_in_the_header(services: Services) -
     with services.db.session() as session:
         names = sorted(session.execute(select(Patient.name)).scalars())
         channels = sorted(session.execute(select(Enrollment.channels)).scalars())
-    assert names == ['Multi\nline', 'O\'Neill; "Bea"']
+    assert names == ["Multi\nline", 'O\'Neill; "Bea"']
     assert channels == ["email,sms", "sms"]
 
 
 def test_a_file_that_cannot_be_read_says_every_reason(services: Services) -> None:
     with pytest.raises(FileError) as caught:
-        importing.check(
-            services.db, services.intake, b"nme,phone,phone\n", services.clock.now()
-        )
+        importing.check(services.db, services.intake, b"nme,phone,phone\n", services.clock.now())
     problems = caught.value.problems
     assert "column 1, 'nme', is not a column we read" in problems[0]
     assert any("there is no Due date column (edd)" in p for p in problems)
@@ -160,9 +158,7 @@ def test_all_or_nothing_when_the_database_refuses_a_row(services: Services) -> N
     )
     enroll(services, phone="07400 900001")  # taken after the check, before the import
     with pytest.raises(InputError, match="line 3: this number already belongs"):
-        importing.enrol(
-            services.db, services.planner, report, services.clock.now(), actor="test"
-        )
+        importing.enrol(services.db, services.planner, report, services.clock.now(), actor="test")
     assert counts(services) == (1, 1)
     with services.db.session() as session:
         audits = session.execute(
@@ -293,9 +289,7 @@ def test_the_page_says_why_a_file_cannot_be_read_and_a_file_can_be_dropped(
 
 
 @pytest.mark.parametrize(("role", "allowed"), [("viewer", False), ("operator", False)])
-def test_only_those_who_may_enrol_may_import(
-    services: Services, role: str, allowed: bool
-) -> None:
+def test_only_those_who_may_enrol_may_import(services: Services, role: str, allowed: bool) -> None:
     with TestClient(create_app(services)) as client:
         member = sign_in(client, services, role)
         assert member.get("/staff/import").status_code == 403
