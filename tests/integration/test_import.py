@@ -17,8 +17,8 @@ from sqlalchemy import func, select
 
 from campaigns import importing
 from campaigns.bootstrap import Services
-from campaigns.rules.csv_file import FileError
 from campaigns.rules.clock import MovableClock
+from campaigns.rules.csv_file import FileError
 from campaigns.rules.errors import InputError
 from campaigns.storage.models import AuditEvent, Enrollment, Patient, PatientImport
 from campaigns.web.app import create_app
