@@ -30,6 +30,7 @@ from campaigns.rules.csv_file import FileError, Good, Problem, check_rows, decod
 from campaigns.rules.errors import InputError
 from campaigns.rules.intake import IntakeRules
 from campaigns.rules.vocabulary import ConsentSource
+from campaigns.rules.wording import day
 from campaigns.storage.db import Database
 from campaigns.storage.models import Patient, PatientImport
 
@@ -408,7 +409,7 @@ def _report_json(report: Report) -> dict[str, Any]:
                 g.request.name,
                 g.request.phone or "",
                 g.request.email or "",
-                g.request.edd.isoformat(),
+                day(g.request.edd),
                 ", ".join(sorted(g.request.channels)),
                 g.request.clinic_ref or "",
             ]
