@@ -75,7 +75,7 @@ def test_enroll_form_explains_a_bad_field_and_writes_nothing(
     }
     page = client.post("/staff/enrol", data=form)
     assert page.status_code == 400
-    assert "Please check phone" in page.text and 'aria-invalid="true"' in page.text
+    assert "Please check Mobile number" in page.text and 'aria-invalid="true"' in page.text
     assert 'value="Dee Example"' in page.text  # what staff typed is kept
     assert rows(services) == []
 
@@ -100,7 +100,7 @@ def test_enroll_form_creates_the_patient_and_shows_the_plan(
     assert "Enrolled;" in page.text and "Dee Example" in page.text
     assert "clot-warning-signs" in page.text and "catch up" in page.text
     listing = client.get("/staff/patients", params={"q": "Dee"})
-    assert "Dee Example" in listing.text and "30+0 (third trimester)" in listing.text
+    assert "Dee Example" in listing.text and "30 weeks (third trimester)" in listing.text
 
 
 def test_staff_actions_change_the_plan(client: StaffClient, services: Services) -> None:
