@@ -28,7 +28,7 @@ LABELS: dict[str, str] = {
     "consents": "Consent",
     "discreet": "Discreet wording",
     "clinic_ref": "Clinic reference",
-    "birth_date": "Date of birth",
+    "birth_date": "Birth date",
     "confirm": "Confirm",
     "enrolled": "Enrolment date",
     "start": "Start date",

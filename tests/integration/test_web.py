@@ -121,7 +121,7 @@ def test_staff_actions_change_the_plan(client: StaffClient, services: Services) 
     )
     assert "Due date changed" in changed.text
     bad = client.post(f"{url}/birth", data={"birth_date": "2099-01-01"}, follow_redirects=True)
-    assert "birth_date: 2099-01-01 is in the future" in bad.text
+    assert "Birth date: 2099-01-01 is in the future" in bad.text
     ended = client.post(f"{url}/loss", data={"confirm": "yes"}, follow_redirects=True)
     assert "Loss recorded." in ended.text
     assert enrollment(services, done.enrollment_id).status == "ended_loss"
