@@ -27,10 +27,13 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	touch $@
 
+# `make run PORT=8080` when 8000 is taken; links in messages follow (CAMPAIGNS_PUBLIC_URL).
+PORT ?= 8000
+run: export CAMPAIGNS_PUBLIC_URL ?= http://127.0.0.1:$(PORT)
 run: install
 	$(VENV)/bin/campaigns migrate
 	$(VENV)/bin/campaigns demo --seed
-	$(VENV)/bin/campaigns serve
+	$(VENV)/bin/campaigns serve --port $(PORT)
 
 services:
 	scripts/ensure-services
@@ -71,6 +74,7 @@ bench: install services
 	$(VENV)/bin/python -m bench.faults
 	$(VENV)/bin/python -m bench.horizon
 	$(VENV)/bin/python -m bench.patient_list
+	$(VENV)/bin/python -m bench.import_csv
 
 clean:
 	rm -rf $(VENV) $(TOOLS) campaigns.db

@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
@@ -230,6 +231,76 @@ def _print_enrolled(done: Enrolled, tz: ZoneInfo, *, json_out: bool) -> None:
             f"first message: {first.step.key} by {first.channel} at "
             f"{first.due_at.astimezone(tz):%a %d %b %Y %H:%M %Z}"
         )
+
+
+@app.command("import")
+def import_csv(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="FILE.csv", help="The patients (docs/staff-import.md).", exists=True
+        ),
+    ],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check every row and write nothing.")
+    ] = False,
+) -> None:
+    """Enrol the patients of a CSV file: every bad row is listed by line and field, the good
+    ones are enrolled in one transaction, and those already enrolled are left alone.
+
+    Exit status: 0 every row imported (or already enrolled); 1 some rows were bad (listed;
+    the others imported); 2 the file could not be read (nothing imported)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from campaigns import importing
+    from campaigns.rules.csv_file import FileError
+    from campaigns.rules.wording import label
+
+    data = path.read_bytes()
+    total = max(0, data.count(b"\n") - 1)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    console = Console(stderr=True)  # the bar on stderr; the report on stdout
+    with services() as built:
+        now = built.clock.now()
+        try:
+            with Progress(*columns, console=console) as bar:
+                task = bar.add_task("Checked", total=total or None)
+                report = importing.check(
+                    built.db,
+                    built.intake,
+                    data,
+                    now,
+                    progress=lambda n: bar.update(task, completed=n),
+                )
+                bar.update(task, completed=report.rows, total=report.rows)
+        except FileError as exc:
+            fail("the file cannot be imported:\n  " + "\n  ".join(exc.problems))
+        for problem in report.problems:
+            typer.echo(f"line {problem.line}, {label(problem.field)}: {problem.message}")
+        for known in report.already:
+            typer.echo(f"line {known.line}: already enrolled (patient {known.patient_id})")
+        if dry_run:
+            written = 0
+        else:
+            with Progress(*columns, console=console) as bar:
+                task = bar.add_task("Written", total=len(report.good))
+                written = importing.enrol(
+                    built.db,
+                    built.planner,
+                    report,
+                    now,
+                    actor=CLI_ACTOR,
+                    progress=lambda n: bar.update(task, completed=n),
+                )
+    verb = "would import" if dry_run else "imported"
+    typer.echo(
+        f"{report.rows} rows: {verb} {len(report.good) if dry_run else written}, "
+        f"{len(report.already)} already enrolled, {report.bad} with problems"
+        + (" (dry run: nothing written)" if dry_run else "")
+    )
+    if report.bad:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -6,10 +6,11 @@ and writes the new plan.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -66,8 +67,15 @@ def enroll_many(
     *,
     source: ConsentSource,
     actor: str,
+    progress: Callable[[int], None] | None = None,
+    then: Callable[[Session], None] | None = None,
+    unbounded: bool = False,
 ) -> list[Enrolled]:
     """Enrol every request in one transaction: all are written, or (on any error) none.
+
+    `progress` is told how many enrollments are planned and written so far (every 1,000);
+    `then` adds its own writes (e.g. an import's audit row) to the same transaction;
+    `unbounded` lifts the connection's statement timeout for it (a large import from the web).
 
     The rows are streamed (COPY on PostgreSQL) while they are planned, so planning overlaps
     the database's work; a number already known fails on its unique index, and only then is
@@ -79,6 +87,8 @@ def enroll_many(
     results: list[Enrolled] = []
     try:
         with db.session() as session:
+            if unbounded and db.is_postgres:
+                session.execute(text("SET LOCAL statement_timeout = 0"))
             patient_ids = reserve_ids(session, Patient, len(requests))
             enrollment_ids = reserve_ids(session, Enrollment, len(requests))
             rows.write_patients(session, patient_ids, requests, now)
@@ -93,10 +103,14 @@ def enroll_many(
             )
             rows.write_enrollments(
                 session,
-                _planned_enrollments(planner, requests, patient_ids, enrollment_ids, now, results),
+                _planned_enrollments(
+                    planner, requests, patient_ids, enrollment_ids, now, results, progress
+                ),
             )
             write_plans(session, [(e.enrollment_id, 1, e.stored) for e in results], now)
             _audit_enrolment(session, now, actor, source, requests, patient_ids, enrollment_ids)
+            if then is not None:
+                then(session)
     except IntegrityError:
         with db.session() as session:
             _refuse_known_phones(session, requests)  # raises InputError naming the row
@@ -139,6 +153,7 @@ def _planned_enrollments(
     enrollment_ids: Sequence[int],
     now: datetime,
     results: list[Enrolled],
+    progress: Callable[[int], None] | None = None,
 ) -> Iterator[rows.NewEnrollment]:
     """Plan each request and yield its enrollment row; `results` collects the plans.
 
@@ -165,6 +180,8 @@ def _planned_enrollments(
             found = plans[facts, r.campaign] = (planned, stored, skip_records(stored.skips, 1))
         planned, stored, skips = found
         results.append(Enrolled(pid, eid, planned, stored.rows))
+        if progress is not None and len(results) % 1000 == 0:
+            progress(len(results))
         yield rows.NewEnrollment(
             id=eid,
             patient_id=pid,

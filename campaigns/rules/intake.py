@@ -1,14 +1,15 @@
 """Reading an enrolment request from staff input (CLI, form, CSV row, API) into checked values.
 
-Pure: the whole request is checked before anything is written, and the first problem is
-reported as an InputError naming the field (and the CSV row when there is one).
+Pure: the whole request is checked before anything is written; `check_enrollment` reports every
+problem (one InputError per field, naming it by key), `parse_enrollment` raises the first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import TypeVar
 
 from campaigns.rules.catalog import Catalog
 from campaigns.rules.contacts import (
@@ -21,6 +22,8 @@ from campaigns.rules.errors import InputError
 from campaigns.rules.pregnancy import EddError, check_edd
 from campaigns.rules.vocabulary import Channel, ConsentPurpose, EddSource
 from campaigns.rules.window import zone
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -50,46 +53,70 @@ def parse_enrollment(
     fields: Mapping[str, str | None], rules: IntakeRules, now: datetime, *, row: int | None = None
 ) -> EnrollmentRequest:
     """Check one request; raises InputError(field, message, row=row) for the first problem."""
-    try:
-        return _parse(fields, rules, now)
-    except InputError as exc:
-        raise InputError(exc.field, exc.message, row=row) from None
+    request, problems = check_enrollment(fields, rules, now)
+    if problems:
+        first = problems[0]
+        raise InputError(first.field, first.message, row=row, plain=first.plain)
+    assert request is not None  # no problems: a request
+    return request
 
 
-def _parse(
+def check_enrollment(
     fields: Mapping[str, str | None], rules: IntakeRules, now: datetime
-) -> EnrollmentRequest:
+) -> tuple[EnrollmentRequest | None, list[InputError]]:
+    """Check one request and report every problem (one per field), in the form's order."""
+    problems: list[InputError] = []
+
     def text(name: str) -> str:
         return (fields.get(name) or "").strip()
+
+    def checked(check: Callable[[], T]) -> T | None:
+        try:
+            return check()
+        except InputError as exc:
+            problems.append(exc)
+            return None
 
     campaign = text("campaign") or rules.catalog.default
     if campaign not in rules.catalog:
         known = ", ".join(sorted(rules.catalog))
-        raise InputError("campaign", f"{campaign!r} is not a campaign (known: {known})")
-    name = text("name")
-    if not name:
-        raise InputError("name", "is required")
-    if len(name) > 200:
-        raise InputError("name", "is longer than 200 characters")
-
-    channels = _channels(text("channels") or "sms")
-    phone = normalise_phone(text("phone"), rules.phone_region) if text("phone") else None
-    email = normalise_email(text("email")) if text("email") else None
-    if Channel.SMS in channels and phone is None:
-        raise InputError("phone", "is required for the sms channel")
-    if Channel.EMAIL in channels and email is None:
-        raise InputError("email", "is required for the email channel")
-
-    timezone = check_timezone(text("tz") or rules.default_timezone, field="tz")
-    language = check_language(text("language") or "en")
-    edd = _edd(text("edd"), timezone, now)
-    edd_source = _edd_source(text("edd_source"))
-    consents = _consents(text("consent"))
-    if ConsentPurpose.MARKETING_SMS in consents and phone is None:
-        raise InputError("consent", "marketing_sms needs a phone number")
-    if ConsentPurpose.MARKETING_EMAIL in consents and email is None:
-        raise InputError("consent", "marketing_email needs an email address")
-    return EnrollmentRequest(
+        problems.append(InputError("campaign", f"{campaign!r} is not a programme (known: {known})"))
+    name = checked(lambda: _name(text("name")))
+    phone = (
+        checked(lambda: normalise_phone(text("phone"), rules.phone_region))
+        if text("phone")
+        else None
+    )
+    email = checked(lambda: normalise_email(text("email"))) if text("email") else None
+    edd_raw = text("edd")
+    timezone = checked(lambda: check_timezone(text("tz") or rules.default_timezone, field="tz"))
+    edd = checked(lambda: _edd(edd_raw, timezone or rules.default_timezone, now))
+    edd_source = checked(lambda: _edd_source(text("edd_source")))
+    language = checked(lambda: check_language(text("language") or "en"))
+    channels = checked(lambda: _channels(text("channels") or "sms"))
+    if channels is not None:
+        if Channel.SMS in channels and phone is None and not text("phone"):
+            problems.append(InputError("phone", "is needed to send tips by text message"))
+        if Channel.EMAIL in channels and email is None and not text("email"):
+            problems.append(InputError("email", "is needed to send tips by email"))
+    consents = checked(lambda: _consents(text("consent")))
+    if consents is not None:
+        if ConsentPurpose.MARKETING_SMS in consents and not text("phone"):
+            problems.append(InputError("consent", "offers by text need a mobile number"))
+        if ConsentPurpose.MARKETING_EMAIL in consents and not text("email"):
+            problems.append(InputError("consent", "offers by email need an email address"))
+    if (
+        problems
+        or name is None
+        or edd is None
+        or edd_source is None
+        or timezone is None
+        or language is None
+        or channels is None
+        or consents is None
+    ):
+        return None, problems
+    request = EnrollmentRequest(
         campaign=campaign,
         name=name,
         phone=phone,
@@ -103,6 +130,15 @@ def _parse(
         discreet=text("discreet").lower() in {"1", "true", "yes", "y"},
         clinic_ref=text("clinic_ref") or None,
     )
+    return request, []
+
+
+def _name(name: str) -> str:
+    if not name:
+        raise InputError("name", "is required")
+    if len(name) > 200:
+        raise InputError("name", "is longer than 200 characters")
+    return name
 
 
 def _channels(raw: str) -> frozenset[Channel]:
@@ -111,15 +147,17 @@ def _channels(raw: str) -> frozenset[Channel]:
         try:
             chosen.add(Channel(part))
         except ValueError:
-            raise InputError("channels", f"{part!r} is not a channel (use sms, email)") from None
+            raise InputError(
+                "channels", f"{part!r} is not a way to send tips (use sms, email)"
+            ) from None
     if not chosen:
-        raise InputError("channels", "choose at least one of sms, email")
+        raise InputError("channels", "choose text message, email or both")
     return frozenset(chosen)
 
 
 def _edd(raw: str, timezone: str, now: datetime) -> date:
     if not raw:
-        raise InputError("edd", "is required (YYYY-MM-DD)")
+        raise InputError("edd", "is required")
     try:
         edd = date.fromisoformat(raw)
     except ValueError:
@@ -140,20 +178,18 @@ def _consents(raw: str) -> frozenset[ConsentPurpose]:
             allowed = ", ".join(p.value for p in ConsentPurpose)
             raise InputError("consent", f"{part!r} is not a consent (use {allowed})") from None
     if ConsentPurpose.PROGRAMME not in chosen:
-        raise InputError(
-            "consent",
-            "the patient's explicit consent to the programme is required (--consent programme)",
-        )
+        raise InputError("consent", "the patient must agree to the programme's messages")
     return frozenset(chosen)
 
 
 def _edd_source(raw: str) -> EddSource:
     if not raw:
-        raise InputError("edd_source", "is required (scan|lmp|patient|clinician)")
+        allowed = ", ".join(e.value for e in EddSource)
+        raise InputError("edd_source", f"is required (one of {allowed})")
     try:
         return EddSource(raw.lower())
     except ValueError:
-        allowed = "|".join(e.value for e in EddSource)
+        allowed = ", ".join(e.value for e in EddSource)
         raise InputError("edd_source", f"{raw!r} is not one of {allowed}") from None
 
 

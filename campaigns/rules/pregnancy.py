@@ -32,6 +32,13 @@ class GestationalAge:
     def __str__(self) -> str:
         return f"{self.weeks}+{self.day_of_week}"
 
+    def words(self) -> str:
+        """14 weeks 5 days: how pages say it (str() is the clinical shorthand 14+5)."""
+        weeks = f"{self.weeks} week{'' if self.weeks == 1 else 's'}"
+        if self.day_of_week == 0:
+            return weeks
+        return f"{weeks} {self.day_of_week} day{'' if self.day_of_week == 1 else 's'}"
+
 
 def pregnancy_start(edd: date) -> date:
     """Day 0 of gestation as dated by the EDD."""
@@ -101,8 +108,8 @@ def check_edd(edd: date, local_today: date, *, pregnancy_ended: bool = False) ->
     age = gestational_age(edd, local_today)
     if age.days > MAX_GESTATION_DAYS and not pregnancy_ended:
         raise EddError(
-            f"{edd.isoformat()} puts today at {age}, past 42+0 weeks, and no birth or end of "
-            "pregnancy is recorded"
+            f"{edd.isoformat()} puts today at {age.words()}, past "
+            "42 weeks, and no birth or end of pregnancy is recorded"
         )
     return age
 

@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -66,6 +67,8 @@ class Patient(Base):
             sqlite_where=text("phone IS NOT NULL"),
         ),
         Index("ix_patients_email", "email"),
+        # A re-uploaded CSV matches patients on their phone or the clinic's reference.
+        Index("ix_patients_clinic_ref", "clinic_ref"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -567,3 +570,28 @@ class PeriodicRun(Base):
     succeeded_at: Mapped[datetime | None]
     failed_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(String(200))
+
+
+class PatientImport(Base):
+    """A CSV of patients uploaded on the staff page (campaigns.importing): checked, shown to
+    staff, then imported in one transaction. The file is kept only until it is imported or
+    dropped; the report (every bad row, by line and field) until the import is a week old."""
+
+    __tablename__ = "patient_imports"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    # checking, checked, unreadable, importing, imported, failed, discarded
+    status: Mapped[str] = mapped_column(String(16))
+    file_name: Mapped[str] = mapped_column(String(200))
+    content: Mapped[bytes | None] = mapped_column(LargeBinary)
+    rows: Mapped[int] = mapped_column(Integer, default=0)
+    checked: Mapped[int] = mapped_column(Integer, default=0)
+    ready: Mapped[int] = mapped_column(Integer, default=0)
+    already: Mapped[int] = mapped_column(Integer, default=0)
+    bad: Mapped[int] = mapped_column(Integer, default=0)
+    written: Mapped[int] = mapped_column(Integer, default=0)
+    report: Mapped[dict[str, Any] | None]
+    error: Mapped[str | None] = mapped_column(String(500))

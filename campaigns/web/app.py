@@ -23,6 +23,7 @@ from campaigns.runtime import EmbeddedRuntime
 from campaigns.web import (
     account,
     alerts,
+    imports,
     inbox,
     links,
     operations,
@@ -70,6 +71,7 @@ def create_app(services: Services, *, run_embedded: bool = False, part: Part = "
         app.include_router(account.router)
         app.include_router(staff.router)
         app.include_router(patients.router)
+        app.include_router(imports.router)
         app.include_router(alerts.router)
         app.include_router(inbox.router)
         app.include_router(users.router)
@@ -98,6 +100,9 @@ def create_app(services: Services, *, run_embedded: bool = False, part: Part = "
     app.add_middleware(
         Protection,
         settings=services.settings,
-        body_limits={"/webhooks/sendgrid/events": webhooks.SENDGRID_MAX_BYTES + 1024},
+        body_limits={
+            "/webhooks/sendgrid/events": webhooks.SENDGRID_MAX_BYTES + 1024,
+            "/staff/import": imports.MAX_BYTES,
+        },
     )
     return app

@@ -94,6 +94,14 @@ async def current(request: Request, stages: frozenset[Stage]) -> Current:
 
 async def signed_in(request: Request) -> Current:
     """A fully signed-in member allowed to use this route."""
+    try:
+        return await _allowed(request)
+    except Forbidden:
+        await request.close()  # an uploaded file the refused route will never read
+        raise
+
+
+async def _allowed(request: Request) -> Current:
     found = await current(request, frozenset({Stage.ACTIVE}))
     route = request.scope.get("route")
     permission = getattr(getattr(route, "endpoint", None), PERMISSION, None)

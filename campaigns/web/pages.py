@@ -7,15 +7,19 @@ URL: text in a URL could be forged by a link from anywhere.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
+from jinja2 import pass_context
+from jinja2.runtime import Context
 from markupsafe import Markup, escape
 
 from campaigns import staff_sessions
+from campaigns.rules import wording
 from campaigns.rules.roles import Permission, may
 from campaigns.staff_sessions import Current
 from campaigns.web.deps import get_services
@@ -34,6 +38,23 @@ def actor_name(actor: str | None) -> str:
 
 
 pages.env.filters["actor"] = actor_name
+# One way to write dates and times on every page (campaigns.rules.wording): `day` for a date,
+# `when` for an instant in the clinic's time zone (or a patient's: `x|when(patient.timezone)`),
+# `label` for a field key in staff words.
+pages.env.filters["day"] = wording.day
+pages.env.filters["label"] = wording.label
+pages.env.filters["weeks"] = wording.weeks_and_days
+
+
+@pass_context
+def when(context: Context, instant: datetime | None, timezone: str | None = None) -> str:
+    """6 Dec 2026, 14:05 in the clinic's time zone (settings.default_timezone), or in the
+    given one (a patient's), then with its abbreviation if it is not the clinic's."""
+    clinic = get_services(context["request"]).settings.default_timezone
+    return wording.moment(instant, timezone or clinic, clinic=clinic)
+
+
+pages.env.filters["when"] = when
 
 
 def staff_of(request: Request) -> Current | None:

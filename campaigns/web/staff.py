@@ -32,6 +32,7 @@ from campaigns.rules.vocabulary import (
     MessageStatus,
 )
 from campaigns.rules.window import zone
+from campaigns.rules.wording import label, moment
 from campaigns.staff_sessions import Current
 from campaigns.storage.models import (
     Enrollment,
@@ -140,7 +141,9 @@ def enrollment_action(
             confirm=confirm,
             actor=staff.user.actor,
         )
-    except (InputError, StateError, NotFoundError) as exc:
+    except InputError as exc:
+        return back(request, page, problem=f"{label(exc.field)}: {exc.plain}")
+    except (StateError, NotFoundError) as exc:
         return back(request, page, problem=str(exc).strip("'\""))
     return back(request, page, notice=notice)
 
@@ -352,7 +355,7 @@ def _stage(enrollment: Enrollment | None, today: date) -> str:
     if enrollment.birth_date is not None:
         return f"{(today - enrollment.birth_date).days} days after birth"
     age = gestational_age(enrollment.edd, today)
-    return f"{age} ({trimester_label(age)})"
+    return f"{age.words()} ({trimester_label(age)})"
 
 
 def _pending(planned: list[Any]) -> int:
@@ -360,6 +363,7 @@ def _pending(planned: list[Any]) -> int:
 
 
 def _local(instant: datetime | None, timezone: str) -> str:
-    if instant is None:
-        return ""
-    return instant.astimezone(zone(timezone)).strftime("%a %d %b %Y %H:%M %Z")
+    """In the patient's time zone, written as on every page (campaigns.rules.wording)."""
+    return moment(instant, timezone, clinic=None) + (
+        f" {instant.astimezone(zone(timezone)):%Z}" if instant is not None else ""
+    )

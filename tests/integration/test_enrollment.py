@@ -121,12 +121,12 @@ def test_a_duplicate_inside_a_batch_names_both_rows_and_writes_nothing(services:
         ("email", "not-an-email", "email: *** is not a valid email address"),
         ("tz", "Europe/Atlantis", "tz: unknown timezone 'Europe/Atlantis'"),
         ("edd", "2028-06-01", "edd: 2028-06-01 is more than 44 weeks after today"),
-        ("edd", "2026-01-01", "edd: 2026-01-01 puts today at 48+4"),
+        ("edd", "2026-01-01", "edd: 2026-01-01 puts today at 48 weeks 4 days"),
         ("edd", "01/06/2026", "edd: '01/06/2026' is not a date"),
-        ("consent", "marketing_sms", "consent: the patient's explicit consent to the programme"),
+        ("consent", "marketing_sms", "consent: the patient must agree to the programme"),
         ("consent", "programme,spam", "consent: 'spam' is not a consent"),
-        ("edd_source", "guess", "edd_source: 'guess' is not one of scan|lmp|patient|clinician"),
-        ("channels", "sms,fax", "channels: 'fax' is not a channel"),
+        ("edd_source", "guess", "edd_source: 'guess' is not one of scan, lmp, patient, clinician"),
+        ("channels", "sms,fax", "channels: 'fax' is not a way to send tips"),
         ("language", "english!", "language: 'english!' is not a language code"),
         ("name", "", "name: is required"),
     ],
@@ -142,7 +142,7 @@ def test_bad_input_names_the_field(
 
 
 def test_email_channel_needs_an_email(services: Services) -> None:
-    with pytest.raises(InputError, match="email: is required for the email channel"):
+    with pytest.raises(InputError, match="email: is needed to send tips by email"):
         enroll(services, email="", channels="email")
 
 

@@ -75,7 +75,7 @@ def test_enroll_form_explains_a_bad_field_and_writes_nothing(
     }
     page = client.post("/staff/enrol", data=form)
     assert page.status_code == 400
-    assert "Please check phone" in page.text and 'aria-invalid="true"' in page.text
+    assert "Please check Mobile number" in page.text and 'aria-invalid="true"' in page.text
     assert 'value="Dee Example"' in page.text  # what staff typed is kept
     assert rows(services) == []
 
@@ -121,7 +121,7 @@ def test_staff_actions_change_the_plan(client: StaffClient, services: Services) 
     )
     assert "Due date changed" in changed.text
     bad = client.post(f"{url}/birth", data={"birth_date": "2099-01-01"}, follow_redirects=True)
-    assert "birth_date: 2099-01-01 is in the future" in bad.text
+    assert "Birth date: 2099-01-01 is in the future" in bad.text
     ended = client.post(f"{url}/loss", data={"confirm": "yes"}, follow_redirects=True)
     assert "Loss recorded." in ended.text
     assert enrollment(services, done.enrollment_id).status == "ended_loss"
