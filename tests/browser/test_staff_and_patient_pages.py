@@ -23,6 +23,7 @@ from twilio.request_validator import RequestValidator
 from campaigns import staff_accounts
 from campaigns.bootstrap import Services, build
 from campaigns.providers.fake import FakeEmailSender, FakeSmsSender
+from campaigns.rules.clock import Clock
 from campaigns.storage.migrate import upgrade
 from campaigns.storage.models import Enrollment
 from campaigns.web.app import create_app
@@ -47,7 +48,7 @@ FLAGS = [
 
 
 class LiveServer:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, clock: Clock | None = None) -> None:
         self.port = free_port()
         # localhost, not 127.0.0.1: browsers hold security keys for a domain name only.
         self.url = f"http://localhost:{self.port}"
@@ -60,6 +61,7 @@ class LiveServer:
                 twilio_auth_token=TOKEN,
                 booking_url=f"{self.url}/healthz?from=booking",
             ),
+            clock=clock,
             sms=FakeSmsSender(),
             email=FakeEmailSender(),
         )

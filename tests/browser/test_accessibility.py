@@ -1,0 +1,371 @@
+"""Accessibility (WCAG 2.2 AA, as NHS and GOV.UK services must be), in Debian's Chromium.
+
+axe-core (npm, package.json) is injected into every staff page (each GET route of the app,
+found from the app itself, opened with real ids from seeded data, so a page added later is
+checked without a change here), every patient-facing page (links, error pages, sign-in) and
+every email template in light and dark mode; any violation of the WCAG 2.x A/AA rules fails.
+What axe cannot see is checked by hand: a failed form lists every problem at the top, focused,
+each linked to its field, with the message by the field or inside the tick-box group; a thick
+focus outline; no sideways scrolling at 320 px wide (400 % zoom).
+
+Screenshots of the main pages go to $CAMPAIGNS_SCREENSHOTS (default build/screenshots/), for a
+reviewer and for docs/staff-guide.md.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import UTC, datetime
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.routing import APIRoute
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+
+from campaigns import staff_accounts
+from campaigns.providers.local import LocalEmailSender, LocalSmsSender
+from campaigns.rules.clock import MovableClock
+from campaigns.rules.content import Recipient
+from campaigns.rules.vocabulary import Channel
+from campaigns.runtime import InlineQueue, tick
+from campaigns.storage.models import Alert
+from campaigns.web.app import create_app
+from tests.browser.test_staff_and_patient_pages import CHROMIUM, FLAGS, LiveServer
+from tests.integration.helpers import enroll, phone_of, rows
+from tests.integration.staff import PASSWORD, add_member
+
+ROOT = Path(__file__).resolve().parents[2]
+AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
+#: WCAG 2.0, 2.1 and 2.2 at levels A and AA.
+WCAG_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
+SCREENSHOTS = Path(os.environ.get("CAMPAIGNS_SCREENSHOTS") or ROOT / "build" / "screenshots")
+#: 400 % zoom of a 1280 px wide window.
+NARROW = 320
+
+#: Staff pages reached through other steps than a plain GET by a signed-in admin (tested below).
+OWN_TESTS = {"/staff/login", "/staff/login/code"}
+
+RUN_AXE = """async (tags) => {
+    const found = await axe.run(document, {
+        runOnly: {type: "tag", values: tags},
+        resultTypes: ["violations"],
+        iframes: false,
+    });
+    return found.violations.map(v => ({
+        rule: v.id,
+        impact: v.impact,
+        help: v.help,
+        nodes: v.nodes.slice(0, 5).map(n => n.target.join(" ") + " -> " + n.failureSummary),
+    }));
+}"""
+
+
+@dataclass
+class Seeded:
+    """Real ids for the path parameters of staff routes."""
+
+    patient_id: int
+    params: dict[str, str]
+
+
+def axe_violations(page: Page) -> list[dict[str, Any]]:
+    """Every WCAG A/AA violation axe-core finds on the page as it is now."""
+    if not page.evaluate("typeof axe !== 'undefined'"):
+        page.evaluate(AXE.read_text(encoding="utf-8"))
+    found: list[dict[str, Any]] = page.evaluate(RUN_AXE, WCAG_TAGS)
+    return found
+
+
+def assert_accessible(page: Page, what: str) -> None:
+    found = axe_violations(page)
+    assert not found, f"{what}: axe-core found WCAG violations:\n" + "\n".join(
+        f"- {v['rule']} ({v['impact']}): {v['help']}\n    " + "\n    ".join(v["nodes"])
+        for v in found
+    )
+
+
+def screenshot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+# -- fixtures: one browser, one seeded server, one signed-in admin for the module ---------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(
+            "Debian's chromium is missing: `make test` installs it (scripts/ensure-chromium)"
+        )
+    if not AXE.exists():
+        pytest.fail("axe-core is missing: `make test` installs it (npm ci, package.json)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    # A weekday morning: the welcome messages go at once (the send window is open).
+    clock = MovableClock(datetime(2026, 3, 2, 10, 30, tzinfo=UTC))
+    with LiveServer(tmp_path_factory.mktemp("a11y"), clock) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def seeded(live: LiveServer) -> Seeded:
+    """A patient with sent messages (a text and an email) and a RED alert; staff of each role."""
+    services = live.services
+    # The local providers keep what they send: the outbox pages list it.
+    services.sms, services.email = LocalSmsSender(), LocalEmailSender()
+    done = enroll(services, weeks=30, name="Cara Example")
+    enroll(services, weeks=14, name="Bea Example", channels="sms")
+    tick(services, InlineQueue(services))
+    sent = {r.channel: r.id for r in rows(services, done.enrollment_id) if r.sent_at is not None}
+    assert set(sent) == {Channel.SMS.value, Channel.EMAIL.value}, sent
+    live.text_from(phone_of(services, done.patient_id), "I'm bleeding quite a lot")
+    for role in ("admin", "viewer"):
+        add_member(services, role)
+    with services.db.session() as session:
+        alert_id = session.query(Alert.id).scalar()
+    return Seeded(
+        patient_id=done.patient_id,
+        params={
+            "patient_id": str(done.patient_id),
+            "alert_id": str(alert_id),
+            "message_id": str(sent[Channel.EMAIL.value]),
+            "status": "failed",
+        },
+    )
+
+
+def _signed_in(browser: Browser, live: LiveServer, email: str, **options: Any) -> BrowserContext:
+    context = browser.new_context(**options)
+    page = context.new_page()
+    page.goto(f"{live.url}/staff/login")
+    page.get_by_label("Email address").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+    page.close()
+    return context
+
+
+@pytest.fixture(scope="module")
+def admin(browser: Browser, live: LiveServer, seeded: Seeded) -> Iterator[BrowserContext]:
+    # The email frame's own policy (a sandbox, no scripts) would keep axe out of it.
+    context = _signed_in(
+        browser,
+        live,
+        "admin@clinic.example",
+        viewport={"width": 1280, "height": 900},
+        bypass_csp=True,
+    )
+    yield context
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def narrow(browser: Browser, live: LiveServer, seeded: Seeded) -> Iterator[BrowserContext]:
+    context = _signed_in(
+        browser, live, "admin@clinic.example", viewport={"width": NARROW, "height": 640}
+    )
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def page(admin: BrowserContext) -> Iterator[Page]:
+    opened = admin.new_page()
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def anonymous(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context()
+    yield context.new_page()
+    context.close()
+
+
+# -- every staff page -------------------------------------------------------------------------
+
+
+def staff_get_routes() -> list[str]:
+    """Every GET route under /staff of the app, with its path parameters as written."""
+    from campaigns.bootstrap import build
+    from tests.conftest import make_settings
+
+    built = build(make_settings())
+    try:
+        found: set[str] = set()
+        for route in create_app(built).routes:
+            contexts = (
+                [c.original_route for c in route.effective_route_contexts()]
+                if hasattr(route, "effective_route_contexts")
+                else [route]
+            )
+            for each in contexts:
+                if (
+                    isinstance(each, APIRoute)
+                    and each.path.startswith("/staff")
+                    and "GET" in (each.methods or set())
+                ):
+                    found.add(each.path)
+        return sorted(found)
+    finally:
+        built.close()
+
+
+STAFF_PAGES = staff_get_routes()
+
+#: The main pages, photographed for the staff guide (docs/staff-guide.md).
+PICTURED = {
+    "/staff/": "dashboard",
+    "/staff/patients/{patient_id}": "patient",
+    "/staff/alerts": "alerts",
+    "/staff/alerts/{alert_id}": "alert",
+    "/staff/enrol": "enrol",
+    "/staff/outbox/{message_id}": "message",
+}
+
+
+def test_the_walk_finds_the_staff_pages() -> None:
+    assert {"/staff/", "/staff/patients/{patient_id}", "/staff/enrol"} <= set(STAFF_PAGES)
+    assert OWN_TESTS <= set(STAFF_PAGES)
+
+
+def _fill(path: str, seeded: Seeded) -> str:
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        assert name in seeded.params, (
+            f"{path}: add a real {name} to the seeded data of tests/browser/test_accessibility.py"
+        )
+        return seeded.params[name]
+
+    return re.sub(r"\{([^}:]+)(?::[^}]*)?\}", value, path)
+
+
+@pytest.mark.parametrize("route", [p for p in STAFF_PAGES if p not in OWN_TESTS])
+def test_every_staff_page_has_no_wcag_violation(
+    page: Page, live: LiveServer, seeded: Seeded, route: str
+) -> None:
+    answer = page.goto(live.url + _fill(route, seeded))
+    assert answer is not None and answer.ok, f"{route}: {answer.status if answer else 'no answer'}"
+    assert_accessible(page, route)
+    if route in PICTURED:
+        screenshot(page, PICTURED[route])
+
+
+def test_the_preview_with_messages_has_no_violation(page: Page, live: LiveServer) -> None:
+    page.goto(f"{live.url}/staff/preview")
+    page.get_by_label(re.compile("due date", re.IGNORECASE)).first.fill("2027-06-01")
+    page.get_by_role("button", name=re.compile("preview", re.IGNORECASE)).first.click()
+    expect(page.locator("main")).to_contain_text("cramps-what-to-expect")
+    assert_accessible(page, "preview with messages")
+    screenshot(page, "preview")
+
+
+def test_a_refused_page_has_no_violation(
+    browser: Browser, live: LiveServer, seeded: Seeded
+) -> None:
+    context = _signed_in(browser, live, "viewer@clinic.example")
+    try:
+        page = context.new_page()
+        answer = page.goto(f"{live.url}/staff/enrol")
+        assert answer is not None and answer.status == 403
+        expect(page.get_by_role("heading", name="Not allowed")).to_be_visible()
+        assert_accessible(page, "403 page")
+    finally:
+        context.close()
+
+
+# -- sign-in and patient pages ----------------------------------------------------------------
+
+
+def test_sign_in_pages_have_no_violation(
+    anonymous: Page, live: LiveServer, seeded: Seeded
+) -> None:
+    page = anonymous
+    page.goto(f"{live.url}/staff/login")
+    assert_accessible(page, "sign-in")
+    page.get_by_label("Email address").fill("admin@clinic.example")
+    page.get_by_label("Password").fill("not the password")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_contain_text("not right")
+    assert_accessible(page, "sign-in, wrong password")
+
+    address = add_member(live.services, "clinician", "second@clinic.example")
+    staff_accounts.enroll_totp(
+        live.services.db, live.services.totp_box, address, live.services.clock.now(), actor="t"
+    )
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_label("Email address").fill(address)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Check it is you")).to_be_visible()
+    assert_accessible(page, "second step")
+    page.get_by_role("button", name="Continue").click()
+    expect(page.get_by_role("alert").first).to_be_visible()
+    assert_accessible(page, "second step, wrong code")
+
+
+def test_patient_pages_have_no_violation(
+    anonymous: Page, live: LiveServer, seeded: Seeded
+) -> None:
+    page = anonymous
+    page.goto(live.services.links.unsubscribe_url(seeded.patient_id, 1))
+    expect(page.get_by_role("heading")).to_have_text("Stop our emails?")
+    assert_accessible(page, "unsubscribe")
+    page.get_by_role("button", name="Yes, stop my emails").click()
+    expect(page.get_by_role("heading")).to_have_text("You will get no more emails from us")
+    assert_accessible(page, "unsubscribed")
+    for broken in ("/b/not-a-real-token", "/u/not-a-real-token"):
+        page.goto(live.url + broken)
+        expect(page.get_by_role("heading")).to_have_text("This link does not work")
+        assert_accessible(page, broken)
+
+
+# -- every email, light and dark --------------------------------------------------------------
+
+
+def _emails(live: LiveServer) -> list[tuple[str, str]]:
+    services = live.services
+    found = []
+    for campaign in services.catalog.values():
+        for step in campaign.steps:
+            if Channel.EMAIL not in step.channels:
+                continue
+            for discreet in (False, True):
+                rendered = services.renderer.render_email(
+                    campaign.key,
+                    step.key,
+                    Recipient("Zephyrine", "en", discreet),
+                    "https://santi.example/u/unsubscribe-token",
+                )
+                found.append((f"{campaign.key}/{step.key}{' discreet' if discreet else ''}", rendered.html))
+    return found
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_every_email_has_no_violation_in_light_and_dark_mode(
+    browser: Browser, live: LiveServer, scheme: str
+) -> None:
+    context = browser.new_context(color_scheme=scheme)  # type: ignore[arg-type]
+    try:
+        page = context.new_page()
+        emails = _emails(live)
+        assert len(emails) >= 10
+        problems = []
+        for name, html in emails:
+            page.set_content(html)
+            found = axe_violations(page)
+            problems += [f"{name} ({scheme}): {v['rule']}: {v['nodes']}" for v in found]
+        assert not problems, "\n".join(problems)
+    finally:
+        context.close()
