@@ -1,14 +1,15 @@
 """Reading an enrolment request from staff input (CLI, form, CSV row, API) into checked values.
 
-Pure: the whole request is checked before anything is written, and the first problem is
-reported as an InputError naming the field (and the CSV row when there is one).
+Pure: the whole request is checked before anything is written, and every problem is reported
+(InputErrors, one InputError per field, naming the field and the CSV row when there is one).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import TypeVar
 
 from campaigns.rules.catalog import Catalog
 from campaigns.rules.contacts import (
@@ -17,10 +18,12 @@ from campaigns.rules.contacts import (
     normalise_email,
     normalise_phone,
 )
-from campaigns.rules.errors import InputError
+from campaigns.rules.errors import InputError, InputErrors
 from campaigns.rules.pregnancy import EddError, check_edd
 from campaigns.rules.vocabulary import Channel, ConsentPurpose, EddSource
 from campaigns.rules.window import zone
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -49,46 +52,61 @@ class IntakeRules:
 def parse_enrollment(
     fields: Mapping[str, str | None], rules: IntakeRules, now: datetime, *, row: int | None = None
 ) -> EnrollmentRequest:
-    """Check one request; raises InputError(field, message, row=row) for the first problem."""
+    """Check one request; raises InputErrors(problems, row=row) listing every problem found
+    (itself an InputError for the first problem, for callers that show one)."""
     try:
         return _parse(fields, rules, now)
-    except InputError as exc:
-        raise InputError(exc.field, exc.message, row=row) from None
+    except InputErrors as exc:
+        raise InputErrors(exc.problems, row=row) from None
 
 
 def _parse(
     fields: Mapping[str, str | None], rules: IntakeRules, now: datetime
 ) -> EnrollmentRequest:
+    problems: list[InputError] = []
+
     def text(name: str) -> str:
         return (fields.get(name) or "").strip()
+
+    def check(step: Callable[[], T]) -> T | None:
+        """The step's value, or None with its problem noted (each field is checked alone)."""
+        try:
+            return step()
+        except InputError as exc:
+            problems.append(exc)
+            return None
 
     campaign = text("campaign") or rules.catalog.default
     if campaign not in rules.catalog:
         known = ", ".join(sorted(rules.catalog))
-        raise InputError("campaign", f"{campaign!r} is not a campaign (known: {known})")
+        problems.append(InputError("campaign", f"{campaign!r} is not a campaign (known: {known})"))
     name = text("name")
     if not name:
-        raise InputError("name", "is required")
-    if len(name) > 200:
-        raise InputError("name", "is longer than 200 characters")
+        problems.append(InputError("name", "is required"))
+    elif len(name) > 200:
+        problems.append(InputError("name", "is longer than 200 characters"))
 
-    channels = _channels(text("channels") or "sms")
-    phone = normalise_phone(text("phone"), rules.phone_region) if text("phone") else None
-    email = normalise_email(text("email")) if text("email") else None
-    if Channel.SMS in channels and phone is None:
-        raise InputError("phone", "is required for the sms channel")
-    if Channel.EMAIL in channels and email is None:
-        raise InputError("email", "is required for the email channel")
+    channels = check(lambda: _channels(text("channels") or "sms")) or frozenset()
+    phone = (
+        check(lambda: normalise_phone(text("phone"), rules.phone_region)) if text("phone") else None
+    )
+    email = check(lambda: normalise_email(text("email"))) if text("email") else None
+    if Channel.SMS in channels and not text("phone"):
+        problems.append(InputError("phone", "is required for the sms channel"))
+    if Channel.EMAIL in channels and not text("email"):
+        problems.append(InputError("email", "is required for the email channel"))
 
-    timezone = check_timezone(text("tz") or rules.default_timezone, field="tz")
-    language = check_language(text("language") or "en")
-    edd = _edd(text("edd"), timezone, now)
-    edd_source = _edd_source(text("edd_source"))
-    consents = _consents(text("consent"))
-    if ConsentPurpose.MARKETING_SMS in consents and phone is None:
-        raise InputError("consent", "marketing_sms needs a phone number")
-    if ConsentPurpose.MARKETING_EMAIL in consents and email is None:
-        raise InputError("consent", "marketing_email needs an email address")
+    timezone = check(lambda: check_timezone(text("tz") or rules.default_timezone, field="tz"))
+    language = check(lambda: check_language(text("language") or "en"))
+    edd = check(lambda: _edd(text("edd"), timezone or rules.default_timezone, now))
+    edd_source = check(lambda: _edd_source(text("edd_source")))
+    consents = check(lambda: _consents(text("consent"))) or frozenset()
+    if ConsentPurpose.MARKETING_SMS in consents and not text("phone"):
+        problems.append(InputError("consent", "marketing_sms needs a phone number"))
+    if ConsentPurpose.MARKETING_EMAIL in consents and not text("email"):
+        problems.append(InputError("consent", "marketing_email needs an email address"))
+    if problems or timezone is None or language is None or edd is None or edd_source is None:
+        raise InputErrors(problems)  # a value is None only when its problem is listed
     return EnrollmentRequest(
         campaign=campaign,
         name=name,

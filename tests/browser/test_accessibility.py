@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import UTC, datetime
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.routing import APIRoute
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from sqlalchemy import select
 
 from campaigns import staff_accounts
 from campaigns.providers.local import LocalEmailSender, LocalSmsSender
@@ -69,7 +70,10 @@ class Seeded:
     """Real ids for the path parameters of staff routes."""
 
     patient_id: int
+    sms_id: int
     params: dict[str, str]
+    #: Other states of the same pages: a loss alert, a text message, a search, every alert.
+    more: list[str]
 
 
 def axe_violations(page: Page) -> list[dict[str, Any]]:
@@ -125,23 +129,32 @@ def seeded(live: LiveServer) -> Seeded:
     # The local providers keep what they send: the outbox pages list it.
     services.sms, services.email = LocalSmsSender(), LocalEmailSender()
     done = enroll(services, weeks=30, name="Cara Example")
-    enroll(services, weeks=14, name="Bea Example", channels="sms")
+    other = enroll(services, weeks=14, name="Bea Example", channels="sms")
     tick(services, InlineQueue(services))
     sent = {r.channel: r.id for r in rows(services, done.enrollment_id) if r.sent_at is not None}
     assert set(sent) == {Channel.SMS.value, Channel.EMAIL.value}, sent
     live.text_from(phone_of(services, done.patient_id), "I'm bleeding quite a lot")
+    live.text_from(phone_of(services, other.patient_id), "we lost the baby yesterday")
     for role in ("admin", "viewer"):
         add_member(services, role)
     with services.db.session() as session:
-        alert_id = session.query(Alert.id).scalar()
+        alert_id, loss_alert_id = session.execute(select(Alert.id).order_by(Alert.id)).scalars()
     return Seeded(
         patient_id=done.patient_id,
+        sms_id=sent[Channel.SMS.value],
         params={
             "patient_id": str(done.patient_id),
             "alert_id": str(alert_id),
             "message_id": str(sent[Channel.EMAIL.value]),
             "status": "failed",
         },
+        more=[
+            f"/staff/alerts/{loss_alert_id}",
+            f"/staff/outbox/{sent[Channel.SMS.value]}",
+            f"/staff/patients/{other.patient_id}",
+            "/staff/patients?q=Example",
+            "/staff/alerts?show=all",
+        ],
     )
 
 
@@ -238,7 +251,7 @@ PICTURED = {
 
 def test_the_walk_finds_the_staff_pages() -> None:
     assert {"/staff/", "/staff/patients/{patient_id}", "/staff/enrol"} <= set(STAFF_PAGES)
-    assert OWN_TESTS <= set(STAFF_PAGES)
+    assert set(STAFF_PAGES) >= OWN_TESTS
 
 
 def _fill(path: str, seeded: Seeded) -> str:
@@ -261,6 +274,15 @@ def test_every_staff_page_has_no_wcag_violation(
     assert_accessible(page, route)
     if route in PICTURED:
         screenshot(page, PICTURED[route])
+
+
+def test_other_states_of_staff_pages_have_no_violation(
+    page: Page, live: LiveServer, seeded: Seeded
+) -> None:
+    for path in seeded.more:
+        answer = page.goto(live.url + path)
+        assert answer is not None and answer.ok, path
+        assert_accessible(page, path)
 
 
 def test_the_preview_with_messages_has_no_violation(page: Page, live: LiveServer) -> None:
@@ -289,9 +311,7 @@ def test_a_refused_page_has_no_violation(
 # -- sign-in and patient pages ----------------------------------------------------------------
 
 
-def test_sign_in_pages_have_no_violation(
-    anonymous: Page, live: LiveServer, seeded: Seeded
-) -> None:
+def test_sign_in_pages_have_no_violation(anonymous: Page, live: LiveServer, seeded: Seeded) -> None:
     page = anonymous
     page.goto(f"{live.url}/staff/login")
     assert_accessible(page, "sign-in")
@@ -315,9 +335,7 @@ def test_sign_in_pages_have_no_violation(
     assert_accessible(page, "second step, wrong code")
 
 
-def test_patient_pages_have_no_violation(
-    anonymous: Page, live: LiveServer, seeded: Seeded
-) -> None:
+def test_patient_pages_have_no_violation(anonymous: Page, live: LiveServer, seeded: Seeded) -> None:
     page = anonymous
     page.goto(live.services.links.unsubscribe_url(seeded.patient_id, 1))
     expect(page.get_by_role("heading")).to_have_text("Stop our emails?")
@@ -348,7 +366,9 @@ def _emails(live: LiveServer) -> list[tuple[str, str]]:
                     Recipient("Zephyrine", "en", discreet),
                     "https://santi.example/u/unsubscribe-token",
                 )
-                found.append((f"{campaign.key}/{step.key}{' discreet' if discreet else ''}", rendered.html))
+                found.append(
+                    (f"{campaign.key}/{step.key}{' discreet' if discreet else ''}", rendered.html)
+                )
     return found
 
 
@@ -369,3 +389,122 @@ def test_every_email_has_no_violation_in_light_and_dark_mode(
         assert not problems, "\n".join(problems)
     finally:
         context.close()
+
+
+# -- what axe cannot see ----------------------------------------------------------------------
+
+
+def test_a_failed_enrolment_lists_every_problem_each_linked_to_its_field(
+    page: Page, live: LiveServer
+) -> None:
+    page.goto(f"{live.url}/staff/enrol")
+    page.get_by_label("Email address").fill("cara@example.com")
+    page.get_by_role("button", name="Enrol and plan messages").click()
+
+    summary = page.get_by_role("alert")
+    expect(summary).to_be_focused()  # the cursor is on the problems, not at the top
+    expect(summary.get_by_role("heading", name="There is a problem")).to_be_visible()
+    links = summary.get_by_role("link")
+    targets = [links.nth(i).get_attribute("href") for i in range(links.count())]
+    # No name, a text message but no mobile number, no due date, no consent: all four at once.
+    assert targets == ["#name", "#phone", "#edd", "#consent"], targets
+    for target in targets:
+        assert target is not None
+        expect(page.locator(target)).to_have_count(1)
+    screenshot(page, "enrol-errors")
+
+    # Each message is next to its field, or inside its tick-box group, and read out with it.
+    expect(page.get_by_label("Full name")).to_have_attribute("aria-invalid", "true")
+    expect(page.get_by_label("Full name")).to_have_accessible_description(
+        re.compile("Error: is required")
+    )
+    consent = page.get_by_role("group", name="What the patient agreed to")
+    expect(consent).to_contain_text("Error: the patient's explicit consent")
+    expect(consent).to_have_accessible_description(re.compile("Error: .*explicit consent"))
+    expect(page.locator("fieldset.invalid")).to_have_count(1)
+    expect(page.get_by_label("Email address")).to_have_value("cara@example.com")
+
+    # A link in the summary takes the cursor to its field (the first box of a group).
+    summary.get_by_role("link", name=re.compile("^What the patient agreed to")).click()
+    expect(page.locator("#consent")).to_be_focused()
+    summary.get_by_role("link", name=re.compile("^Full name")).click()
+    expect(page.get_by_label("Full name")).to_be_focused()
+
+
+def test_a_password_change_lists_its_problem_linked_to_the_field(
+    page: Page, live: LiveServer
+) -> None:
+    page.goto(f"{live.url}/staff/password")
+    page.get_by_label("Current password").fill(PASSWORD)
+    page.get_by_label("New password", exact=True).fill("a brand new passphrase 42")
+    page.get_by_label("New password again").fill("a different one")
+    page.get_by_role("button", name="Change password").click()
+    summary = page.get_by_role("alert")
+    expect(summary).to_be_focused()
+    expect(summary.get_by_role("link")).to_have_attribute("href", "#confirm_password")
+    expect(page.get_by_label("New password again")).to_have_accessible_description(
+        re.compile("not the same")
+    )
+    assert_accessible(page, "password change with a problem")
+
+
+def test_a_wrong_password_is_summarised_and_focused(
+    anonymous: Page, live: LiveServer, seeded: Seeded
+) -> None:
+    anonymous.goto(f"{live.url}/staff/login")
+    anonymous.get_by_label("Email address").fill("admin@clinic.example")
+    anonymous.get_by_label("Password").fill("not it")
+    anonymous.get_by_role("button", name="Sign in").click()
+    summary = anonymous.get_by_role("alert")
+    expect(summary).to_be_focused()
+    expect(summary.get_by_role("link")).to_have_attribute("href", "#email")
+
+
+FOCUS_STYLE = """el => {
+    const style = getComputedStyle(el);
+    return [style.outlineStyle, style.outlineWidth, style.outlineColor, style.boxShadow];
+}"""
+
+
+def test_the_focus_outline_is_thick_yellow_and_black(page: Page, live: LiveServer) -> None:
+    page.goto(f"{live.url}/staff/enrol")
+    page.keyboard.press("Tab")  # the skip link
+    controls = {
+        "skip link": page.get_by_role("link", name="Skip to content"),
+        "menu link": page.get_by_role("link", name="Dashboard"),
+        "field": page.get_by_label("Full name"),
+        "tick box": page.get_by_label("Text message"),
+        "button": page.get_by_role("button", name="Enrol and plan messages"),
+        "header button": page.get_by_role("button", name="Sign out"),
+    }
+    for name, control in controls.items():
+        control.focus()
+        style, width, colour, shadow = control.evaluate(FOCUS_STYLE)
+        assert (style, width, colour) == ("solid", "3px", "rgb(255, 221, 0)"), name
+        assert "rgb(11, 12, 12)" in shadow, (name, shadow)
+
+
+def test_no_page_scrolls_sideways_at_320_px(
+    narrow: BrowserContext, live: LiveServer, seeded: Seeded
+) -> None:
+    page = narrow.new_page()
+    pages = [
+        "/staff/",
+        f"/staff/patients/{seeded.patient_id}",
+        "/staff/preview?edd=2027-06-01&tz=Europe/London",
+        "/staff/alerts",
+        f"/staff/alerts/{seeded.params['alert_id']}",
+        f"/staff/outbox/{seeded.params['message_id']}",
+        f"/staff/outbox/{seeded.sms_id}",
+        "/staff/enrol",
+    ]
+    wide = {}
+    for path in pages:
+        page.goto(live.url + path)
+        width = page.evaluate("document.scrollingElement.scrollWidth")
+        if width > NARROW:
+            wide[path] = width
+    screenshot(page, "enrol-narrow")
+    page.goto(f"{live.url}/staff/patients/{seeded.patient_id}")
+    screenshot(page, "patient-narrow")
+    assert not wide, f"these pages scroll sideways at {NARROW} px: {wide}"

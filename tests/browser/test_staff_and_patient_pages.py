@@ -143,7 +143,7 @@ def test_staff_sign_in_and_out_and_a_wrong_password_is_told_plainly(
 ) -> None:
     add_member(live.services, "clinician")
     sign_in(page, live, "clinician@clinic.example", "not my password at all")
-    expect(page.get_by_role("alert")).to_have_text("The email address or password is not right.")
+    expect(page.get_by_role("alert")).to_contain_text("The email address or password is not right.")
     expect(page.get_by_label("Email address")).to_have_value("clinician@clinic.example")
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
