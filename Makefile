@@ -22,7 +22,8 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock
 
 install: $(VENV)/.synced
 
-# Prism (npm) validates provider traffic against the official OpenAPI specs in the tests.
+# Prism (npm) validates provider traffic against the official OpenAPI specs in the tests;
+# axe-core (npm) checks every page and email for accessibility in the browser tests.
 node_modules/.installed: package.json package-lock.json
 	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	touch $@

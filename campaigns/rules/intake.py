@@ -1,7 +1,8 @@
 """Reading an enrolment request from staff input (CLI, form, CSV row, API) into checked values.
 
 Pure: the whole request is checked before anything is written; `check_enrollment` reports every
-problem (one InputError per field, naming it by key), `parse_enrollment` raises the first.
+problem (one InputError per field, naming it by key), and `parse_enrollment` raises them all
+as one InputErrors (itself the first problem, for callers that show one).
 """
 
 from __future__ import annotations
@@ -18,12 +19,31 @@ from campaigns.rules.contacts import (
     normalise_email,
     normalise_phone,
 )
-from campaigns.rules.errors import InputError
+from campaigns.rules.errors import InputError, InputErrors
 from campaigns.rules.pregnancy import EddError, check_edd
 from campaigns.rules.vocabulary import Channel, ConsentPurpose, EddSource
 from campaigns.rules.window import zone
 
 T = TypeVar("T")
+#: The fields in the order forms and the CSV header show them: problems are listed in it.
+FORM_ORDER = {
+    name: i
+    for i, name in enumerate(
+        [
+            "campaign",
+            "name",
+            "phone",
+            "email",
+            "edd",
+            "edd_source",
+            "tz",
+            "language",
+            "channels",
+            "consent",
+            "clinic_ref",
+        ]
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -52,11 +72,11 @@ class IntakeRules:
 def parse_enrollment(
     fields: Mapping[str, str | None], rules: IntakeRules, now: datetime, *, row: int | None = None
 ) -> EnrollmentRequest:
-    """Check one request; raises InputError(field, message, row=row) for the first problem."""
+    """Check one request; raises InputErrors(problems, row=row) listing every problem found
+    (itself an InputError for the first problem, for callers that show one)."""
     request, problems = check_enrollment(fields, rules, now)
     if problems:
-        first = problems[0]
-        raise InputError(first.field, first.message, row=row, plain=first.plain)
+        raise InputErrors(problems, row=row)
     assert request is not None  # no problems: a request
     return request
 
@@ -115,6 +135,7 @@ def check_enrollment(
         or channels is None
         or consents is None
     ):
+        problems.sort(key=lambda p: FORM_ORDER.get(p.field, len(FORM_ORDER)))  # stable
         return None, problems
     request = EnrollmentRequest(
         campaign=campaign,

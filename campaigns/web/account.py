@@ -19,7 +19,7 @@ from campaigns import passkeys, staff_accounts, staff_sessions
 from campaigns.bootstrap import Services
 from campaigns.passkeys import PasskeyError
 from campaigns.rules import totp
-from campaigns.rules.errors import InputError
+from campaigns.rules.errors import InputError, by_field
 from campaigns.staff_sessions import Current, Stage
 from campaigns.web.deps import ServicesDep
 from campaigns.web.guard import STAGE_PAGES, Forbidden, current
@@ -43,7 +43,7 @@ SecurityDep = Annotated[Current, Depends(_security_session)]
 
 @router.get("/password", response_class=HTMLResponse)
 def password_form(request: Request, staff: PasswordDep) -> Response:
-    return render(request, "password.html", forced=staff.stage is Stage.CHANGE_PASSWORD, error=None)
+    return render(request, "password.html", forced=staff.stage is Stage.CHANGE_PASSWORD, errors={})
 
 
 @router.post("/password", response_class=HTMLResponse)
@@ -68,7 +68,9 @@ def change_password(
             keep_session=staff.id,
         )
     except InputError as exc:
-        return render(request, "password.html", forced=forced, error=exc, status_code=400)
+        return render(
+            request, "password.html", forced=forced, errors=by_field(exc), status_code=400
+        )
     if forced:
         return _continue(services, staff)
     return back(request, "/staff/security", notice="Your password was changed.")

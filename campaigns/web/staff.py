@@ -20,7 +20,7 @@ from campaigns import alerts, audit, enrollments, queries
 from campaigns.bootstrap import Services
 from campaigns.enrollments import Enrollments
 from campaigns.rules.content import Recipient
-from campaigns.rules.errors import InputError, NotFoundError, StateError
+from campaigns.rules.errors import InputError, NotFoundError, StateError, by_field
 from campaigns.rules.intake import parse_date, parse_edd_source, parse_enrollment
 from campaigns.rules.pregnancy import gestational_age, trimester_label
 from campaigns.rules.roles import Permission, may
@@ -188,7 +188,7 @@ def enroll_form(request: Request, services: ServicesDep) -> HTMLResponse:
         request,
         "enrol.html",
         values={"tz": services.settings.default_timezone, "channels": ["sms"], "language": "en"},
-        error=None,
+        errors={},
         sources=[s.value for s in EddSource],
     )
 
@@ -221,7 +221,7 @@ async def enroll_submit(request: Request, services: ServicesDep, staff: StaffDep
             request,
             "enrol.html",
             values=values,
-            error=exc,
+            errors=by_field(exc),
             sources=[s.value for s in EddSource],
             status_code=400,
         )

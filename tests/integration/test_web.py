@@ -75,7 +75,8 @@ def test_enroll_form_explains_a_bad_field_and_writes_nothing(
     }
     page = client.post("/staff/enrol", data=form)
     assert page.status_code == 400
-    assert "Please check Mobile number" in page.text and 'aria-invalid="true"' in page.text
+    assert "There is a problem" in page.text and 'href="#phone">Mobile number:' in page.text
+    assert 'aria-invalid="true"' in page.text
     assert 'value="Dee Example"' in page.text  # what staff typed is kept
     assert rows(services) == []
 

@@ -28,9 +28,10 @@ FORM = {
 
 
 def _problem(page: str) -> str:
-    found = re.search(r'<p class="problem" role="alert">(.*?)</p>', page, flags=re.S)
+    """The first problem in the page's error summary, as the member reads it."""
+    found = re.search(r'<ul class="error-summary-list">\s*<li>(.*?)</li>', page, flags=re.S)
     assert found, page
-    return found.group(1)
+    return re.sub(r"<[^>]+>", "", found.group(1)).strip()
 
 
 def test_the_enrol_forms_errors_are_in_staff_words(services: Services) -> None:
@@ -56,10 +57,10 @@ def test_the_enrol_forms_errors_are_in_staff_words(services: Services) -> None:
         ]
     shown = [_problem(a.text) for a in answers]
     assert all(a.status_code == 400 for a in answers)
-    assert shown[0] == "Please check Mobile number: 07123 is not a valid phone number"
-    assert shown[1].startswith("Please check Email address: ada@ is not a valid email")
-    assert shown[2] == "Please check Due date: is required"
-    assert shown[3].startswith("Please check Consent: the patient must agree")
+    assert shown[0] == "Mobile number: 07123 is not a valid phone number"
+    assert shown[1].startswith("Email address: ada@ is not a valid email")
+    assert shown[2] == "Due date: is required"
+    assert shown[3].startswith("What the patient agreed to: the patient must agree")
     for text in shown:
         assert "edd" not in text and "tz" not in text and "--" not in text, text
         assert "***" not in text and "*" not in text, text
