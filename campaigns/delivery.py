@@ -307,7 +307,7 @@ NEEDS_REVIEW = "needs_review"
 
 
 #: A requeued message starts again: pending, no attempts spent, no call started.
-_REQUEUED = {
+REQUEUED = {
     "status": MessageStatus.PENDING.value,
     "attempts": 0,
     "claim_token": None,
@@ -355,7 +355,7 @@ def requeue(
             session.execute(
                 update(SM)
                 .where(among(SM.id, wanted, postgres=db.is_postgres))
-                .values({**_REQUEUED, "next_attempt_at": now, "updated_at": now})
+                .values({**REQUEUED, "next_attempt_at": now, "updated_at": now})
             )
         for i in wanted:
             row = found[i]

@@ -1,4 +1,4 @@
-"""Read models shared by the CLI and the staff UI: timelines, previews, the outbox, the
+"""Read models shared by the CLI and the staff UI: timelines, previews, the
 backlog, and what each staff page shows (the pages never query the tables themselves)."""
 
 from __future__ import annotations
@@ -418,25 +418,6 @@ def not_gone(
     return [NotGone(*row) for row in rows]
 
 
-def outbox(
-    session: Session, limit: int = 100, search: str | None = None
-) -> list[tuple[ScheduledMessage, Patient]]:
-    query = (
-        select(SM, Patient)
-        .join(Enrollment, Enrollment.id == SM.enrollment_id)
-        .join(Patient, Patient.id == Enrollment.patient_id)
-        .where(SM.provider == "local", SM.sent_at.is_not(None))
-        .order_by(SM.sent_at.desc(), SM.id.desc())
-        .limit(limit)
-    )
-    if search:
-        like = f"%{search.strip()}%"
-        query = query.where(
-            or_(Patient.name.ilike(like), Patient.phone.ilike(like), Patient.email.ilike(like))
-        )
-    return [(m, p) for m, p in session.execute(query).all()]
-
-
 def _local(instant: datetime | None, tz: Any) -> str:
     return instant.astimezone(tz).isoformat() if instant else ""
 
@@ -550,22 +531,6 @@ def patient_of_enrollment(session: Session, enrollment_id: int) -> int | None:
         select(Enrollment.patient_id).where(Enrollment.id == enrollment_id)
     ).scalar_one_or_none()
     return None if found is None else int(found)
-
-
-def sent_message(
-    session: Session, message_id: int
-) -> tuple[ScheduledMessage, Patient, Enrollment] | None:
-    """A message that went (or was handed to a provider), with its patient and enrollment."""
-    found = session.execute(
-        select(SM, Patient, Enrollment)
-        .join(Enrollment, Enrollment.id == SM.enrollment_id)
-        .join(Patient, Patient.id == Enrollment.patient_id)
-        .where(SM.id == message_id)
-    ).one_or_none()
-    if found is None or found[0].sent_at is None:
-        return None
-    message, patient, enrollment = found
-    return message, patient, enrollment
 
 
 def booking_campaign(session: Session, patient_id: int) -> tuple[bool, str | None]:
