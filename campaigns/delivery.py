@@ -349,7 +349,7 @@ def requeue(
         if refused:
             raise StateError(
                 "not requeued (nothing was): "
-                + "; ".join(f"{i} {why}" for i, why in sorted(refused.items()))
+                + "; ".join(f"message {i} {why}" for i, why in sorted(refused.items()))
             )
         if wanted:
             session.execute(
@@ -378,7 +378,7 @@ def _refusal(row: Any, *, unknown: bool, force: bool) -> str:
     if row.status == MessageStatus.FAILED.value:
         return ""
     if row.status != MessageStatus.UNKNOWN.value:
-        return f"is {row.status}"
+        return f"is {row.status}, not failed or unknown: only those can be requeued"
     if force:
         return ""
     if not unknown:

@@ -395,6 +395,12 @@ class NotGone:
     reason: str | None
     attempts: int
     updated_at: datetime
+    status: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        found = asdict(self)
+        found["updated_at"] = self.updated_at.isoformat()
+        return found
 
 
 def not_gone(
@@ -411,11 +417,12 @@ def not_gone(
         SM.reason,
         SM.attempts,
         SM.updated_at,
+        SM.status,
     ).where(SM.status == status.value)
     if before is not None:
         query = query.where(SM.id < before)
     rows = session.execute(query.order_by(SM.id.desc()).limit(limit)).all()
-    return [NotGone(*row) for row in rows]
+    return [NotGone(*row[:-1], status=str(row[-1])) for row in rows]
 
 
 def _local(instant: datetime | None, tz: Any) -> str:

@@ -44,6 +44,8 @@ _IN_FLIGHT = in_set("status", IN_FLIGHT)
 _LIVE_ENROLLMENT = in_set("status", LIVE_ENROLLMENT)
 #: Sends that did not go (the ops page's error rates; staff lists of failures).
 _NOT_GONE = in_set("status", {MessageStatus.FAILED, MessageStatus.UNKNOWN})
+#: Sends the provider took but could not deliver (the message log's status filter).
+_NOT_DELIVERED = in_set("status", {MessageStatus.BOUNCED, MessageStatus.UNDELIVERED})
 _TO_RECONCILE = text(f"status = '{MessageStatus.UNKNOWN.value}' AND reconcile_at IS NOT NULL")
 
 
@@ -204,6 +206,16 @@ class ScheduledMessage(Base):
             postgresql_where=_NOT_GONE,
             sqlite_where=_NOT_GONE,
         ),
+        # Serve the message log (docs/decisions.md, "Message log at 10 million rows"): the
+        # few sends that bounced or were undelivered, by id; and the due-date range filter.
+        Index(
+            "ix_scheduled_messages_not_delivered",
+            "status",
+            "id",
+            postgresql_where=_NOT_DELIVERED,
+            sqlite_where=_NOT_DELIVERED,
+        ),
+        Index("ix_scheduled_messages_due_at", "due_at"),
         Index(
             "ix_scheduled_messages_provider_id",
             "provider_id",
@@ -277,7 +289,16 @@ class AuditEvent(Base):
     """Append-only record of who did what and when; details never hold message bodies."""
 
     __tablename__ = "audit_events"
-    __table_args__ = (Index("ix_audit_events_patient_id_id", "patient_id", "id"),)
+    __table_args__ = (
+        Index("ix_audit_events_patient_id_id", "patient_id", "id"),
+        # A message's page lists who retried or marked it.
+        Index(
+            "ix_audit_events_message_id",
+            "message_id",
+            postgresql_where=text("message_id IS NOT NULL"),
+            sqlite_where=text("message_id IS NOT NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     occurred_at: Mapped[datetime]

@@ -1,0 +1,63 @@
+"""message log: indexes for its filters (undelivered and bounced by id; due date) and for a
+message's audit rows
+
+Revision ID: 0011
+Revises: 0010
+Create Date: 2026-12-06 06:00:00.000000
+
+"""
+from typing import Any, Sequence, Union
+
+from alembic import op
+import sqlalchemy as sa
+
+
+# revision identifiers, used by Alembic.
+revision: str = '0011'
+down_revision: Union[str, Sequence[str], None] = '0010'
+branch_labels: Union[str, Sequence[str], None] = None
+depends_on: Union[str, Sequence[str], None] = None
+
+_NOT_DELIVERED = "status IN ('bounced', 'undelivered')"
+INDEXES: list[dict[str, Any]] = [
+    dict(
+        index_name='ix_scheduled_messages_not_delivered',
+        table_name='scheduled_messages',
+        columns=['status', 'id'],
+        unique=False,
+        postgresql_where=sa.text(_NOT_DELIVERED),
+        sqlite_where=sa.text(_NOT_DELIVERED),
+    ),
+    dict(
+        index_name='ix_scheduled_messages_due_at',
+        table_name='scheduled_messages',
+        columns=['due_at'],
+        unique=False,
+    ),
+    dict(
+        index_name='ix_audit_events_message_id',
+        table_name='audit_events',
+        columns=['message_id'],
+        unique=False,
+        postgresql_where=sa.text('message_id IS NOT NULL'),
+        sqlite_where=sa.text('message_id IS NOT NULL'),
+    ),
+]
+
+
+def upgrade() -> None:
+    """Upgrade schema."""
+    if op.get_bind().dialect.name == 'postgresql':
+        # Built without blocking sends, receipts and audit writes on large tables.
+        with op.get_context().autocommit_block():
+            for index in INDEXES:
+                op.create_index(**index, postgresql_concurrently=True, if_not_exists=True)
+    else:
+        for index in INDEXES:
+            op.create_index(**index)
+
+
+def downgrade() -> None:
+    """Downgrade schema."""
+    for index in reversed(INDEXES):
+        op.drop_index(index['index_name'], table_name=index['table_name'])
