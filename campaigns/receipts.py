@@ -7,7 +7,8 @@ along the state machine inside one transaction that holds the patient's lock:
 
 A status never moves backwards (a late bounce beats "delivered"), except that an undelivered
 SMS with a temporary error (30003, 30008) goes back to pending to be tried again. Opt-outs
-suppress the channel; dead addresses are marked invalid (SMS falls back to email); account errors halt the channel.
+suppress the channel; dead addresses are marked invalid (SMS falls back to email); account
+errors halt the channel.
 """
 
 from __future__ import annotations
