@@ -79,7 +79,8 @@ def load(url: str, rows: int, patients: int) -> dict[str, float]:
                        'sms,email',
                        CASE WHEN p % 50 = 0 THEN 'stopped' WHEN p % 7 = 0 THEN 'completed'
                             ELSE 'active' END,
-                       CAST(:start AS timestamptz), date '2024-01-01', 1, '[]', CAST(:start AS timestamptz)
+                       CAST(:start AS timestamptz), date '2024-01-01', 1, '[]',
+                       CAST(:start AS timestamptz)
                 FROM generate_series(1, :patients) AS p
                 """
             ),

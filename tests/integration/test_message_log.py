@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from campaigns import enrollments, message_actions, message_log, receipts, reachability
+from campaigns import enrollments, message_actions, message_log, reachability, receipts
 from campaigns.bootstrap import Services
 from campaigns.message_actions import Action
 from campaigns.rules.errors import InputError
