@@ -132,9 +132,7 @@ def test_bad_filters_are_named_in_staff_words(anonymous: TestClient, services: S
     ):
         page = client.get("/staff/messages", params=params)
         assert page.status_code == 400 and words in page.text, params
-        assert (
-            "since" not in re.sub(r'name="since"|id="f-from"|values.since', "", page.text) or True
-        )
+        assert "since:" not in page.text and "until:" not in page.text  # staff words
 
 
 def test_keyset_pages_show_each_row_once_newest_first(
