@@ -129,6 +129,7 @@ class LogRow:
     patient_id: int | None  # None: not shown to this role
     patient_name: str | None
     timezone: str
+    text: str | None = None  # the SMS's text or the email's subject, once written
 
 
 @dataclass(frozen=True)
@@ -183,7 +184,13 @@ def _base(with_patients: bool) -> Select[Any]:
         SM.updated_at,
     ]
     if with_patients:
-        columns += [Patient.id.label("patient_id"), Patient.name, Patient.timezone]
+        columns += [
+            Patient.id.label("patient_id"),
+            Patient.name,
+            Patient.timezone,
+            SM.body,
+            SM.subject,
+        ]
         return (
             select(*columns)
             .join(Enrollment, Enrollment.id == SM.enrollment_id)
@@ -262,6 +269,7 @@ def _row(r: Any, with_patients: bool) -> LogRow:
         patient_id=r.patient_id if with_patients else None,
         patient_name=r.name if with_patients else None,
         timezone=r.timezone if with_patients else "Europe/London",
+        text=(r.body if r.channel == Channel.SMS.value else r.subject) if with_patients else None,
     )
 
 
