@@ -69,6 +69,7 @@ bench: install services
 	$(VENV)/bin/python -m bench.providers
 	$(VENV)/bin/python -m bench.inbound
 	$(VENV)/bin/python -m bench.faults
+	$(VENV)/bin/python -m bench.message_log
 
 clean:
 	rm -rf $(VENV) $(TOOLS) campaigns.db

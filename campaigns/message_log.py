@@ -9,11 +9,11 @@ rows"). Patient names and texts only for roles that may see patient data.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Select, or_, select
+from sqlalchemy import Select, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from campaigns.rules.contacts import normalise_phone
@@ -148,24 +148,67 @@ def page(
     with_patients: bool,
 ) -> Page:
     """One page of the log, newest first, below `before` (an id)."""
+    query, matched = statement(
+        session, filters, before=before, limit=limit, with_patients=with_patients
+    )
+    if query is None:
+        return Page([], None, matched)
+    found = session.execute(query).all()
+    rows = [_row(r, with_patients) for r in found[:limit]]
+    more = len(found) > limit
+    return Page(rows, rows[-1].id if more and rows else None, matched)
+
+
+def statement(
+    session: Session,
+    filters: Filters,
+    *,
+    before: int | None = None,
+    limit: int = PAGE,
+    with_patients: bool,
+) -> tuple[Select[Any] | None, int | None]:
+    """The page's query (one row more than a page, to know whether another follows) and how
+    many patients a patient filter matched; no query when no patient matched."""
     if filters.patient and not with_patients:
         raise InputError("Patient", "your role does not show patients, so it cannot filter by one")
-    query = _base(with_patients)
     matched: int | None = None
+    conditions: list[Any] = []
     if filters.patient:
         patient_ids = _patients(session, filters.patient)
         matched = len(patient_ids)
         if not patient_ids:
-            return Page([], None, 0)
+            return None, 0
         enrollment_ids = select(Enrollment.id).where(Enrollment.patient_id.in_(patient_ids))
-        query = query.where(SM.enrollment_id.in_(enrollment_ids))
-    query = _filtered(query, filters)
+        conditions.append(SM.enrollment_id.in_(enrollment_ids))
     if before is not None:
-        query = query.where(SM.id < before)
-    found = session.execute(query.order_by(SM.id.desc()).limit(limit + 1)).all()
-    rows = [_row(r, with_patients) for r in found[:limit]]
-    more = len(found) > limit
-    return Page(rows, rows[-1].id if more and rows else None, matched)
+        conditions.append(SM.id < before)
+    query = _base(with_patients)
+    if len(filters.statuses) > 1:
+        # Each status's newest rows from its own (status, id) index, merged: an IN over the
+        # statuses would read the primary key and step over every row of the other statuses
+        # (the newest rows are the planned ones, hundreds of thousands of them).
+        branches = [
+            _filtered(
+                select(SM.id).join(Enrollment, Enrollment.id == SM.enrollment_id),
+                replace(filters, statuses=(status,)),
+            )
+            .where(*conditions)
+            .order_by(SM.id.desc())
+            .limit(limit + 1)
+            .subquery()
+            for status in filters.statuses
+        ]
+        merged = union_all(*(select(branch.c.id) for branch in branches)).subquery()
+        query = query.where(SM.id.in_(select(merged.c.id)))
+    else:
+        query = _filtered(query, filters).where(*conditions)
+    order = SM.id.desc()
+    if (filters.since or filters.until) and not filters.patient and len(filters.statuses) < 2:
+        # The same order, written so that PostgreSQL cannot walk the primary key: it would
+        # expect a date range's rows anywhere, and step over every newer row to reach them.
+        # Read from ix_scheduled_messages_due_at instead, then sort the range's rows.
+        order = (SM.id + 0).desc()
+    return query.order_by(order).limit(limit + 1), matched
 
 
 def _base(with_patients: bool) -> Select[Any]:

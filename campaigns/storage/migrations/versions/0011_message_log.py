@@ -1,5 +1,5 @@
-"""message log: indexes for its filters (undelivered and bounced by id; due date) and for a
-message's audit rows
+"""message log: indexes for its filters (each status by id; due date) and for a message's
+audit rows
 
 Revision ID: 0011
 Revises: 0010
@@ -18,15 +18,12 @@ down_revision: Union[str, Sequence[str], None] = '0010'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
-_NOT_DELIVERED = "status IN ('bounced', 'undelivered')"
 INDEXES: list[dict[str, Any]] = [
     dict(
-        index_name='ix_scheduled_messages_not_delivered',
+        index_name='ix_scheduled_messages_status_id',
         table_name='scheduled_messages',
         columns=['status', 'id'],
         unique=False,
-        postgresql_where=sa.text(_NOT_DELIVERED),
-        sqlite_where=sa.text(_NOT_DELIVERED),
     ),
     dict(
         index_name='ix_scheduled_messages_due_at',
