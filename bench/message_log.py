@@ -107,7 +107,7 @@ def load(url: str, rows: int, patients: int) -> dict[str, float]:
                         schedule_version, status, reason, due_at, next_attempt_at, attempts,
                         provider, provider_id, error_code, sent_at, delivered_at, updated_at)
                     SELECT n, 1 + n % :patients,
-                        'step-' || (n / :patients),
+                        'step-' || ((n / :patients + n % :patients) % :rounds),
                         CASE WHEN n % 10 < 7 THEN 'sms' ELSE 'email' END,
                         'education', 1, s.status,
                         CASE s.status WHEN 'failed' THEN 'attempts_exhausted'
@@ -139,6 +139,7 @@ def load(url: str, rows: int, patients: int) -> dict[str, float]:
                     "start": START,
                     "step": step,
                     "pending_from": pending_from,
+                    "rounds": -(-rows // patients),
                 },
             )
     timings["rows_s"] = time.perf_counter() - started

@@ -168,7 +168,10 @@ def statement(
     with_patients: bool,
 ) -> tuple[Select[Any] | None, int | None]:
     """The page's query (one row more than a page, to know whether another follows) and how
-    many patients a patient filter matched; no query when no patient matched."""
+    many patients a patient filter matched; no query when no patient matched.
+
+    The page's ids are found first, over the outbox alone (and enrollments for a campaign),
+    then only those rows are joined to their patients."""
     if filters.patient and not with_patients:
         raise InputError("Patient", "your role does not show patients, so it cannot filter by one")
     matched: int | None = None
@@ -182,33 +185,44 @@ def statement(
         conditions.append(SM.enrollment_id.in_(enrollment_ids))
     if before is not None:
         conditions.append(SM.id < before)
-    query = _base(with_patients)
     if len(filters.statuses) > 1:
-        # Each status's newest rows from its own (status, id) index, merged: an IN over the
-        # statuses would read the primary key and step over every row of the other statuses
-        # (the newest rows are the planned ones, hundreds of thousands of them).
+        # Each status's newest rows from its own index, merged: an IN over the statuses would
+        # walk the primary key past every row of the other statuses.
         branches = [
-            _filtered(
-                select(SM.id).join(Enrollment, Enrollment.id == SM.enrollment_id),
-                replace(filters, statuses=(status,)),
-            )
-            .where(*conditions)
-            .order_by(SM.id.desc())
-            .limit(limit + 1)
-            .subquery()
+            _ids(replace(filters, statuses=(status,)), conditions, limit).subquery()
             for status in filters.statuses
         ]
         merged = union_all(*(select(branch.c.id) for branch in branches)).subquery()
-        query = query.where(SM.id.in_(select(merged.c.id)))
+        ids = select(merged.c.id).order_by(merged.c.id.desc()).limit(limit + 1)
     else:
-        query = _filtered(query, filters).where(*conditions)
-    order = SM.id.desc()
-    if (filters.since or filters.until) and not filters.patient and len(filters.statuses) < 2:
+        ids = _ids(filters, conditions, limit)
+    query = _base(with_patients).where(SM.id.in_(ids.scalar_subquery()))
+    return query.order_by(SM.id.desc()), matched
+
+
+def _ids(filters: Filters, conditions: list[Any], limit: int) -> Select[Any]:
+    """One page of ids for filters with at most one status, newest first, read from the index
+    that fits (docs/decisions.md, "Message log at 10 million rows")."""
+    query = select(SM.id)
+    if filters.campaign:
+        query = query.join(Enrollment, Enrollment.id == SM.enrollment_id)
+    query = _filtered(query, replace(filters, statuses=())).where(*conditions)
+    dated = filters.since is not None or filters.until is not None
+    if filters.statuses:
+        # A range (status >= X AND status <= X), not an equality, and ordered by status too:
+        # then no plan but a backward read of (status, id) gives this order. With `=`,
+        # PostgreSQL may walk the primary key instead, trusting a status to be spread evenly
+        # over the ids, and step over the newest rows (the planned ones) to fill the page.
+        status = filters.statuses[0].value
+        query = query.where(SM.status >= status, SM.status <= status)
+        if not dated:
+            return query.order_by(SM.status.desc(), SM.id.desc()).limit(limit + 1)
+    if dated and not filters.patient:
         # The same order, written so that PostgreSQL cannot walk the primary key: it would
         # expect a date range's rows anywhere, and step over every newer row to reach them.
         # Read from ix_scheduled_messages_due_at instead, then sort the range's rows.
-        order = (SM.id + 0).desc()
-    return query.order_by(order).limit(limit + 1), matched
+        return query.order_by((SM.id + 0).desc()).limit(limit + 1)
+    return query.order_by(SM.id.desc()).limit(limit + 1)
 
 
 def _base(with_patients: bool) -> Select[Any]:
@@ -243,6 +257,8 @@ def _base(with_patients: bool) -> Select[Any]:
 
 
 def _filtered(query: Select[Any], filters: Filters) -> Select[Any]:
+    """The filters other than the patient, as conditions (the query must join enrollments
+    for a campaign)."""
     if len(filters.statuses) == 1:
         query = query.where(SM.status == filters.statuses[0].value)
     elif filters.statuses:
