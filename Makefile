@@ -76,6 +76,7 @@ bench: install services
 	$(VENV)/bin/python -m bench.horizon
 	$(VENV)/bin/python -m bench.patient_list
 	$(VENV)/bin/python -m bench.import_csv
+	$(VENV)/bin/python -m bench.message_log
 
 clean:
 	rm -rf $(VENV) $(TOOLS) campaigns.db

@@ -537,6 +537,42 @@ def requeue(
 
 
 @app.command()
+def failed(json_out: JsonFlag = False) -> None:
+    """The messages `requeue` takes: failed ones, and unknown ones (the provider could not
+    say whether they went), newest first, with why and the provider's error code."""
+    from campaigns import queries
+    from campaigns.rules.vocabulary import MessageStatus
+
+    with services() as built, built.db.session() as session:
+        found: list[queries.NotGone] = []
+        for status in (MessageStatus.FAILED, MessageStatus.UNKNOWN):
+            before: int | None = None
+            while page := queries.not_gone(session, status, before=before, limit=1000):
+                found += page
+                before = page[-1].id
+    found.sort(key=lambda row: row.id, reverse=True)
+    if json_out:
+        typer.echo(json.dumps([row.as_json() for row in found], indent=2))
+        return
+    if not found:
+        typer.echo("no failed or unknown messages")
+        return
+    typer.echo(
+        f"{'id':>10}  {'channel':7} {'status':8} {'error':12} {'last change (UTC)':17}  step / why"
+    )
+    for row in found:
+        typer.echo(
+            f"{row.id:>10}  {row.channel:7} {row.status:8} {(row.error_code or '-'):12} "
+            f"{row.updated_at.strftime('%Y-%m-%d %H:%M'):17}  {row.step} / "
+            f"{(row.reason or '-').replace('_', ' ')}"
+        )
+    typer.echo(
+        "send failed ones again with: campaigns requeue ID...; unknown ones may have gone "
+        "(check the provider first): campaigns requeue --unknown"
+    )
+
+
+@app.command()
 def sandbox(
     twilio_port: Annotated[int, typer.Option(help="Port for the Twilio stand-in.")] = 4010,
     sendgrid_port: Annotated[int, typer.Option(help="Port for the SendGrid stand-in.")] = 4011,

@@ -307,7 +307,7 @@ NEEDS_REVIEW = "needs_review"
 
 
 #: A requeued message starts again: pending, no attempts spent, no call started.
-_REQUEUED = {
+REQUEUED = {
     "status": MessageStatus.PENDING.value,
     "attempts": 0,
     "claim_token": None,
@@ -349,13 +349,13 @@ def requeue(
         if refused:
             raise StateError(
                 "not requeued (nothing was): "
-                + "; ".join(f"{i} {why}" for i, why in sorted(refused.items()))
+                + "; ".join(f"message {i} {why}" for i, why in sorted(refused.items()))
             )
         if wanted:
             session.execute(
                 update(SM)
                 .where(among(SM.id, wanted, postgres=db.is_postgres))
-                .values({**_REQUEUED, "next_attempt_at": now, "updated_at": now})
+                .values({**REQUEUED, "next_attempt_at": now, "updated_at": now})
             )
         for i in wanted:
             row = found[i]
@@ -378,7 +378,7 @@ def _refusal(row: Any, *, unknown: bool, force: bool) -> str:
     if row.status == MessageStatus.FAILED.value:
         return ""
     if row.status != MessageStatus.UNKNOWN.value:
-        return f"is {row.status}"
+        return f"is {row.status}, not failed or unknown: only those can be requeued"
     if force:
         return ""
     if not unknown:

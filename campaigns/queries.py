@@ -1,4 +1,4 @@
-"""Read models shared by the CLI and the staff UI: timelines, previews, the outbox, the
+"""Read models shared by the CLI and the staff UI: timelines, previews, the
 backlog, and what each staff page shows (the pages never query the tables themselves)."""
 
 from __future__ import annotations
@@ -336,7 +336,7 @@ class ProviderOutcomes:
 def provider_outcomes(session: Session, since: datetime) -> list[ProviderOutcomes]:
     """Sends by channel and provider since `since`: those the provider took, by when they
     went (ix_scheduled_messages_sent_at), and those that did not go, by their last change
-    (read through ix_scheduled_messages_not_gone: failed and unknown rows are few). Counts
+    (ix_scheduled_messages_status_id). Counts
     only."""
     went = session.execute(
         select(SM.channel, SM.provider, SM.status, func.count())
@@ -398,13 +398,19 @@ class NotGone:
     reason: str | None
     attempts: int
     updated_at: datetime
+    status: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        found = asdict(self)
+        found["updated_at"] = self.updated_at.isoformat()
+        return found
 
 
 def not_gone(
     session: Session, status: MessageStatus, *, before: int | None, limit: int
 ) -> list[NotGone]:
     """Failed or unknown messages, newest id first, a keyset page below `before`
-    (ix_scheduled_messages_not_gone)."""
+    (ix_scheduled_messages_status_id)."""
     query = select(
         SM.id,
         SM.channel,
@@ -414,30 +420,17 @@ def not_gone(
         SM.reason,
         SM.attempts,
         SM.updated_at,
-    ).where(SM.status == status.value)
+        SM.status,
+    ).where(
+        # A range, not `=`, so PostgreSQL keeps status in the index's order and reads only
+        # the page's rows (docs/decisions.md, "Message log at 10 million rows").
+        SM.status >= status.value,
+        SM.status <= status.value,
+    )
     if before is not None:
         query = query.where(SM.id < before)
     rows = session.execute(query.order_by(SM.id.desc()).limit(limit)).all()
-    return [NotGone(*row) for row in rows]
-
-
-def outbox(
-    session: Session, limit: int = 100, search: str | None = None
-) -> list[tuple[ScheduledMessage, Patient]]:
-    query = (
-        select(SM, Patient)
-        .join(Enrollment, Enrollment.id == SM.enrollment_id)
-        .join(Patient, Patient.id == Enrollment.patient_id)
-        .where(SM.provider == "local", SM.sent_at.is_not(None))
-        .order_by(SM.sent_at.desc(), SM.id.desc())
-        .limit(limit)
-    )
-    if search:
-        like = f"%{search.strip()}%"
-        query = query.where(
-            or_(Patient.name.ilike(like), Patient.phone.ilike(like), Patient.email.ilike(like))
-        )
-    return [(m, p) for m, p in session.execute(query).all()]
+    return [NotGone(*row[:-1], status=str(row[-1])) for row in rows]
 
 
 def _local(instant: datetime | None, tz: Any) -> str:
@@ -635,22 +628,6 @@ def patient_of_enrollment(session: Session, enrollment_id: int) -> int | None:
         select(Enrollment.patient_id).where(Enrollment.id == enrollment_id)
     ).scalar_one_or_none()
     return None if found is None else int(found)
-
-
-def sent_message(
-    session: Session, message_id: int
-) -> tuple[ScheduledMessage, Patient, Enrollment] | None:
-    """A message that went (or was handed to a provider), with its patient and enrollment."""
-    found = session.execute(
-        select(SM, Patient, Enrollment)
-        .join(Enrollment, Enrollment.id == SM.enrollment_id)
-        .join(Patient, Patient.id == Enrollment.patient_id)
-        .where(SM.id == message_id)
-    ).one_or_none()
-    if found is None or found[0].sent_at is None:
-        return None
-    message, patient, enrollment = found
-    return message, patient, enrollment
 
 
 def booking_campaign(session: Session, patient_id: int) -> tuple[bool, str | None]:

@@ -5,9 +5,10 @@ along the state machine inside one transaction that holds the patient's lock:
 
     sending | unknown -> sent -> delivered | undelivered | bounced | failed
 
-A status never moves backwards, except that an undelivered SMS with a temporary error (30003,
-30008) goes back to pending to be tried again. Opt-outs suppress the channel; dead addresses
-are marked invalid (SMS falls back to email); account errors halt the channel.
+A status never moves backwards (a late bounce beats "delivered"), except that an undelivered
+SMS with a temporary error (30003, 30008) goes back to pending to be tried again. Opt-outs
+suppress the channel; dead addresses are marked invalid (SMS falls back to email); account
+errors halt the channel.
 """
 
 from __future__ import annotations
@@ -37,8 +38,10 @@ RANK = {
     MessageStatus.SENT: 1,
     MessageStatus.DELIVERED: 2,
     MessageStatus.UNDELIVERED: 2,
-    MessageStatus.BOUNCED: 2,
     MessageStatus.FAILED: 2,
+    # A bounce is a bounce: a receiving server may accept an email ("delivered") and bounce it
+    # later, and the message then shows what finally happened to it.
+    MessageStatus.BOUNCED: 3,
 }
 RESEND_AFTER = timedelta(hours=1)
 

@@ -28,21 +28,37 @@ class Permission(StrEnum):
     SEND_OUTSIDE_WINDOW = "send_outside_window"
     #: Operations: backlog, requeue, resume a halted channel, metrics.
     OPERATE = "operate"
+    #: The message log: every outbox row's status, attempts, errors and delivery events (the
+    #: patient's name, the text and the patient filter only with VIEW_PATIENTS as well).
+    VIEW_MESSAGES = "view_messages"
+    #: Fix messages that did not go: retry, mark sent or not sent, cancel (audited).
+    FIX_MESSAGES = "fix_messages"
     #: Staff accounts.
     MANAGE_USERS = "manage_users"
 
 
 GRANTS: dict[Role, frozenset[Permission]] = {
-    Role.VIEWER: frozenset({Permission.SIGNED_IN, Permission.VIEW_PATIENTS}),
+    Role.VIEWER: frozenset(
+        {Permission.SIGNED_IN, Permission.VIEW_PATIENTS, Permission.VIEW_MESSAGES}
+    ),
     Role.CLINICIAN: frozenset(
         {
             Permission.SIGNED_IN,
             Permission.VIEW_PATIENTS,
             Permission.ACT_ON_PATIENTS,
             Permission.SEND_OUTSIDE_WINDOW,
+            Permission.VIEW_MESSAGES,
+            Permission.FIX_MESSAGES,
         }
     ),
-    Role.OPERATOR: frozenset({Permission.SIGNED_IN, Permission.OPERATE}),
+    Role.OPERATOR: frozenset(
+        {
+            Permission.SIGNED_IN,
+            Permission.OPERATE,
+            Permission.VIEW_MESSAGES,
+            Permission.FIX_MESSAGES,
+        }
+    ),
     Role.ADMIN: frozenset(Permission),
 }
 

@@ -43,8 +43,6 @@ _PENDING = in_set("status", {MessageStatus.PENDING})
 _LIVE = in_set("status", NOT_SENT_FINAL, negate=True)
 _IN_FLIGHT = in_set("status", IN_FLIGHT)
 _LIVE_ENROLLMENT = in_set("status", LIVE_ENROLLMENT)
-#: Sends that did not go (the ops page's error rates; staff lists of failures).
-_NOT_GONE = in_set("status", {MessageStatus.FAILED, MessageStatus.UNKNOWN})
 _TO_RECONCILE = text(f"status = '{MessageStatus.UNKNOWN.value}' AND reconcile_at IS NOT NULL")
 
 
@@ -197,21 +195,18 @@ class ScheduledMessage(Base):
             postgresql_where=_TO_RECONCILE,
             sqlite_where=_TO_RECONCILE,
         ),
-        # Serve the ops page: sends accepted by time (written once per row, so cheap to keep)
-        # for the provider error rates, and the few that did not go, listed by id.
+        # Serves the ops page's provider error rates: sends accepted by time (written once
+        # per row, so cheap to keep).
         Index(
             "ix_scheduled_messages_sent_at",
             "sent_at",
             postgresql_where=text("sent_at IS NOT NULL"),
             sqlite_where=text("sent_at IS NOT NULL"),
         ),
-        Index(
-            "ix_scheduled_messages_not_gone",
-            "status",
-            "id",
-            postgresql_where=_NOT_GONE,
-            sqlite_where=_NOT_GONE,
-        ),
+        # Serve the message log (docs/decisions.md, "Message log at 10 million rows"): each
+        # status's rows newest first, and the due-date range filter.
+        Index("ix_scheduled_messages_status_id", "status", "id"),
+        Index("ix_scheduled_messages_due_at", "due_at"),
         Index(
             "ix_scheduled_messages_provider_id",
             "provider_id",
@@ -287,7 +282,16 @@ class AuditEvent(Base):
     """Append-only record of who did what and when; details never hold message bodies."""
 
     __tablename__ = "audit_events"
-    __table_args__ = (Index("ix_audit_events_patient_id_id", "patient_id", "id"),)
+    __table_args__ = (
+        Index("ix_audit_events_patient_id_id", "patient_id", "id"),
+        # A message's page lists who retried or marked it.
+        Index(
+            "ix_audit_events_message_id",
+            "message_id",
+            postgresql_where=text("message_id IS NOT NULL"),
+            sqlite_where=text("message_id IS NOT NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     occurred_at: Mapped[datetime]

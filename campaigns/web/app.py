@@ -26,6 +26,7 @@ from campaigns.web import (
     imports,
     inbox,
     links,
+    messages,
     operations,
     ops,
     patients,
@@ -76,6 +77,7 @@ def create_app(services: Services, *, run_embedded: bool = False, part: Part = "
         app.include_router(inbox.router)
         app.include_router(users.router)
         app.include_router(operations.router)
+        app.include_router(messages.router)
     if part in ("all", "webhooks"):
         app.include_router(webhooks.router)
         # Patients' texts: a plain Starlette route, the hot path (campaigns.web.webhooks).

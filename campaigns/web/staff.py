@@ -1,4 +1,5 @@
-"""Staff pages: dashboard, patients and their timelines, enrolment, outbox, preview.
+"""Staff pages: dashboard, patients and their timelines, enrolment, preview (the message log,
+which the old outbox page became, is campaigns.web.messages).
 
 Server-rendered HTML (autoescaped Jinja2) and plain forms; each action is one call into the
 application layer, and an error names the field that is wrong. Every route declares the
@@ -17,9 +18,7 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
 from campaigns import alerts, audit, enrollments, queries
-from campaigns.bootstrap import Services
 from campaigns.enrollments import Enrollments
-from campaigns.rules.content import Recipient
 from campaigns.rules.errors import InputError, NotFoundError, StateError, by_field
 from campaigns.rules.intake import parse_date, parse_edd_source, parse_enrollment
 from campaigns.rules.pregnancy import gestational_age, trimester_label
@@ -36,8 +35,6 @@ from campaigns.rules.wording import label, moment
 from campaigns.staff_sessions import Current
 from campaigns.storage.models import (
     Enrollment,
-    Patient,
-    ScheduledMessage,
 )
 from campaigns.web.deps import ServicesDep
 from campaigns.web.guard import StaffDep, requires, signed_in
@@ -231,72 +228,6 @@ async def enroll_submit(request: Request, services: ServicesDep, staff: StaffDep
         f"/staff/patients/{done.patient_id}",
         notice=f"Enrolled; {_pending(done.planned)} messages planned.",
     )
-
-
-@router.get("/outbox", response_class=HTMLResponse)
-@requires(Permission.VIEW_PATIENTS)
-def outbox(request: Request, services: ServicesDep, q: str = "") -> HTMLResponse:
-    with services.db.session() as session:
-        rows = queries.outbox(session, limit=200, search=q or None)
-    return render(request, "outbox.html", rows=rows, q=q, local=_local)
-
-
-@router.get("/outbox/{message_id}", response_class=HTMLResponse)
-@requires(Permission.VIEW_PATIENTS)
-def outbox_message(
-    request: Request, services: ServicesDep, staff: StaffDep, message_id: int
-) -> HTMLResponse:
-    message, patient, _ = _sent_message(services, staff, message_id, "message")
-    return render(
-        request,
-        "outbox_message.html",
-        message=message,
-        patient=patient,
-        email=message.channel == Channel.EMAIL.value,
-        local=_local,
-    )
-
-
-#: An email shown inside the staff page: its own styles, nothing else; framed only by us.
-EMAIL_FRAME_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
-        "frame-ancestors 'self'; sandbox"
-    ),
-    "X-Frame-Options": "SAMEORIGIN",
-    "Referrer-Policy": "no-referrer",
-}
-
-
-@router.get("/outbox/{message_id}/email", response_class=HTMLResponse)
-@requires(Permission.VIEW_PATIENTS)
-def outbox_email(
-    request: Request, services: ServicesDep, staff: StaffDep, message_id: int
-) -> HTMLResponse:
-    """The email as the patient saw it, for the message page's frame."""
-    message, patient, enrollment = _sent_message(services, staff, message_id, None)
-    if message.channel != Channel.EMAIL.value:
-        raise HTTPException(404, "not an email")
-    # The outbox keeps the text; the HTML is the same render, shown as the patient saw it.
-    html = services.renderer.render_email(
-        enrollment.campaign,
-        message.step_key,
-        Recipient(patient.name.split()[0], patient.language, patient.discreet),
-        services.links.unsubscribe_url(patient.id, message.id),
-    ).html
-    return HTMLResponse(html, headers=EMAIL_FRAME_HEADERS)
-
-
-def _sent_message(
-    services: Services, staff: Current, message_id: int, page: str | None
-) -> tuple[ScheduledMessage, Patient, Enrollment]:
-    with services.db.session() as session:
-        found = queries.sent_message(session, message_id)
-        if found is None:
-            raise HTTPException(404, "no such sent message")
-        if page is not None:  # the email's frame is part of the message page: one view
-            viewed(session, services.clock.now(), staff, found[1].id, page)
-    return found
 
 
 @router.get("/preview", response_class=HTMLResponse)

@@ -143,9 +143,11 @@ def _staff_pages(base: str) -> None:
         assert signed.status_code == 303, signed.text
         listing = client.get("/staff/patients", params={"q": PATIENTS[0][1]})
         assert listing.status_code == 200 and PATIENTS[0][0] in listing.text
-        for path in ("/staff/", "/staff/patients/1", "/staff/alerts", "/staff/outbox"):
+        for path in ("/staff/", "/staff/patients/1", "/staff/alerts", "/staff/messages"):
             assert client.get(path).status_code == 200, path
-        assert client.get("/staff/outbox", params={"q": PATIENTS[1][2]}).status_code == 200
+        assert client.get("/staff/outbox", params={"q": PATIENTS[1][2]}).status_code == 307
+        assert client.get("/staff/messages", params={"patient": PATIENTS[1][2]}).status_code == 200
+        assert client.get("/staff/messages/1").status_code == 200
 
 
 def _secrets(database: Database, tokens: list[str]) -> list[str]:

@@ -143,7 +143,7 @@ def test_outbox_shows_what_was_sent(client: StaffClient, services: Services) -> 
     )
     detail = client.get(f"/staff/outbox/{email.id}")
     assert detail.status_code == 200
-    assert f'src="/staff/outbox/{email.id}/email"' in detail.text
+    assert f'src="/staff/messages/{email.id}/email"' in detail.text
     framed = client.get(f"/staff/outbox/{email.id}/email")
     assert "Welcome to Santi leg-care tips" in framed.text
     # The email keeps its own styles and nothing else, and only our own page may frame it.

@@ -1,4 +1,4 @@
-"""outcome indexes: sends by time accepted, and failed/unknown sends by id
+"""outcome index: sends by the time the provider accepted them (the ops page's error rates)
 
 Revision ID: 0009
 Revises: 0008
@@ -17,7 +17,6 @@ down_revision: Union[str, Sequence[str], None] = '0008'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
-_NOT_GONE = sa.text("status IN ('failed', 'unknown')")
 _SENT = sa.text("sent_at IS NOT NULL")
 
 
@@ -27,11 +26,6 @@ def upgrade() -> None:
         dict(
             index_name='ix_scheduled_messages_sent_at', table_name='scheduled_messages',
             columns=['sent_at'], unique=False, postgresql_where=_SENT, sqlite_where=_SENT,
-        ),
-        dict(
-            index_name='ix_scheduled_messages_not_gone', table_name='scheduled_messages',
-            columns=['status', 'id'], unique=False,
-            postgresql_where=_NOT_GONE, sqlite_where=_NOT_GONE,
         ),
     ]
     if op.get_bind().dialect.name == 'postgresql':
@@ -46,5 +40,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     """Downgrade schema."""
-    op.drop_index('ix_scheduled_messages_not_gone', table_name='scheduled_messages')
     op.drop_index('ix_scheduled_messages_sent_at', table_name='scheduled_messages')
