@@ -519,13 +519,26 @@ def requeue(
             "a patient may receive such a message twice",
             err=True,
         )
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
     with services() as built:
         now = built.clock.now()
         done = len(delivery.requeue(built.db, ids, now, actor="cli", unknown=unknown, force=force))
-        if all_failed:
-            done += delivery.requeue_all(built.db, now, actor="cli")
-        if unknown and not ids:
-            done += delivery.requeue_all(built.db, now, actor="cli", unknown=True, force=force)
+        kinds = [False] * all_failed + [True] * (unknown and not ids)  # failed, then unknown
+        for of_unknown in kinds:
+            # Pages of 1,000 until none is left: a running count on stderr while it works.
+            columns = (SpinnerColumn(), TextColumn("requeued {task.completed}"))
+            with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+                task = bar.add_task("requeue", total=None)
+                done += delivery.requeue_all(
+                    built.db,
+                    now,
+                    actor="cli",
+                    unknown=of_unknown,
+                    force=force,
+                    progress=_counter(bar, task),
+                )
         typer.echo(f"requeued {done} messages")
         if unknown and not force:
             left = delivery.unknown_left(built.db)
@@ -534,6 +547,11 @@ def requeue(
                     f"{left} unknown sends are still being reconciled with their provider "
                     "and were left alone"
                 )
+
+
+def _counter(bar: Any, task: Any) -> Callable[[int], None]:
+    """A progress callback that shows the running total on a Rich progress bar."""
+    return lambda n: bar.update(task, completed=n)
 
 
 @app.command()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
@@ -389,12 +389,18 @@ def _refusal(row: Any, *, unknown: bool, force: bool) -> str:
 
 
 def requeue_all(
-    db: Database, now: datetime, *, actor: str, unknown: bool = False, force: bool = False
+    db: Database,
+    now: datetime,
+    *,
+    actor: str,
+    unknown: bool = False,
+    force: bool = False,
+    progress: Callable[[int], None] | None = None,
 ) -> int:
     """Every failed message (or, with `unknown`, every unknown one reconciliation left for
     staff; with `force` too, every unknown one), page after page until none is left: no
     silent cap. Each page is all or none; raises StateError (after the pages done) if a row
-    changed under it."""
+    changed under it. `progress` hears the running total after each page."""
     done, after = 0, 0
     while True:
         if unknown:
@@ -405,6 +411,8 @@ def requeue_all(
             return done
         done += len(requeue(db, ids, now, actor=actor, unknown=unknown, force=force))
         after = ids[-1]
+        if progress is not None:
+            progress(done)
 
 
 def failed_ids(db: Database, after: int = 0, limit: int = 1000) -> list[int]:
