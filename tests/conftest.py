@@ -13,11 +13,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from argon2 import PasswordHasher
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from campaigns.bootstrap import Services, build
 from campaigns.providers.fake import FakeEmailSender, FakeSmsSender
+from campaigns.rules import passwords
 from campaigns.rules.clock import MovableClock
 from campaigns.settings import Settings
 from campaigns.storage.db import Database
@@ -43,6 +45,26 @@ def make_settings(**overrides: object) -> Settings:
     }
     values.update(overrides)
     return Settings.model_validate(values)
+
+
+#: Where hashing is tested at the production cost; everywhere else a cheap argon2id stands in.
+PRODUCTION_HASHING = {"tests.unit.test_staff_rules"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _cheap_password_hashes(request: pytest.FixtureRequest) -> Iterator[None]:
+    """argon2id at its production cost takes about 0.3 s a sign-in (hash and verify), which
+    made staff sign-ins most of the suite's time. Tests that sign staff in in this process use
+    a cheap argon2id (the same scheme, so the same code runs; a stored hash still carries its
+    parameters); subprocesses (the CLI, `serve`) keep the production cost."""
+    if request.module.__name__ in PRODUCTION_HASHING:
+        yield
+        return
+    cheap = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(passwords, "_hasher", cheap)
+        patch.setattr(passwords, "_DUMMY", cheap.hash("not anyone's password"))
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,26 @@ SKIPPED = {
     "serve": "runs the web service until stopped (tests/integration/test_cli.py starts it)",
     "sandbox": "runs the provider stand-ins until stopped",
 }
+
+
+#: The README's due dates stay in the future as the calendar moves: each is read as this far
+#: from today (a due date must be between now and 44 weeks ahead to be enrolled).
+DUE_IN = timedelta(weeks=26)
+
+
+def _dated(word: str, scratch: Path) -> str:
+    """The word, with a due date (or a CSV file's due dates) moved to DUE_IN from today."""
+    due = datetime.now(UTC).date() + DUE_IN
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", word):
+        return due.isoformat()
+    if word.endswith(".csv") and (ROOT / word).exists():
+        text = (ROOT / word).read_text(encoding="utf-8-sig")
+        text = re.sub(r"\b\d{4}-\d{2}-\d{2}\b", due.isoformat(), text)
+        text = re.sub(r"\b\d{2}/\d{2}/\d{4}\b", due.strftime("%d/%m/%Y"), text)
+        moved = scratch / Path(word).name
+        moved.write_text(text, encoding="utf-8")
+        return str(moved)
+    return word
 
 
 def readme_commands() -> list[list[str]]:
@@ -48,7 +69,8 @@ def test_each_readme_command_runs_as_written(tmp_path: Path) -> None:
     }
 
     def run(words: list[str]) -> subprocess.CompletedProcess[str]:
-        argv = [str(ROOT / ".venv" / "bin" / "campaigns"), *words[1:]]
+        argv = [str(ROOT / ".venv" / "bin" / "campaigns")]
+        argv += [_dated(word, tmp_path) for word in words[1:]]
         return subprocess.run(
             argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False
         )
