@@ -14,7 +14,6 @@ reviewer and for docs/staff-guide.md.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from typing import Any
 
 import pytest
 from fastapi.routing import APIRoute
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 from sqlalchemy import select
 
 from campaigns import importing, staff_accounts
@@ -35,7 +34,8 @@ from campaigns.rules.vocabulary import Channel
 from campaigns.runtime import InlineQueue, tick
 from campaigns.storage.models import Alert, Conversation
 from campaigns.web.app import create_app
-from tests.browser.test_staff_and_patient_pages import CHROMIUM, FLAGS, LiveServer
+from tests.browser.conftest import screenshot
+from tests.browser.test_staff_and_patient_pages import LiveServer
 from tests.integration.helpers import enroll, phone_of, rows
 from tests.integration.staff import PASSWORD, add_member
 
@@ -43,7 +43,6 @@ ROOT = Path(__file__).resolve().parents[2]
 AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
 #: WCAG 2.0, 2.1 and 2.2 at levels A and AA.
 WCAG_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
-SCREENSHOTS = Path(os.environ.get("CAMPAIGNS_SCREENSHOTS") or ROOT / "build" / "screenshots")
 #: 400 % zoom of a 1280 px wide window.
 NARROW = 320
 
@@ -92,26 +91,15 @@ def assert_accessible(page: Page, what: str) -> None:
     )
 
 
-def screenshot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
-
-
 # -- fixtures: one browser, one seeded server, one signed-in admin for the module ---------------
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(
-            "Debian's chromium is missing: `make test` installs it (scripts/ensure-chromium)"
-        )
+def browser(browser: Browser) -> Browser:
+    """The shared browser, once axe-core is there to inject."""
     if not AXE.exists():
         pytest.fail("axe-core is missing: `make test` installs it (npm ci, package.json)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
-        yield launched
-        launched.close()
+    return browser
 
 
 @pytest.fixture(scope="module")

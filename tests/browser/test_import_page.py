@@ -4,29 +4,16 @@ screenshot of the preview is saved for reviewers (CAMPAIGNS_SCREENSHOTS, or buil
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from tests.browser.test_staff_and_patient_pages import CHROMIUM, FLAGS, LiveServer, sign_in
+from tests.browser.conftest import screenshot
+from tests.browser.test_staff_and_patient_pages import LiveServer, sign_in
 from tests.integration.helpers import edd_at
 from tests.integration.staff import add_member
-
-ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = Path(os.environ.get("CAMPAIGNS_SCREENSHOTS", ROOT / "build" / "screenshots"))
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail("Debian's chromium is missing: `make test` installs it")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture
@@ -63,7 +50,6 @@ def test_a_csv_with_two_bad_rows_lists_them_by_line_and_imports_the_rest(
         expect(problems.nth(1)).to_have_text(
             "line 5, Due date: 'soon' is not a date like 2027-05-14"
         )
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / "import-preview.png"), full_page=True)
+        screenshot(page, "import-preview")
         page.get_by_role("button", name="Import 2 patients").click()
         expect(page.get_by_role("status")).to_contain_text("Imported 2 patients")

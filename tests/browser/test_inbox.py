@@ -5,15 +5,12 @@ conversation go to $CAMPAIGNS_SCREENSHOTS (default build/screenshots/) for revie
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import uvicorn
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 from campaigns.bootstrap import Services, build
 from campaigns.providers.fake import FakeEmailSender, FakeSmsSender
@@ -21,19 +18,12 @@ from campaigns.rules.replies import Inbound
 from campaigns.runtime import InlineQueue, tick
 from campaigns.storage.migrate import upgrade
 from campaigns.web.app import create_app
-from tests.browser.test_staff_and_patient_pages import CHROMIUM, FLAGS, sign_in
+from tests.browser.conftest import screenshot
+from tests.browser.test_staff_and_patient_pages import sign_in
 from tests.conftest import ALWAYS_OPEN, make_settings
 from tests.integration.helpers import enroll, phone_of
 from tests.integration.processes import free_port
 from tests.integration.staff import add_member
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def screenshots() -> Path:
-    where = Path(os.environ.get("CAMPAIGNS_SCREENSHOTS") or ROOT / "build" / "screenshots")
-    where.mkdir(parents=True, exist_ok=True)
-    return where
 
 
 class InboxServer:
@@ -75,18 +65,6 @@ class InboxServer:
         self.services.close()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(
-            "Debian's chromium is missing: `make test` installs it (scripts/ensure-chromium)"
-        )
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
-        yield launched
-        launched.close()
-
-
 def test_a_clinician_replies_from_the_inbox_with_a_live_count(
     browser: Browser, tmp_path: Path
 ) -> None:
@@ -110,7 +88,7 @@ def test_a_clinician_replies_from_the_inbox_with_a_live_count(
             expect(row).to_contain_text("Unread")
             expect(row).to_contain_text("can I still do yoga?")
             expect(page.get_by_role("row").filter(has_text="Unknown number")).to_be_visible()
-            page.screenshot(path=str(screenshots() / "inbox.png"), full_page=True)
+            screenshot(page, "inbox")
 
             row.get_by_role("link", name="Dana Example").click()
             expect(page.get_by_role("heading", name="Texts with Dana Example")).to_be_visible()
@@ -137,7 +115,7 @@ def test_a_clinician_replies_from_the_inbox_with_a_live_count(
                 "Santi: Yes, gentle yoga is fine. Stop if anything hurts."
             )
             expect(page.get_by_text("Handled", exact=True)).to_be_visible()
-            page.screenshot(path=str(screenshots() / "conversation.png"), full_page=True)
+            screenshot(page, "conversation")
         finally:
             context.close()
     sent = services.sms

@@ -4,25 +4,19 @@ git-ignored build/screenshots/)."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from playwright.sync_api import Page, expect
 from sqlalchemy import update
 
 from campaigns.storage.models import ScheduledMessage
+from tests.browser.conftest import SCREENSHOTS, screenshot
 from tests.browser.test_staff_and_patient_pages import (  # noqa: F401 - the shared fixtures
     LiveServer,
-    browser,
     live,
     page,
     sign_in,
 )
 from tests.integration.helpers import enroll, rows
 from tests.integration.staff import add_member
-
-ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = Path(os.environ.get("CAMPAIGNS_SCREENSHOTS") or ROOT / "build" / "screenshots")
 
 
 def test_a_bounced_email_is_found_in_the_log_and_retried(
@@ -56,12 +50,11 @@ def test_a_bounced_email_is_found_in_the_log_and_retried(
     row = page.get_by_role("row").filter(has_text="Ada Example")
     expect(row).to_have_count(1)
     expect(row).to_contain_text("bounced")
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "message-log.png"), full_page=True)
+    screenshot(page, "message-log")
     row.get_by_role("link", name=str(email.id)).click()
     expect(page.get_by_role("heading", name=f"Message {email.id}: Email")).to_be_visible()
     expect(page.get_by_text("the email bounced")).to_be_visible()
-    page.screenshot(path=str(SCREENSHOTS / "message-page.png"), full_page=True)
+    screenshot(page, "message-page")
     page.get_by_role("button", name="Retry").click()
     expect(page.get_by_role("status")).to_contain_text("1 message will be sent again.")
     expect(page.locator(".facts")).to_contain_text("pending")

@@ -4,39 +4,19 @@ screenshots for a reviewer (to $CAMPAIGNS_SCREENSHOTS, or build/screenshots/).""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from campaigns import alerts
 from campaigns.rules.replies import AlertSpec, Severity
 from campaigns.storage.models import Patient
-from tests.browser.test_staff_and_patient_pages import CHROMIUM, FLAGS, LiveServer, sign_in
+from tests.browser.conftest import screenshot
+from tests.browser.test_staff_and_patient_pages import LiveServer, sign_in
 from tests.integration.helpers import enroll
 from tests.integration.staff import add_member
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def screenshots() -> Path:
-    folder = Path(os.environ.get("CAMPAIGNS_SCREENSHOTS") or ROOT / "build" / "screenshots")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(
-            "Debian's chromium is missing: `make test` installs it (scripts/ensure-chromium)"
-        )
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture
@@ -78,12 +58,11 @@ def test_staff_edit_a_patients_mobile_number_and_see_it_saved(
         with live.services.db.session() as session:
             saved = session.get(Patient, done.patient_id)
             assert saved is not None and saved.phone == "+447400555321"
-        folder = screenshots()
-        page.screenshot(path=str(folder / "patient.png"), full_page=True)
+        screenshot(page, "patient")
 
         page.get_by_role("link", name="Patients", exact=True).click()
         expect(page.get_by_role("link", name="Gail Example")).to_be_visible()
-        page.screenshot(path=str(folder / "patient-list.png"), full_page=True)
+        screenshot(page, "patient-list")
         page.get_by_label("Has an open alert").check()
         page.get_by_role("button", name="Show").click()
         expect(page.get_by_role("link", name="Gail Example")).to_be_visible()

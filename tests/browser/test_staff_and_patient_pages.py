@@ -16,7 +16,7 @@ import httpx2 as httpx
 import pyotp
 import pytest
 import uvicorn
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
@@ -27,24 +27,13 @@ from campaigns.rules.clock import Clock
 from campaigns.storage.migrate import upgrade
 from campaigns.storage.models import Enrollment
 from campaigns.web.app import create_app
+from tests.browser.conftest import CHROMIUM, FLAGS  # noqa: F401 - other modules import them here
 from tests.conftest import make_settings
 from tests.integration.helpers import enroll, phone_of
 from tests.integration.processes import free_port
 from tests.integration.staff import PASSWORD, add_member
 
 TOKEN = "test_auth_token_0123456789abcdef"
-CHROMIUM = Path("/usr/bin/chromium")
-# The closed network refuses Chromium's background connections; keep it from trying.
-FLAGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 class LiveServer:
@@ -97,18 +86,6 @@ class LiveServer:
         response = httpx.post(url, data=params, headers={"X-Twilio-Signature": signature})
         assert response.status_code == 200, response.text
         return [part.split("</Message>")[0] for part in response.text.split("<Message>")[1:]]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(
-            "Debian's chromium is missing: `make test` installs it (scripts/ensure-chromium)"
-        )
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture
