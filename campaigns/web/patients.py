@@ -17,6 +17,7 @@ from starlette.datastructures import FormData
 from campaigns import patient_edits, patient_list
 from campaigns.bootstrap import Services
 from campaigns.patient_edits import PatientEdits
+from campaigns.rules import wording
 from campaigns.rules.errors import InputError, NotFoundError, StateError
 from campaigns.rules.pregnancy import gestational_age, trimester_label
 from campaigns.rules.roles import Permission
@@ -28,25 +29,15 @@ from campaigns.web.pages import back, render
 
 router = APIRouter(prefix="/staff", include_in_schema=False, dependencies=[Depends(signed_in)])
 
-#: Each form field as staff know it.
+#: This page's own words where they differ from the shared ones (campaigns.rules.wording):
+#: the consent form's fields, and the list's filters.
 LABELS = {
-    "name": "Full name",
-    "phone": "Mobile number",
-    "email": "Email address",
-    "clinic_ref": "Clinic reference",
-    "timezone": "Time zone",
-    "tz": "Time zone",
-    "language": "Language",
-    "discreet": "Discreet wording",
-    "channels": "Send tips by",
     "purpose": "Consent for",
     "channel": "Channel",
     "change": "Given or withdrawn",
     "source": "How she told you",
     "wording": "Words read or shown to her",
     "campaign": "Campaign",
-    "edd": "Due date",
-    "edd_source": "Where the due date comes from",
     "consent": "What she agreed to",
     "status": "Status",
     "trimester": "Stage",
@@ -54,7 +45,7 @@ LABELS = {
 
 
 def label(field: str) -> str:
-    return LABELS.get(field, field.replace("_", " ").capitalize())
+    return LABELS.get(field) or wording.label(field)
 
 
 def _edits(services: Services) -> PatientEdits:
