@@ -7,6 +7,7 @@ from datetime import timedelta
 from functools import cached_property
 
 from campaigns.answering import Answerer
+from campaigns.content_versions import LiveCatalog, VersionCache, live_catalog
 from campaigns.delivery import DeliveryPolicy
 from campaigns.enrollments import Enrollments
 from campaigns.passkeys import RelyingParty
@@ -226,23 +227,30 @@ def build(
     webhook answers (or fails over to its fallback) before the provider gives up on it.
     `staff`: it also serves staff pages (STAFF_TIMEOUTS)."""
     timeouts = (STAFF_TIMEOUTS if staff else WEB_TIMEOUTS) if web else None
-    catalog = Catalog.load(settings.templates_dir)
-    renderer = ContentRenderer(settings.templates_dir, clinic_from(settings))
-    check_sms_fit(list(catalog.values()), renderer)
+    clock = clock or SystemClock()
+    # Provider calls run in threads without a connection; the database work is per batch.
+    db = Database.from_url(settings.database_url, pool_size=5, timeouts=timeouts)
+    clinic = clinic_from(settings)
+    # The repository's campaigns are checked whatever the database holds: they are the seed.
+    seed_catalog = Catalog.load(settings.templates_dir)
+    check_sms_fit(list(seed_catalog.values()), ContentRenderer(settings.templates_dir, clinic))
+    catalog = live_catalog(db, settings.templates_dir, clock)
+    versions = VersionCache(db) if isinstance(catalog, LiveCatalog) else None
+    renderer = ContentRenderer(settings.templates_dir, clinic, versions)
+    check_sms_fit(list(catalog.values()), renderer, catalog)
     reader = load_reader(settings.templates_dir / "_keywords")
     links = LinkSigner(settings.secret_key.get_secret_value().encode(), settings.public_url)
     check_reply_fit(renderer, reply_keys(reader), links.longest_booking_url())
     return Services(
         settings=settings,
-        # Provider calls run in threads without a connection; the database work is per batch.
-        db=Database.from_url(settings.database_url, pool_size=5, timeouts=timeouts),
+        db=db,
         catalog=catalog,
         window=settings.window(),
         renderer=renderer,
         links=links,
         sms=sms or sms_sender(settings),
         email=email or email_sender(settings),
-        clock=clock or SystemClock(),
+        clock=clock,
         policy=policy_from(settings),
         reader=reader,
     )

@@ -72,10 +72,20 @@ def services(*, web: bool = False, staff: bool = False) -> Iterator[Services]:
 @app.command()
 def migrate() -> None:
     """Create or upgrade the database schema."""
+    from campaigns.content_versions import seed
+    from campaigns.rules.clock import SystemClock
+    from campaigns.storage.db import Database
     from campaigns.storage.migrate import upgrade
 
     settings = get_settings()
     upgrade(settings.database_url)
+    db = Database.from_url(settings.database_url, pool_size=1)
+    try:
+        # A campaign new to this database starts as its repository folder (docs/decisions.md).
+        for key in seed(db, settings.templates_dir, SystemClock().now()):
+            typer.echo(f"campaign {key}: version 1 from the repository, live")
+    finally:
+        db.dispose()
     typer.echo(f"database is up to date ({_safe_url(settings.database_url)})")
 
 

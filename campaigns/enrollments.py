@@ -107,7 +107,14 @@ def enroll_many(
                     planner, requests, patient_ids, enrollment_ids, now, results, progress
                 ),
             )
-            write_plans(session, [(e.enrollment_id, 1, e.stored) for e in results], now)
+            write_plans(
+                session,
+                [
+                    (e.enrollment_id, 1, planner.catalog.version(r.campaign), e.stored)
+                    for e, r in zip(results, requests, strict=True)
+                ],
+                now,
+            )
             _audit_enrolment(session, now, actor, source, requests, patient_ids, enrollment_ids)
             if then is not None:
                 then(session)

@@ -156,7 +156,14 @@ class Planner:
         for enrollment, _ in pairs:
             planned = self.plan(facts[enrollment.id], enrollment.campaign, now)
             stored = split(planned, now, self.horizon)
-            plans.append((enrollment.id, enrollment.schedule_version, stored.rows))
+            plans.append(
+                (
+                    enrollment.id,
+                    enrollment.schedule_version,
+                    self.catalog.version(enrollment.campaign),
+                    stored.rows,
+                )
+            )
             self._store_skips(enrollment, stored)
         return write_plans(session, plans, now)
 
@@ -179,6 +186,9 @@ class Planner:
         """
         planned = self.plan_for(session, enrollment, patient, now)
         stored = split(planned, now, self.horizon)
-        write_plans(session, [(enrollment.id, enrollment.schedule_version, stored.rows)], now)
+        content = self.catalog.version(enrollment.campaign)
+        write_plans(
+            session, [(enrollment.id, enrollment.schedule_version, content, stored.rows)], now
+        )
         self._store_skips(enrollment, stored)
         return planned

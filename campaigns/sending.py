@@ -205,7 +205,9 @@ class Deliverer:
             )
         if facts.channel is Channel.SMS:
             assert facts.phone is not None
-            sms = self.renderer.render_sms(facts.campaign, facts.step_key, recipient)
+            sms = self.renderer.render_sms(
+                facts.campaign, facts.step_key, recipient, facts.content_version
+            )
             return Job(
                 facts,
                 OutgoingSms(
@@ -218,7 +220,9 @@ class Deliverer:
             )
         assert facts.email is not None
         unsubscribe = self.links.unsubscribe_url(facts.patient_id, facts.id)
-        email = self.renderer.render_email(facts.campaign, facts.step_key, recipient, unsubscribe)
+        email = self.renderer.render_email(
+            facts.campaign, facts.step_key, recipient, unsubscribe, facts.content_version
+        )
         return Job(
             facts,
             OutgoingEmail(

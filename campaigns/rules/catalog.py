@@ -12,7 +12,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from campaigns.rules.vocabulary import Anchor, Channel, StepKind
@@ -137,8 +136,11 @@ def template_names(campaign_key: str, step: Step, channel: Channel, language: st
 class Catalog(Mapping[str, Campaign]):
     """Every campaign found under the templates folder, by key."""
 
-    def __init__(self, campaigns: Mapping[str, Campaign]) -> None:
-        self._campaigns = dict(campaigns)
+    def __init__(
+        self, campaigns: Mapping[str, Campaign], versions: Mapping[str, int] | None = None
+    ) -> None:
+        # One attribute, swapped whole: a reader sees the old set or the new one, never half.
+        self._state = (dict(campaigns), dict(versions or {}))
 
     def __getitem__(self, key: str) -> Campaign:
         try:
@@ -161,51 +163,27 @@ class Catalog(Mapping[str, Campaign]):
 
     @classmethod
     def load(cls, templates_dir: Path) -> Catalog:
-        campaigns: dict[str, Campaign] = {}
-        for folder in sorted(templates_dir.iterdir()):
-            if folder.is_dir() and not folder.name.startswith(("_", ".")):
-                campaign = load_campaign(folder / CAMPAIGN_FILE, templates_dir)
-                campaigns[campaign.key] = campaign
-        if not campaigns:
-            raise CatalogError(f"{templates_dir}: no campaign folders with a {CAMPAIGN_FILE}")
-        return cls(campaigns)
+        """Every campaign folder under templates_dir (the repository's seed content)."""
+        # Imported here: bundles builds on this module's Campaign.
+        from campaigns.rules.bundles import load_folders
+
+        return cls(load_folders(templates_dir))
+
+    def version(self, key: str) -> int | None:
+        """The content version (campaign_versions.id) of the definition last read; None: the
+        repository's files."""
+        return self._state[1].get(key)
+
+    def replace(self, campaigns: Mapping[str, Campaign], versions: Mapping[str, int]) -> None:
+        """Swap in newly approved definitions."""
+        self._state = (dict(campaigns), dict(versions))
+
+    @property
+    def _campaigns(self) -> dict[str, Campaign]:
+        return self._state[0]
 
 
-def load_campaign(path: Path, templates_dir: Path) -> Campaign:
-    """Read and check one definition; every error names the file, step and field."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CatalogError(f"{path}: file not found") from None
-    except yaml.YAMLError as exc:
-        raise CatalogError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise CatalogError(f"{path}: expected a mapping with key, name, send_time and steps")
-    try:
-        campaign = Campaign.model_validate(raw)
-    except ValidationError as exc:
-        raise CatalogError(_describe(path, raw, exc)) from None
-    if campaign.key != path.parent.name:
-        raise CatalogError(
-            f"{path}: field 'key' is {campaign.key!r} but the folder is named "
-            f"{path.parent.name!r}; they must match"
-        )
-    _check_templates(path, campaign, templates_dir)
-    return campaign
-
-
-def _check_templates(path: Path, campaign: Campaign, templates_dir: Path) -> None:
-    for index, step in enumerate(campaign.steps):
-        for channel in step.channels:
-            for name in template_names(campaign.key, step, channel, DEFAULT_LANGUAGE):
-                if not (templates_dir / name).is_file():
-                    raise CatalogError(
-                        f"{path}: step {step.key!r} (steps[{index}]), field 'channels': "
-                        f"{channel} needs the template {templates_dir / name}, which does not exist"
-                    )
-
-
-def _describe(path: Path, raw: dict[str, Any], exc: ValidationError) -> str:
+def describe_errors(path: str, raw: dict[str, Any], exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
         loc = list(error["loc"])

@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound, select_autoescape
+from jinja2 import (
+    BaseLoader,
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateNotFound,
+    select_autoescape,
+)
 from jinja2.sandbox import SandboxedEnvironment
 
-from campaigns.rules.catalog import DEFAULT_LANGUAGE, Campaign, CatalogError
+from campaigns.rules.catalog import DEFAULT_LANGUAGE, Campaign, Catalog, CatalogError
 from campaigns.rules.errors import InputError
 from campaigns.rules.vocabulary import Channel
 
@@ -98,44 +106,115 @@ class ContentError(LookupError):
     """A template that is missing or cannot render."""
 
 
+@dataclass(frozen=True)
+class Version:
+    """One version of a campaign's templates (campaigns.rules.bundles): a live or retired
+    version (`id` set; never changes once live) or a draft being previewed (`id` None)."""
+
+    id: int | None
+    campaign: str
+    number: int
+    #: "<language>/<step>.<part>.j2" -> source.
+    templates: Mapping[str, str]
+
+    @property
+    def label(self) -> str:
+        return f"v{self.number}"
+
+
+#: Finds the version a message is rendered from: (campaign, version id or None for the
+#: campaign's first version) -> the version, or None to render from the files.
+VersionLookup = Callable[[str, int | None], Version | None]
+
+
+class _VersionLoader(BaseLoader):
+    """A version's step templates by their file names (<campaign>/<language>/<step>...); the
+    shared layouts and replies (folders starting with "_") from the templates folder. Never a
+    step file from disk: a step the version does not have is missing, not the seed's."""
+
+    def __init__(self, version: Version, shared: FileSystemLoader) -> None:
+        self.version = version
+        self.shared = shared
+
+    def get_source(
+        self, environment: Environment, template: str
+    ) -> tuple[str, str | None, Callable[[], bool] | None]:
+        if template.startswith("_"):
+            return self.shared.get_source(environment, template)
+        campaign, _, local = template.partition("/")
+        source = self.version.templates.get(local) if campaign == self.version.campaign else None
+        if source is None:
+            raise TemplateNotFound(template)
+        return source, None, lambda: True
+
+
+def _environment(loader: BaseLoader) -> SandboxedEnvironment:
+    return SandboxedEnvironment(
+        loader=loader,
+        undefined=StrictUndefined,
+        autoescape=select_autoescape(
+            enabled_extensions=("html.j2",), default=False, default_for_string=False
+        ),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=False,
+    )
+
+
 class ContentRenderer:
-    def __init__(self, templates_dir: Path, clinic: Clinic) -> None:
+    def __init__(
+        self, templates_dir: Path, clinic: Clinic, versions: VersionLookup | None = None
+    ) -> None:
         self.templates_dir = templates_dir
         self.clinic = clinic
-        self._env = SandboxedEnvironment(
-            loader=FileSystemLoader(str(templates_dir)),
-            undefined=StrictUndefined,
-            autoescape=select_autoescape(
-                enabled_extensions=("html.j2",), default=False, default_for_string=False
-            ),
-            trim_blocks=True,
-            lstrip_blocks=True,
-            auto_reload=False,
-        )
+        self._files = FileSystemLoader(str(templates_dir))
+        self._env = _environment(self._files)
+        self._versions = versions
         # Per renderer, like the compiled templates: the hash always names the wording sent.
-        self._fingerprints: dict[str, str] = {}
-        self._sms: dict[tuple[str, str, str, bool], RenderedSms] = {}
+        self._fingerprints: dict[tuple[int | None, str], str] = {}
+        self._version_envs: dict[int, SandboxedEnvironment] = {}
+        self._sms: dict[tuple[str, str, str, bool, int | None], RenderedSms] = {}
         self._replies: dict[tuple[str, str], RenderedSms] = {}
 
-    def render_sms(self, campaign: str, step: str, recipient: Recipient) -> RenderedSms:
-        # An SMS is given no patient field, only the language and discreet wording: one render
-        # serves every patient who shares them.
-        key = (campaign, step, recipient.language, recipient.discreet)
-        found = self._sms.get(key)
+    def version_of(self, campaign: str, version: int | None) -> Version | None:
+        """The version a message of `campaign` renders from (None: the files)."""
+        return self._versions(campaign, version) if self._versions else None
+
+    def render_sms(
+        self,
+        campaign: str,
+        step: str,
+        recipient: Recipient,
+        version: int | None = None,
+        draft: Version | None = None,
+    ) -> RenderedSms:
+        """`version`: the campaign version the message was written with (None: the first);
+        `draft`: an unsaved version to preview instead."""
+        source = draft or self.version_of(campaign, version)
+        key = (campaign, step, recipient.language, recipient.discreet, _id(source))
+        found = None if draft else self._sms.get(key)
         if found is None:
-            language, name = self._resolve(campaign, step, "sms", recipient.language)
-            body = _one_line(
-                self._render(name, {"clinic": self.clinic, "discreet": recipient.discreet})
-            )
-            found = self._sms[key] = RenderedSms(
-                body, sms_encoding(body), language, self._ref(name)
-            )
+            env = self._env_for(source)
+            language, name = self._resolve(env, campaign, step, "sms", recipient.language)
+            context = {"clinic": self.clinic, "discreet": recipient.discreet}
+            body = _one_line(self._render(env, name, context))
+            found = RenderedSms(body, sms_encoding(body), language, self._ref(source, name))
+            if not draft:
+                self._sms[key] = found
         return found
 
     def render_email(
-        self, campaign: str, step: str, recipient: Recipient, unsubscribe_url: str
+        self,
+        campaign: str,
+        step: str,
+        recipient: Recipient,
+        unsubscribe_url: str,
+        version: int | None = None,
+        draft: Version | None = None,
     ) -> RenderedEmail:
-        language, subject_name = self._resolve(campaign, step, "subject", recipient.language)
+        source = draft or self.version_of(campaign, version)
+        env = self._env_for(source)
+        language, subject_name = self._resolve(env, campaign, step, "subject", recipient.language)
         context = {
             "clinic": self.clinic,
             "discreet": recipient.discreet,
@@ -146,11 +225,11 @@ class ContentRenderer:
         }
         base = subject_name.removesuffix(".subject.j2")
         return RenderedEmail(
-            subject=_one_line(self._render(subject_name, context)),
-            html=self._render(f"{base}.html.j2", context).strip() + "\n",
-            text=self._render(f"{base}.txt.j2", context).strip() + "\n",
+            subject=_one_line(self._render(env, subject_name, context)),
+            html=self._render(env, f"{base}.html.j2", context).strip() + "\n",
+            text=self._render(env, f"{base}.txt.j2", context).strip() + "\n",
             language=language,
-            template_ref=self._ref(subject_name, f"{base}.html.j2", f"{base}.txt.j2"),
+            template_ref=self._ref(source, subject_name, f"{base}.html.j2", f"{base}.txt.j2"),
         )
 
     def render_reply(self, key: str, language: str, link: str = "") -> RenderedSms:
@@ -167,52 +246,85 @@ class ContentRenderer:
         for candidate in dict.fromkeys((language, DEFAULT_LANGUAGE)):
             name = f"{REPLIES}/{candidate}/{key}.txt.j2"
             if (self.templates_dir / name).is_file():
-                body = _one_line(self._render(name, {"clinic": self.clinic, "link": link}))
-                return RenderedSms(body, sms_encoding(body), candidate, self._ref(name))
+                context = {"clinic": self.clinic, "link": link}
+                body = _one_line(self._render(self._env, name, context))
+                return RenderedSms(body, sms_encoding(body), candidate, self._ref(None, name))
         raise ContentError(f"no reply template {key!r} in {language!r} or English")
 
-    def _resolve(self, campaign: str, step: str, part: str, language: str) -> tuple[str, str]:
+    def _env_for(self, source: Version | None) -> SandboxedEnvironment:
+        if source is None:
+            return self._env
+        if source.id is None:  # a draft: compiled afresh, never kept
+            return _environment(_VersionLoader(source, self._files))
+        env = self._version_envs.get(source.id)
+        if env is None:
+            env = self._version_envs[source.id] = _environment(_VersionLoader(source, self._files))
+        return env
+
+    def _resolve(
+        self, env: Environment, campaign: str, step: str, part: str, language: str
+    ) -> tuple[str, str]:
+        assert env.loader is not None
         for candidate in dict.fromkeys((language, DEFAULT_LANGUAGE)):
             name = f"{campaign}/{candidate}/{step}.{part}.j2"
-            if (self.templates_dir / name).is_file():
-                return candidate, name
+            try:
+                env.loader.get_source(env, name)
+            except TemplateNotFound:
+                continue
+            return candidate, name
         raise ContentError(f"no template for {campaign}/{step} ({part}) in {language!r} or English")
 
-    def _fingerprint(self, name: str) -> str:
+    def _fingerprint(self, source: Version | None, name: str) -> str:
         """A short content hash, so the record says which wording a patient received."""
-        found = self._fingerprints.get(name)
+        key = (_id(source), name)
+        found = None if source is not None and source.id is None else self._fingerprints.get(key)
         if found is None:
-            found = hashlib.sha256((self.templates_dir / name).read_bytes()).hexdigest()[:12]
-            self._fingerprints[name] = found
+            env = self._env_for(source)
+            assert env.loader is not None
+            text = env.loader.get_source(env, name)[0]
+            found = hashlib.sha256(text.encode()).hexdigest()[:12]
+            self._fingerprints[key] = found
         return found
 
-    def _render(self, name: str, context: dict[str, Any]) -> str:
+    def _render(self, env: Environment, name: str, context: dict[str, Any]) -> str:
         try:
-            return self._env.get_template(name).render(context)
+            return env.get_template(name).render(context)
         except TemplateNotFound as exc:
             raise ContentError(f"template {exc.name} not found") from exc
 
-    def _ref(self, *names: str) -> str:
-        digest = "".join(self._fingerprint(name) for name in names)
+    def _ref(self, source: Version | None, *names: str) -> str:
+        """The first file's name, the version (when not the files) and a hash of the files."""
+        digest = "".join(self._fingerprint(source, name) for name in names)
         if len(names) > 1:
             digest = hashlib.sha256(digest.encode()).hexdigest()[:12]
-        return f"{names[0]}@{digest}"
+        version = f"{source.label}:" if source is not None else ""
+        return f"{names[0]}@{version}{digest}"
+
+
+def _id(source: Version | None) -> int | None:
+    return source.id if source is not None else None
 
 
 def _one_line(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
-def check_sms_fit(campaigns: list[Campaign], renderer: ContentRenderer) -> None:
-    """Refuse to start if an English SMS, as this clinic's name makes it, needs 2 segments."""
+def check_sms_fit(
+    campaigns: list[Campaign],
+    renderer: ContentRenderer,
+    versions: Catalog | None = None,
+) -> None:
+    """Refuse to start if an English SMS, as this clinic's name makes it, needs 2 segments.
+    `versions` (a Catalog): check each campaign's live version, not its first."""
     problems = []
     for campaign in campaigns:
         for step in campaign.steps:
             if Channel.SMS not in step.channels:
                 continue
             for discreet in (False, True):
+                version = versions.version(campaign.key) if versions is not None else None
                 sms = renderer.render_sms(
-                    campaign.key, step.key, Recipient("-", DEFAULT_LANGUAGE, discreet)
+                    campaign.key, step.key, Recipient("-", DEFAULT_LANGUAGE, discreet), version
                 )
                 if sms.encoding.segments != 1 or sms.encoding.encoding != "GSM-7":
                     problems.append(

@@ -85,6 +85,8 @@ class Facts:
     text: str | None = None
     #: A clinician said this staff reply may go outside the send window (recorded who).
     outside_window: bool = False
+    #: The campaign version the row was written with (None: the campaign's first).
+    content_version: int | None = None
 
     @property
     def address(self) -> str | None:
@@ -92,7 +94,14 @@ class Facts:
 
     def content_inputs(self) -> tuple[object, ...]:
         """What the rendered message was made from: if any of it changed, render again."""
-        return (self.address, self.name, self.language, self.discreet, self.campaign)
+        return (
+            self.address,
+            self.name,
+            self.language,
+            self.discreet,
+            self.campaign,
+            self.content_version,
+        )
 
 
 @dataclass(frozen=True)

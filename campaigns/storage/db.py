@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Engine, any_, bindparam, create_engine, event
+from sqlalchemy import ColumnElement, Connection, Engine, any_, bindparam, create_engine, event
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -49,6 +49,10 @@ class Timeouts:
             f"-c lock_timeout={int(self.lock_seconds * 1000)} "
             f"-c statement_timeout={int(self.statement_seconds * 1000)}"
         )
+
+
+#: Execution option marking a read-only connection (Database.reading).
+READ_ONLY = "campaigns_read_only"
 
 
 def make_engine(url: str, *, pool_size: int = 10, timeouts: Timeouts | None = None) -> Engine:
@@ -90,7 +94,10 @@ def _sqlite_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A read (Database.reading) takes no write lock, so it can run beside a transaction
+        # of the same thread that holds one (WAL lets readers and one writer work at once).
+        deferred = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -123,6 +130,13 @@ class Database:
             raise
         finally:
             session.close()
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A connection for a few reads, safe to open while this thread has a session open
+        (on SQLite, where a second writing transaction would wait for the first)."""
+        with self.engine.connect().execution_options(**{READ_ONLY: True}) as connection:
+            yield connection
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -250,6 +250,10 @@ class ScheduledMessage(Base):
     body: Mapped[str | None] = mapped_column(Text)
     #: A staff reply a clinician let go outside the send window (who: staff_replies).
     outside_window: Mapped[bool | None] = mapped_column(Boolean)
+    #: The campaign version (campaign_versions.id) this step is rendered from, fixed when the
+    #: row is written; None: the campaign's live version at send time (rows from before
+    #: versions, staff replies).
+    content_version: Mapped[int | None] = mapped_column(Id)
 
 
 class SendLease(Base):
@@ -599,3 +603,65 @@ class PatientImport(Base):
     written: Mapped[int] = mapped_column(Integer, default=0)
     report: Mapped[dict[str, Any] | None]
     error: Mapped[str | None] = mapped_column(String(500))
+
+
+_ONE_LIVE = text("state = 'live'")
+_ONE_DRAFT = text("state = 'draft'")
+
+
+class CampaignVersion(Base):
+    """One version of a campaign: its definition and templates (campaigns.rules.bundles).
+
+    A draft is edited by staff; it goes live only when a clinician other than its author
+    approves it, and the approval records the content hash it approved. Live and retired
+    versions are never edited: each sent message names the version it was rendered from."""
+
+    __tablename__ = "campaign_versions"
+    __table_args__ = (
+        UniqueConstraint("campaign", "number"),
+        Index(
+            "uq_campaign_versions_live",
+            "campaign",
+            unique=True,
+            postgresql_where=_ONE_LIVE,
+            sqlite_where=_ONE_LIVE,
+        ),
+        Index(
+            "uq_campaign_versions_draft",
+            "campaign",
+            unique=True,
+            postgresql_where=_ONE_DRAFT,
+            sqlite_where=_ONE_DRAFT,
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    campaign: Mapped[str] = mapped_column(String(64))
+    number: Mapped[int] = mapped_column(Integer)  # 1, 2, ... per campaign
+    state: Mapped[str] = mapped_column(String(16))  # draft, live, retired, discarded
+    source: Mapped[str] = mapped_column(String(16))  # seed, staff, import
+    based_on: Mapped[int | None] = mapped_column(Id)
+    definition: Mapped[dict[str, Any]] = mapped_column(JsonText)
+    templates: Mapped[dict[str, Any]] = mapped_column(JsonText)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    author: Mapped[str] = mapped_column(String(128))  # a staff email, or "repository"
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    approved_by: Mapped[str | None] = mapped_column(String(128))
+    approved_at: Mapped[datetime | None]
+    approved_hash: Mapped[str | None] = mapped_column(String(64))
+    approval_note: Mapped[str | None] = mapped_column(Text)
+    live_from: Mapped[datetime | None]
+    live_until: Mapped[datetime | None]
+
+
+class CampaignState(Base):
+    """A campaign paused or ended for everyone by staff (no row: running)."""
+
+    __tablename__ = "campaign_states"
+
+    campaign: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))  # running, paused, ended
+    changed_at: Mapped[datetime]
+    changed_by: Mapped[str] = mapped_column(String(128))
+    note: Mapped[str | None] = mapped_column(Text)

@@ -128,6 +128,7 @@ _FACTS = (
         Patient.marketing_hold_until.label("marketing_hold_until"),
         SM.body.label("body"),
         SM.outside_window.label("outside_window"),
+        SM.content_version.label("content_version"),
     )
     .join(Enrollment, Enrollment.id == SM.enrollment_id)
     .join(Patient, Patient.id == Enrollment.patient_id)
@@ -183,6 +184,7 @@ def load_facts(connection: Connection, ids: Sequence[int], batch_token: str) -> 
                 # Only a staff reply's words are written with the row; others render now.
                 text=r.body if kind is StepKind.STAFF_REPLY else None,
                 outside_window=bool(r.outside_window),
+                content_version=r.content_version,
             )
         )
     return facts

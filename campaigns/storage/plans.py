@@ -30,6 +30,7 @@ PLAN_COLUMNS = (
     "expires_at",
     "attempts",
     "updated_at",
+    "content_version",
 )
 
 
@@ -102,9 +103,11 @@ def _cancel(
     return Cancelled(int(cast(CursorResult[Any], result).rowcount), list(in_flight))
 
 
-def write_plans(
-    session: Session, plans: Sequence[tuple[int, int, Sequence[PlannedSend]]], now: datetime
-) -> int:
+#: (enrollment id, schedule version, content version or None, planned sends)
+Plan = tuple[int, int, int | None, Sequence[PlannedSend]]
+
+
+def write_plans(session: Session, plans: Sequence[Plan], now: datetime) -> int:
     """Insert planned rows in bulk (COPY on PostgreSQL); returns how many.
 
     Patients enrolled together often share a plan (same due date, timezone and choices); the
@@ -113,32 +116,35 @@ def write_plans(
     table = ScheduledMessage
     if not is_postgres(session):
         rows = [
-            (eid, *_values(p, version, now)) for eid, version, planned in plans for p in planned
+            (eid, *_values(p, version, now), content)
+            for eid, version, content, planned in plans
+            for p in planned
         ]
         write_rows(session, table, PLAN_COLUMNS, rows)
         return len(rows)
-    formatted: dict[tuple[int, int], list[str]] = {}
+    formatted: dict[tuple[int, int, int | None], list[str]] = {}
     stamp = iso(now)
     lines: list[str] = []
-    for eid, version, planned in plans:
-        key = (id(planned), version)
+    for eid, version, content, planned in plans:
+        key = (id(planned), version, content)
         tails = formatted.get(key)
         if tails is None:
-            tails = formatted[key] = [_tail(p, version, stamp) for p in planned]
+            tails = formatted[key] = [_tail(p, version, content, stamp) for p in planned]
         prefix = str(eid)
         lines.extend([prefix + tail for tail in tails])
     copy_lines(session, table, PLAN_COLUMNS, lines)
     return len(lines)
 
 
-def _tail(p: PlannedSend, version: int, stamp: str) -> str:
+def _tail(p: PlannedSend, version: int, content: int | None, stamp: str) -> str:
     """Everything after the enrollment id, in COPY text format. Keys and reasons are plain
     identifiers (the catalog checks step keys), so nothing here needs escaping."""
     due = iso(p.due_at)
     expires = iso(p.expires_at) if p.expires_at is not None else NULL
     return (
         f"\t{p.step.key}\t{p.channel.value}\t{p.step.kind.value}\t{version}"
-        f"\t{p.status.value}\t{p.reason or NULL}\t{due}\t{due}\t{expires}\t0\t{stamp}\n"
+        f"\t{p.status.value}\t{p.reason or NULL}\t{due}\t{due}\t{expires}\t0\t{stamp}"
+        f"\t{NULL if content is None else content}\n"
     )
 
 
