@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
 
+from campaigns import campaign_states
 from campaigns.answering import Answerer
 from campaigns.content_versions import LiveCatalog, VersionCache, live_catalog
 from campaigns.delivery import DeliveryPolicy
@@ -92,7 +93,12 @@ class Services:
 
     @property
     def intake(self) -> IntakeRules:
-        return IntakeRules(self.catalog, self.settings.phone_region, self.settings.default_timezone)
+        return IntakeRules(
+            self.catalog,
+            self.settings.phone_region,
+            self.settings.default_timezone,
+            campaign_states.states(self.db) if isinstance(self.catalog, LiveCatalog) else {},
+        )
 
     @property
     def deliverer(self) -> Deliverer:

@@ -8,7 +8,7 @@ as one InputErrors (itself the first problem, for callers that show one).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import TypeVar
 
@@ -67,6 +67,9 @@ class IntakeRules:
     catalog: Catalog
     phone_region: str
     default_timezone: str
+    #: Campaigns staff paused or ended for everyone (campaigns.campaign_states): no new
+    #: enrolments until resumed.
+    closed: Mapping[str, str] = field(default_factory=dict)
 
 
 def parse_enrollment(
@@ -101,6 +104,15 @@ def check_enrollment(
     if campaign not in rules.catalog:
         known = ", ".join(sorted(rules.catalog))
         problems.append(InputError("campaign", f"{campaign!r} is not a programme (known: {known})"))
+    elif campaign in rules.closed:
+        programme = rules.catalog[campaign].name
+        problems.append(
+            InputError(
+                "campaign",
+                f"{programme} is {rules.closed[campaign]} for everyone: nobody can be enrolled "
+                "in it" + (" until it is resumed" if rules.closed[campaign] == "paused" else ""),
+            )
+        )
     name = checked(lambda: _name(text("name")))
     phone = (
         checked(lambda: normalise_phone(text("phone"), rules.phone_region))
