@@ -2,7 +2,9 @@
 
 Templates run in a sandbox with StrictUndefined (a missing variable is an error, never a blank),
 HTML is autoescaped, and the patient's language falls back to English. SMS templates are given
-no patient fields at all, so a text can never carry a name or a due date by mistake.
+no patient fields at all, so a text can never carry a name or a due date by mistake. An email is
+one Markdown source (<step>.email.md.j2, campaigns.rules.email_markup) that gives both its HTML
+and its text part inside the shared layouts; every template is read through the Jinja loader.
 """
 
 from __future__ import annotations
@@ -10,13 +12,23 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound, select_autoescape
+from jinja2 import (
+    BaseLoader,
+    FileSystemLoader,
+    StrictUndefined,
+    Template,
+    TemplateNotFound,
+    select_autoescape,
+)
 from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import Markup
 
 from campaigns.rules.catalog import DEFAULT_LANGUAGE, Campaign, CatalogError
+from campaigns.rules.email_markup import EmailBody, MarkupError, convert, escape_value
 from campaigns.rules.errors import InputError
 from campaigns.rules.vocabulary import Channel
 
@@ -28,6 +40,8 @@ GSM7_EXTENDED = frozenset("\f^{}\\[~]|€")
 RTL_LANGUAGES = frozenset({"ar", "fa", "he", "ur", "yi"})
 _SPACES = re.compile(r"\s+")
 REPLIES = "_replies"
+EMAIL_LAYOUT_HTML = "_layouts/email.html.j2"
+EMAIL_LAYOUT_TEXT = "_layouts/email.txt.j2"
 
 
 @dataclass(frozen=True)
@@ -98,20 +112,42 @@ class ContentError(LookupError):
     """A template that is missing or cannot render."""
 
 
+def template_environment(loader: BaseLoader | None) -> SandboxedEnvironment:
+    """How every template is rendered: sandboxed, a missing variable an error, HTML escaped in
+    .html.j2 files, and a line holding only a {% tag %} leaves no blank line."""
+    return SandboxedEnvironment(
+        loader=loader,
+        undefined=StrictUndefined,
+        autoescape=select_autoescape(
+            enabled_extensions=("html.j2",), default=False, default_for_string=False
+        ),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=False,
+    )
+
+
+def markdown_environment(env: SandboxedEnvironment) -> SandboxedEnvironment:
+    """For an email's Markdown source: the same loader and rules, but no HTML escaping (the
+    Markdown is escaped as it becomes HTML), each placeholder's value plain text in the
+    Markdown, and the line break after a {% tag %} kept (trimming it would join a paragraph
+    to the next line)."""
+    overlay = env.overlay(autoescape=False, trim_blocks=False, finalize=escape_value)
+    assert isinstance(overlay, SandboxedEnvironment)
+    return overlay
+
+
+def render_email_body(template: Template, context: dict[str, Any]) -> EmailBody:
+    """Jinja first (placeholders and discreet wording), then the Markdown into HTML and text.
+    Raises MarkupError for a body that cannot become an email."""
+    return convert(template.render(context))
+
+
 class ContentRenderer:
     def __init__(self, templates_dir: Path, clinic: Clinic) -> None:
         self.templates_dir = templates_dir
         self.clinic = clinic
-        self._env = SandboxedEnvironment(
-            loader=FileSystemLoader(str(templates_dir)),
-            undefined=StrictUndefined,
-            autoescape=select_autoescape(
-                enabled_extensions=("html.j2",), default=False, default_for_string=False
-            ),
-            trim_blocks=True,
-            lstrip_blocks=True,
-            auto_reload=False,
-        )
+        self._env = template_environment(FileSystemLoader(str(templates_dir)))
         # Per renderer, like the compiled templates: the hash always names the wording sent.
         self._fingerprints: dict[str, str] = {}
         self._sms: dict[tuple[str, str, str, bool], RenderedSms] = {}
@@ -135,23 +171,40 @@ class ContentRenderer:
     def render_email(
         self, campaign: str, step: str, recipient: Recipient, unsubscribe_url: str
     ) -> RenderedEmail:
+        """The subject, and the HTML and text parts from the step's one Markdown source
+        (campaigns.rules.email_markup) inside the shared layouts."""
         language, subject_name = self._resolve(campaign, step, "subject", recipient.language)
-        context = {
+        body_name = subject_name.removesuffix(".subject.j2") + ".email.md.j2"
+        wording = {"clinic": self.clinic, "discreet": recipient.discreet}
+        subject = _one_line(self._render(subject_name, wording))
+        try:
+            body = render_email_body(
+                self._markdown_env.get_template(body_name),
+                {**wording, "first_name": recipient.first_name},
+            )
+        except TemplateNotFound as exc:
+            raise ContentError(f"template {exc.name} not found") from exc
+        except MarkupError as exc:
+            raise ContentError(f"{body_name}: {exc}") from exc
+        layout = {
             "clinic": self.clinic,
-            "discreet": recipient.discreet,
-            "first_name": recipient.first_name,
+            "subject": subject,
             "unsubscribe_url": unsubscribe_url,
             "lang": language,
             "dir": "rtl" if language in RTL_LANGUAGES else "ltr",
         }
-        base = subject_name.removesuffix(".subject.j2")
+        html = Markup(body.html)  # noqa: S704 - email_markup escaped every word of it
         return RenderedEmail(
-            subject=_one_line(self._render(subject_name, context)),
-            html=self._render(f"{base}.html.j2", context).strip() + "\n",
-            text=self._render(f"{base}.txt.j2", context).strip() + "\n",
+            subject=subject,
+            html=self._render(EMAIL_LAYOUT_HTML, {**layout, "body": html}).strip() + "\n",
+            text=self._render(EMAIL_LAYOUT_TEXT, {**layout, "body": body.text}).strip() + "\n",
             language=language,
-            template_ref=self._ref(subject_name, f"{base}.html.j2", f"{base}.txt.j2"),
+            template_ref=self._ref(subject_name, body_name),
         )
+
+    @cached_property
+    def _markdown_env(self) -> SandboxedEnvironment:
+        return markdown_environment(self._env)
 
     def render_reply(self, key: str, language: str, link: str = "") -> RenderedSms:
         """An answer to a patient's text (templates/_replies/<language>/<key>.txt.j2). Answers
@@ -174,15 +227,27 @@ class ContentRenderer:
     def _resolve(self, campaign: str, step: str, part: str, language: str) -> tuple[str, str]:
         for candidate in dict.fromkeys((language, DEFAULT_LANGUAGE)):
             name = f"{campaign}/{candidate}/{step}.{part}.j2"
-            if (self.templates_dir / name).is_file():
-                return candidate, name
+            try:  # through the loader (compiled once, then cached), wherever it reads from
+                self._env.get_template(name)
+            except TemplateNotFound:
+                continue
+            return candidate, name
         raise ContentError(f"no template for {campaign}/{step} ({part}) in {language!r} or English")
+
+    def source(self, name: str) -> str:
+        """A template's source as the loader gives it: what is rendered, fingerprinted and
+        checked (campaigns.rules.content_checks)."""
+        assert self._env.loader is not None
+        try:
+            return self._env.loader.get_source(self._env, name)[0]
+        except TemplateNotFound as exc:
+            raise ContentError(f"template {exc.name} not found") from exc
 
     def _fingerprint(self, name: str) -> str:
         """A short content hash, so the record says which wording a patient received."""
         found = self._fingerprints.get(name)
         if found is None:
-            found = hashlib.sha256((self.templates_dir / name).read_bytes()).hexdigest()[:12]
+            found = hashlib.sha256(self.source(name).encode("utf-8")).hexdigest()[:12]
             self._fingerprints[name] = found
         return found
 
