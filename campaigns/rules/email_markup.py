@@ -45,11 +45,18 @@ _BOX_END = "</td></tr>\n</table>"
 _PAGE, _BOX, _LAST = "0 0 16px 0", "0 0 8px 0", "0"
 
 _PUNCTUATION = frozenset(string.punctuation)
-_ESCAPED = re.compile("\\\\([" + re.escape(string.punctuation) + "])")
+_PUNCTUATION_CLASS = "[" + re.escape(string.punctuation) + "]"
+_ESCAPED = re.compile(f"\\\\({_PUNCTUATION_CLASS})")
 #: What a placeholder's value must not do here: open bold, a link, a box, a heading or a list.
 _SPECIAL = re.compile(r"[\\*\[\]()!#\-]")
 _MAILTO = re.compile(r"mailto:[^@\s]+@[^@\s]+")
 _BOX_LINE = re.compile(r"!!!\s*(?P<kind>[A-Za-z]*)\s*:?\s*(?P<title>.*)")
+#: Where inline markup may start: a backslash, "**" or "[".
+_MARK = re.compile(r"\\|\*\*|\[")
+#: An escaped character (skipped) or the token searched for.
+_TOKENS = {
+    token: re.compile(f"\\\\{_PUNCTUATION_CLASS}|{re.escape(token)}") for token in ("**", "](", ")")
+}
 
 
 class MarkupError(ValueError):
@@ -102,40 +109,36 @@ def _inline(text: str, line: int) -> tuple[_Inline, ...]:
     parts: list[_Inline] = []
     plain: list[str] = []
     at = 0
-    while at < len(text):
-        if text[at] == "\\" and text[at + 1 : at + 2] in _PUNCTUATION:
-            plain.append(text[at + 1])
-            at += 2
+    while (mark := _MARK.search(text, at)) is not None:
+        plain.append(text[at : mark.start()])
+        at = mark.start()
+        if mark.group() == "\\":
+            escaped = text[at + 1 : at + 2] in _PUNCTUATION
+            plain.append(text[at + 1] if escaped else "\\")
+            at += 2 if escaped else 1
             continue
-        found: tuple[_Inline, int] | None = None
-        if text.startswith("**", at):
-            found = _strong(text, at, line)
-        elif text[at] == "[":
-            found = _link(text, at, line)
+        found: tuple[_Inline, int] | None
+        found = _strong(text, at, line) if mark.group() == "**" else _link(text, at, line)
         if found is None:
             plain.append(text[at])
             at += 1
             continue
         node, at = found
-        if plain:
+        if any(plain):
             parts.append("".join(plain))
-            plain = []
+        plain = []
         parts.append(node)
-    if plain:
+    plain.append(text[at:])
+    if any(plain):
         parts.append("".join(plain))
     return tuple(parts)
 
 
 def _find(text: str, token: str, start: int) -> int:
     """Where `token` next occurs from `start`, not counting backslash-escaped characters."""
-    at = start
-    while at < len(text):
-        if text[at] == "\\" and text[at + 1 : at + 2] in _PUNCTUATION:
-            at += 2
-        elif text.startswith(token, at):
-            return at
-        else:
-            at += 1
+    for found in _TOKENS[token].finditer(text, start):
+        if found.group() == token:
+            return found.start()
     return -1
 
 
