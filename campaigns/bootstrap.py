@@ -19,7 +19,8 @@ from campaigns.providers.twilio import TwilioSmsSender
 from campaigns.ratelimit import RateLimiter, limiter
 from campaigns.rules.catalog import Catalog
 from campaigns.rules.clock import Clock, SystemClock
-from campaigns.rules.content import Clinic, ContentRenderer, check_reply_fit, check_sms_fit
+from campaigns.rules.content import Clinic, ContentRenderer, check_reply_fit
+from campaigns.rules.content_checks import check_campaigns
 from campaigns.rules.intake import IntakeRules
 from campaigns.rules.keywords import Reader, load_reader
 from campaigns.rules.links import LinkSigner
@@ -228,7 +229,7 @@ def build(
     timeouts = (STAFF_TIMEOUTS if staff else WEB_TIMEOUTS) if web else None
     catalog = Catalog.load(settings.templates_dir)
     renderer = ContentRenderer(settings.templates_dir, clinic_from(settings))
-    check_sms_fit(list(catalog.values()), renderer)
+    check_campaigns(catalog.values(), renderer)  # every step's words, as an editor checks them
     reader = load_reader(settings.templates_dir / "_keywords")
     links = LinkSigner(settings.secret_key.get_secret_value().encode(), settings.public_url)
     check_reply_fit(renderer, reply_keys(reader), links.longest_booking_url())

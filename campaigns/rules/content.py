@@ -27,10 +27,9 @@ from jinja2 import (
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
-from campaigns.rules.catalog import DEFAULT_LANGUAGE, Campaign, CatalogError
+from campaigns.rules.catalog import DEFAULT_LANGUAGE, CatalogError
 from campaigns.rules.email_markup import EmailBody, MarkupError, convert, escape_value
 from campaigns.rules.errors import InputError
-from campaigns.rules.vocabulary import Channel
 
 GSM7_BASIC = frozenset(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
@@ -266,30 +265,6 @@ class ContentRenderer:
 
 def _one_line(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
-
-
-def check_sms_fit(campaigns: list[Campaign], renderer: ContentRenderer) -> None:
-    """Refuse to start if an English SMS, as this clinic's name makes it, needs 2 segments."""
-    problems = []
-    for campaign in campaigns:
-        for step in campaign.steps:
-            if Channel.SMS not in step.channels:
-                continue
-            for discreet in (False, True):
-                sms = renderer.render_sms(
-                    campaign.key, step.key, Recipient("-", DEFAULT_LANGUAGE, discreet)
-                )
-                if sms.encoding.segments != 1 or sms.encoding.encoding != "GSM-7":
-                    problems.append(
-                        f"{campaign.key}/{step.key} ({'discreet' if discreet else 'plain'}): "
-                        f"{sms.encoding.units} {sms.encoding.encoding} characters, "
-                        f"{sms.encoding.segments} segments"
-                    )
-    if problems:
-        raise CatalogError(
-            "these texts no longer fit one 160-character GSM-7 SMS with the clinic name "
-            f"{renderer.clinic.short_name!r}; shorten them or the name: " + "; ".join(problems)
-        )
 
 
 def check_reply_fit(renderer: ContentRenderer, keys: set[str], link: str) -> None:
