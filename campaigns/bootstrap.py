@@ -21,7 +21,8 @@ from campaigns.providers.twilio import TwilioSmsSender
 from campaigns.ratelimit import RateLimiter, limiter
 from campaigns.rules.catalog import Catalog
 from campaigns.rules.clock import Clock, SystemClock
-from campaigns.rules.content import Clinic, ContentRenderer, check_reply_fit, check_sms_fit
+from campaigns.rules.content import Clinic, ContentRenderer, check_reply_fit
+from campaigns.rules.content_checks import check_campaigns
 from campaigns.rules.intake import IntakeRules
 from campaigns.rules.keywords import Reader, load_reader
 from campaigns.rules.links import LinkSigner
@@ -237,13 +238,15 @@ def build(
     # Provider calls run in threads without a connection; the database work is per batch.
     db = Database.from_url(settings.database_url, pool_size=5, timeouts=timeouts)
     clinic = clinic_from(settings)
-    # The repository's campaigns are checked whatever the database holds: they are the seed.
+    # Every step's words, as an editor checks them: the repository's campaigns whatever the
+    # database holds (they are the seed), then the live versions.
     seed_catalog = Catalog.load(settings.templates_dir)
-    check_sms_fit(list(seed_catalog.values()), ContentRenderer(settings.templates_dir, clinic))
+    check_campaigns(seed_catalog.values(), ContentRenderer(settings.templates_dir, clinic))
     catalog = live_catalog(db, settings.templates_dir, clock)
     versions = VersionCache(db) if isinstance(catalog, LiveCatalog) else None
     renderer = ContentRenderer(settings.templates_dir, clinic, versions)
-    check_sms_fit(list(catalog.values()), renderer, catalog)
+    if versions is not None:
+        check_campaigns(catalog.values(), renderer, catalog)
     reader = load_reader(settings.templates_dir / "_keywords")
     links = LinkSigner(settings.secret_key.get_secret_value().encode(), settings.public_url)
     check_reply_fit(renderer, reply_keys(reader), links.longest_booking_url())

@@ -130,7 +130,8 @@ def template_names(campaign_key: str, step: Step, channel: Channel, language: st
     base = f"{campaign_key}/{language}/{step.key}"
     if channel is Channel.SMS:
         return [f"{base}.sms.j2"]
-    return [f"{base}.subject.j2", f"{base}.html.j2", f"{base}.txt.j2"]
+    # One Markdown source gives the email's HTML and text parts (campaigns.rules.email_markup).
+    return [f"{base}.subject.j2", f"{base}.email.md.j2"]
 
 
 class Catalog(Mapping[str, Campaign]):

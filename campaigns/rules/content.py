@@ -2,7 +2,9 @@
 
 Templates run in a sandbox with StrictUndefined (a missing variable is an error, never a blank),
 HTML is autoescaped, and the patient's language falls back to English. SMS templates are given
-no patient fields at all, so a text can never carry a name or a due date by mistake.
+no patient fields at all, so a text can never carry a name or a due date by mistake. An email is
+one Markdown source (<step>.email.md.j2, campaigns.rules.email_markup) that gives both its HTML
+and its text part inside the shared layouts; every template is read through the Jinja loader.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +22,16 @@ from jinja2 import (
     Environment,
     FileSystemLoader,
     StrictUndefined,
+    Template,
     TemplateNotFound,
     select_autoescape,
 )
 from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import Markup
 
-from campaigns.rules.catalog import DEFAULT_LANGUAGE, Campaign, Catalog, CatalogError
+from campaigns.rules.catalog import DEFAULT_LANGUAGE, CatalogError
+from campaigns.rules.email_markup import EmailBody, MarkupError, convert, escape_value
 from campaigns.rules.errors import InputError
-from campaigns.rules.vocabulary import Channel
 
 GSM7_BASIC = frozenset(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
@@ -36,6 +41,8 @@ GSM7_EXTENDED = frozenset("\f^{}\\[~]|€")
 RTL_LANGUAGES = frozenset({"ar", "fa", "he", "ur", "yi"})
 _SPACES = re.compile(r"\s+")
 REPLIES = "_replies"
+EMAIL_LAYOUT_HTML = "_layouts/email.html.j2"
+EMAIL_LAYOUT_TEXT = "_layouts/email.txt.j2"
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,37 @@ class ContentError(LookupError):
     """A template that is missing or cannot render."""
 
 
+def template_environment(loader: BaseLoader | None) -> SandboxedEnvironment:
+    """How every template is rendered: sandboxed, a missing variable an error, HTML escaped in
+    .html.j2 files, and a line holding only a {% tag %} leaves no blank line."""
+    return SandboxedEnvironment(
+        loader=loader,
+        undefined=StrictUndefined,
+        autoescape=select_autoescape(
+            enabled_extensions=("html.j2",), default=False, default_for_string=False
+        ),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=False,
+    )
+
+
+def markdown_environment(env: SandboxedEnvironment) -> SandboxedEnvironment:
+    """For an email's Markdown source: the same loader and rules, but no HTML escaping (the
+    Markdown is escaped as it becomes HTML), each placeholder's value plain text in the
+    Markdown, and the line break after a {% tag %} kept (trimming it would join a paragraph
+    to the next line)."""
+    overlay = env.overlay(autoescape=False, trim_blocks=False, finalize=escape_value)
+    assert isinstance(overlay, SandboxedEnvironment)
+    return overlay
+
+
+def render_email_body(template: Template, context: dict[str, Any]) -> EmailBody:
+    """Jinja first (placeholders and discreet wording), then the Markdown into HTML and text.
+    Raises MarkupError for a body that cannot become an email."""
+    return convert(template.render(context))
+
+
 @dataclass(frozen=True)
 class Version:
     """One version of a campaign's templates (campaigns.rules.bundles): a live or retired
@@ -148,17 +186,56 @@ class _VersionLoader(BaseLoader):
         return source, None, lambda: True
 
 
-def _environment(loader: BaseLoader) -> SandboxedEnvironment:
-    return SandboxedEnvironment(
-        loader=loader,
-        undefined=StrictUndefined,
-        autoescape=select_autoescape(
-            enabled_extensions=("html.j2",), default=False, default_for_string=False
-        ),
-        trim_blocks=True,
-        lstrip_blocks=True,
-        auto_reload=False,
-    )
+@dataclass
+class _Source:
+    """One set of templates (the files, a version or a draft), compiled once."""
+
+    version: Version | None
+    env: SandboxedEnvironment
+    fingerprints: dict[str, str] = field(default_factory=dict)
+
+    @cached_property
+    def markdown(self) -> SandboxedEnvironment:
+        return markdown_environment(self.env)
+
+    def source(self, name: str) -> str:
+        assert self.env.loader is not None
+        try:
+            return self.env.loader.get_source(self.env, name)[0]
+        except TemplateNotFound as exc:
+            raise ContentError(f"template {exc.name} not found") from exc
+
+    def fingerprint(self, name: str) -> str:
+        """A short content hash, so the record says which wording a patient received."""
+        found = self.fingerprints.get(name)
+        if found is None:
+            found = hashlib.sha256(self.source(name).encode("utf-8")).hexdigest()[:12]
+            self.fingerprints[name] = found
+        return found
+
+    def ref(self, *names: str) -> str:
+        """The first file's name, the version (when not the files) and a hash of the files."""
+        digest = "".join(self.fingerprint(name) for name in names)
+        if len(names) > 1:
+            digest = hashlib.sha256(digest.encode()).hexdigest()[:12]
+        version = f"{self.version.label}:" if self.version is not None else ""
+        return f"{names[0]}@{version}{digest}"
+
+    def render(self, name: str, context: dict[str, Any]) -> str:
+        try:
+            return self.env.get_template(name).render(context)
+        except TemplateNotFound as exc:
+            raise ContentError(f"template {exc.name} not found") from exc
+
+    def resolve(self, campaign: str, step: str, part: str, language: str) -> tuple[str, str]:
+        for candidate in dict.fromkeys((language, DEFAULT_LANGUAGE)):
+            name = f"{campaign}/{candidate}/{step}.{part}.j2"
+            try:  # through the loader (compiled once, then cached), wherever it reads from
+                self.env.get_template(name)
+            except TemplateNotFound:
+                continue
+            return candidate, name
+        raise ContentError(f"no template for {campaign}/{step} ({part}) in {language!r} or English")
 
 
 class ContentRenderer:
@@ -168,11 +245,11 @@ class ContentRenderer:
         self.templates_dir = templates_dir
         self.clinic = clinic
         self._files = FileSystemLoader(str(templates_dir))
-        self._env = _environment(self._files)
+        self._base = _Source(None, template_environment(self._files))
+        self._env = self._base.env
         self._versions = versions
         # Per renderer, like the compiled templates: the hash always names the wording sent.
-        self._fingerprints: dict[tuple[int | None, str], str] = {}
-        self._version_envs: dict[int, SandboxedEnvironment] = {}
+        self._by_version: dict[int, _Source] = {}
         self._sms: dict[tuple[str, str, str, bool, int | None], RenderedSms] = {}
         self._replies: dict[tuple[str, str], RenderedSms] = {}
 
@@ -189,16 +266,18 @@ class ContentRenderer:
         draft: Version | None = None,
     ) -> RenderedSms:
         """`version`: the campaign version the message was written with (None: the first);
-        `draft`: an unsaved version to preview instead."""
-        source = draft or self.version_of(campaign, version)
-        key = (campaign, step, recipient.language, recipient.discreet, _id(source))
+        `draft`: an unsaved version to preview instead. An SMS is given no patient field,
+        only the language and discreet wording: one render serves every patient who shares
+        them."""
+        chosen = draft or self.version_of(campaign, version)
+        key = (campaign, step, recipient.language, recipient.discreet, _id(chosen))
         found = None if draft else self._sms.get(key)
         if found is None:
-            env = self._env_for(source)
-            language, name = self._resolve(env, campaign, step, "sms", recipient.language)
+            source = self._source(chosen)
+            language, name = source.resolve(campaign, step, "sms", recipient.language)
             context = {"clinic": self.clinic, "discreet": recipient.discreet}
-            body = _one_line(self._render(env, name, context))
-            found = RenderedSms(body, sms_encoding(body), language, self._ref(source, name))
+            body = _one_line(source.render(name, context))
+            found = RenderedSms(body, sms_encoding(body), language, source.ref(name))
             if not draft:
                 self._sms[key] = found
         return found
@@ -212,24 +291,36 @@ class ContentRenderer:
         version: int | None = None,
         draft: Version | None = None,
     ) -> RenderedEmail:
-        source = draft or self.version_of(campaign, version)
-        env = self._env_for(source)
-        language, subject_name = self._resolve(env, campaign, step, "subject", recipient.language)
-        context = {
+        """The subject, and the HTML and text parts from the step's one Markdown source
+        (campaigns.rules.email_markup) inside the shared layouts."""
+        source = self._source(draft or self.version_of(campaign, version))
+        language, subject_name = source.resolve(campaign, step, "subject", recipient.language)
+        body_name = subject_name.removesuffix(".subject.j2") + ".email.md.j2"
+        wording = {"clinic": self.clinic, "discreet": recipient.discreet}
+        subject = _one_line(source.render(subject_name, wording))
+        try:
+            body = render_email_body(
+                source.markdown.get_template(body_name),
+                {**wording, "first_name": recipient.first_name},
+            )
+        except TemplateNotFound as exc:
+            raise ContentError(f"template {exc.name} not found") from exc
+        except MarkupError as exc:
+            raise ContentError(f"{body_name}: {exc}") from exc
+        layout = {
             "clinic": self.clinic,
-            "discreet": recipient.discreet,
-            "first_name": recipient.first_name,
+            "subject": subject,
             "unsubscribe_url": unsubscribe_url,
             "lang": language,
             "dir": "rtl" if language in RTL_LANGUAGES else "ltr",
         }
-        base = subject_name.removesuffix(".subject.j2")
+        html = Markup(body.html)  # noqa: S704 - email_markup escaped every word of it
         return RenderedEmail(
-            subject=_one_line(self._render(env, subject_name, context)),
-            html=self._render(env, f"{base}.html.j2", context).strip() + "\n",
-            text=self._render(env, f"{base}.txt.j2", context).strip() + "\n",
+            subject=subject,
+            html=source.render(EMAIL_LAYOUT_HTML, {**layout, "body": html}).strip() + "\n",
+            text=source.render(EMAIL_LAYOUT_TEXT, {**layout, "body": body.text}).strip() + "\n",
             language=language,
-            template_ref=self._ref(source, subject_name, f"{base}.html.j2", f"{base}.txt.j2"),
+            template_ref=source.ref(subject_name, body_name),
         )
 
     def render_reply(self, key: str, language: str, link: str = "") -> RenderedSms:
@@ -245,98 +336,37 @@ class ContentRenderer:
     def _render_reply(self, key: str, language: str, link: str) -> RenderedSms:
         for candidate in dict.fromkeys((language, DEFAULT_LANGUAGE)):
             name = f"{REPLIES}/{candidate}/{key}.txt.j2"
-            if (self.templates_dir / name).is_file():
-                context = {"clinic": self.clinic, "link": link}
-                body = _one_line(self._render(self._env, name, context))
-                return RenderedSms(body, sms_encoding(body), candidate, self._ref(None, name))
-        raise ContentError(f"no reply template {key!r} in {language!r} or English")
-
-    def _env_for(self, source: Version | None) -> SandboxedEnvironment:
-        if source is None:
-            return self._env
-        if source.id is None:  # a draft: compiled afresh, never kept
-            return _environment(_VersionLoader(source, self._files))
-        env = self._version_envs.get(source.id)
-        if env is None:
-            env = self._version_envs[source.id] = _environment(_VersionLoader(source, self._files))
-        return env
-
-    def _resolve(
-        self, env: Environment, campaign: str, step: str, part: str, language: str
-    ) -> tuple[str, str]:
-        assert env.loader is not None
-        for candidate in dict.fromkeys((language, DEFAULT_LANGUAGE)):
-            name = f"{campaign}/{candidate}/{step}.{part}.j2"
             try:
-                env.loader.get_source(env, name)
+                self._env.get_template(name)
             except TemplateNotFound:
                 continue
-            return candidate, name
-        raise ContentError(f"no template for {campaign}/{step} ({part}) in {language!r} or English")
+            body = _one_line(self._base.render(name, {"clinic": self.clinic, "link": link}))
+            return RenderedSms(body, sms_encoding(body), candidate, self._base.ref(name))
+        raise ContentError(f"no reply template {key!r} in {language!r} or English")
 
-    def _fingerprint(self, source: Version | None, name: str) -> str:
-        """A short content hash, so the record says which wording a patient received."""
-        key = (_id(source), name)
-        found = None if source is not None and source.id is None else self._fingerprints.get(key)
+    def source(self, name: str, version: Version | None = None) -> str:
+        """A template's source as the loader gives it (from the files, or from `version`):
+        what is rendered, fingerprinted and checked (campaigns.rules.content_checks)."""
+        return self._source(version).source(name)
+
+    def _source(self, version: Version | None) -> _Source:
+        if version is None:
+            return self._base
+        if version.id is None:  # a draft: compiled afresh, never kept
+            return _Source(version, template_environment(_VersionLoader(version, self._files)))
+        found = self._by_version.get(version.id)
         if found is None:
-            env = self._env_for(source)
-            assert env.loader is not None
-            text = env.loader.get_source(env, name)[0]
-            found = hashlib.sha256(text.encode()).hexdigest()[:12]
-            self._fingerprints[key] = found
+            loader = _VersionLoader(version, self._files)
+            found = self._by_version[version.id] = _Source(version, template_environment(loader))
         return found
 
-    def _render(self, env: Environment, name: str, context: dict[str, Any]) -> str:
-        try:
-            return env.get_template(name).render(context)
-        except TemplateNotFound as exc:
-            raise ContentError(f"template {exc.name} not found") from exc
 
-    def _ref(self, source: Version | None, *names: str) -> str:
-        """The first file's name, the version (when not the files) and a hash of the files."""
-        digest = "".join(self._fingerprint(source, name) for name in names)
-        if len(names) > 1:
-            digest = hashlib.sha256(digest.encode()).hexdigest()[:12]
-        version = f"{source.label}:" if source is not None else ""
-        return f"{names[0]}@{version}{digest}"
-
-
-def _id(source: Version | None) -> int | None:
-    return source.id if source is not None else None
+def _id(version: Version | None) -> int | None:
+    return version.id if version is not None else None
 
 
 def _one_line(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
-
-
-def check_sms_fit(
-    campaigns: list[Campaign],
-    renderer: ContentRenderer,
-    versions: Catalog | None = None,
-) -> None:
-    """Refuse to start if an English SMS, as this clinic's name makes it, needs 2 segments.
-    `versions` (a Catalog): check each campaign's live version, not its first."""
-    problems = []
-    for campaign in campaigns:
-        for step in campaign.steps:
-            if Channel.SMS not in step.channels:
-                continue
-            for discreet in (False, True):
-                version = versions.version(campaign.key) if versions is not None else None
-                sms = renderer.render_sms(
-                    campaign.key, step.key, Recipient("-", DEFAULT_LANGUAGE, discreet), version
-                )
-                if sms.encoding.segments != 1 or sms.encoding.encoding != "GSM-7":
-                    problems.append(
-                        f"{campaign.key}/{step.key} ({'discreet' if discreet else 'plain'}): "
-                        f"{sms.encoding.units} {sms.encoding.encoding} characters, "
-                        f"{sms.encoding.segments} segments"
-                    )
-    if problems:
-        raise CatalogError(
-            "these texts no longer fit one 160-character GSM-7 SMS with the clinic name "
-            f"{renderer.clinic.short_name!r}; shorten them or the name: " + "; ".join(problems)
-        )
 
 
 def check_reply_fit(renderer: ContentRenderer, keys: set[str], link: str) -> None:

@@ -37,6 +37,10 @@ LABELS: dict[str, str] = {
     "new_password": "New password",
     "confirm_password": "New password again",
     "file": "File",
+    # A step's words (campaigns.rules.content_checks)
+    "sms": "Text message",
+    "subject": "Email subject",
+    "body": "Email body",
 }
 
 DAY_FORMAT = "%-d %b %Y"  # 6 Dec 2026

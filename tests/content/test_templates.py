@@ -2,9 +2,10 @@
 
 Guards the writing rules of docs/clinical-content.md (content rules, service vs marketing,
 minimal and discreet SMS with neutral subjects, one GSM-7 segment, accessible HTML email), and
-the renderer's own promises: SMS templates get no patient fields, HTML is autoescaped, and a
-missing translation falls back to English. Each message is rendered in plain and discreet
-wording, with a distinctive first name and the default clinic from settings.
+the renderer's own promises: SMS templates get no patient fields, HTML is escaped (and a first
+name cannot make Markdown), and a missing translation falls back to English. Each message is
+rendered in plain and discreet wording, with a distinctive first name and the default clinic
+from settings.
 """
 
 from __future__ import annotations
@@ -338,6 +339,16 @@ def test_email_html_escapes_the_first_name(case: Case) -> None:
         assert "&lt;script&gt;x&lt;/script&gt;" in hostile.html
 
 
+def test_a_first_name_cannot_make_markdown_in_an_email() -> None:
+    """The body's Markdown is converted after its placeholders are filled in: a name that looks
+    like Markdown stays her name, in the HTML and in the text."""
+    name = "**Ann** [x](https://evil.example)\n# Hi"
+    message = render_email("leg-cramps", "welcome", False, name)
+    assert "evil.example" not in message.html.replace("[x](https://evil.example)", "")
+    assert "<strong>" not in message.html
+    assert message.text.startswith("Welcome, **Ann** [x](https://evil.example) # Hi\n")
+
+
 def test_some_email_greets_by_first_name() -> None:
     """Otherwise the escaping test above would check nothing."""
     assert any(FIRST_NAME in email(param.values[0], discreet=False).html for param in EMAIL)
@@ -450,7 +461,7 @@ def test_sms_template_gets_no_patient_fields(templates_copy: Path, variable: str
 
 
 def test_email_template_with_an_unknown_variable_fails(templates_copy: Path) -> None:
-    path = templates_copy / "leg-cramps/en/welcome.txt.j2"
+    path = templates_copy / "leg-cramps/en/welcome.email.md.j2"
     path.write_text(path.read_text(encoding="utf-8").replace("Welcome,", "Due {{ due_date }},"))
     renderer = ContentRenderer(templates_copy, CLINIC)
     with pytest.raises(UndefinedError, match="due_date"):

@@ -159,7 +159,7 @@ def test_catch_up_on_a_marketing_step(templates: Path) -> None:
     assert "catch_up: a marketing step is never sent late" in message
 
 
-@pytest.mark.parametrize("part", ["sms", "subject", "html", "txt"])
+@pytest.mark.parametrize("part", ["sms", "subject", "email.md"])
 def test_channel_whose_template_is_missing(templates: Path, part: str) -> None:
     missing = templates / CAMPAIGN / "en" / f"supplements.{part}.j2"
     missing.unlink()

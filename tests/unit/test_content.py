@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from jinja2 import DictLoader
 
 from campaigns.bootstrap import clinic_from
 from campaigns.rules.content import ContentRenderer, Recipient, SmsEncoding, sms_encoding
@@ -142,7 +143,7 @@ def test_template_ref_changes_when_the_sms_wording_changes(tmp_path: Path) -> No
     assert before.split("@")[0] == after.split("@")[0]
 
 
-@pytest.mark.parametrize("part", ["subject", "html", "txt"])
+@pytest.mark.parametrize("part", ["subject", "email.md"])
 def test_email_template_ref_changes_when_any_part_changes(tmp_path: Path, part: str) -> None:
     original, edited = _copy(tmp_path, "a"), _copy(tmp_path, "b")
     _edit(edited, f"welcome.{part}.j2")
@@ -160,12 +161,38 @@ def test_template_ref_changes_when_a_file_is_edited_in_place(tmp_path: Path) -> 
     assert rendered.template_ref != before
 
 
+def test_step_templates_are_read_through_the_loader_alone(tmp_path: Path) -> None:
+    """Step templates may come from elsewhere than files (a database of versions): a renderer
+    whose loader holds them renders and fingerprints them as from the files."""
+    files = SETTINGS.templates_dir
+    stored = {
+        path.relative_to(files).as_posix(): path.read_text(encoding="utf-8")
+        for folder in ("leg-cramps/en", "_layouts")
+        for path in (files / folder).iterdir()
+    }
+    from_files = ContentRenderer(files, CLINIC)
+    elsewhere = ContentRenderer(tmp_path, CLINIC)  # an empty folder
+    elsewhere._env.loader = DictLoader(stored)
+    for renderer in (from_files, elsewhere):
+        assert (
+            renderer.source("leg-cramps/en/welcome.sms.j2")
+            == stored["leg-cramps/en/welcome.sms.j2"]
+        )
+    recipient = Recipient("Zephyrine", discreet=True)
+    assert elsewhere.render_sms("leg-cramps", "welcome", recipient) == from_files.render_sms(
+        "leg-cramps", "welcome", recipient
+    )
+    mail = elsewhere.render_email("leg-cramps", "welcome", recipient, UNSUBSCRIBE_URL)
+    assert mail == from_files.render_email("leg-cramps", "welcome", recipient, UNSUBSCRIBE_URL)
+
+
 def test_the_service_refuses_to_start_when_the_clinic_name_makes_a_text_too_long() -> None:
     from campaigns.bootstrap import build
     from campaigns.rules.catalog import CatalogError
     from campaigns.settings import Settings
 
-    with pytest.raises(CatalogError, match=r"leg-cramps/easing-a-cramp \(plain\): 16\d GSM-7"):
+    too_long = r"leg-cramps/easing-a-cramp, Text message: too long for one text: 16\d characters"
+    with pytest.raises(CatalogError, match=too_long):
         build(Settings(clinic_short_name="Santiclinic", database_url="sqlite://"))
     build(Settings(clinic_short_name="Santi", database_url="sqlite://")).close()
 
