@@ -2,7 +2,8 @@
 
 Checked on the server for every staff route (campaigns.web.guard), never only by hiding buttons.
 Operators run the service and see no patient names or contact details; clinicians act on
-patients; viewers read; admins do everything and manage staff accounts.
+patients and sign off campaign content; viewers read; admins do everything else and manage
+staff accounts.
 """
 
 from __future__ import annotations
@@ -35,11 +36,25 @@ class Permission(StrEnum):
     FIX_MESSAGES = "fix_messages"
     #: Staff accounts.
     MANAGE_USERS = "manage_users"
+    #: Campaigns' content, steps, versions and sign-offs (no patient data in them).
+    VIEW_CONTENT = "view_content"
+    #: Edit a campaign as a draft, import a campaign folder as a draft.
+    EDIT_CONTENT = "edit_content"
+    #: Approve a draft so it goes live: clinicians only (never the draft's author, which
+    #: campaigns.content_versions checks), not even admins: it is a clinical sign-off.
+    APPROVE_CONTENT = "approve_content"
+    #: Pause, resume or end a whole campaign for everyone.
+    RUN_CAMPAIGNS = "run_campaigns"
 
 
 GRANTS: dict[Role, frozenset[Permission]] = {
     Role.VIEWER: frozenset(
-        {Permission.SIGNED_IN, Permission.VIEW_PATIENTS, Permission.VIEW_MESSAGES}
+        {
+            Permission.SIGNED_IN,
+            Permission.VIEW_PATIENTS,
+            Permission.VIEW_MESSAGES,
+            Permission.VIEW_CONTENT,
+        }
     ),
     Role.CLINICIAN: frozenset(
         {
@@ -49,6 +64,10 @@ GRANTS: dict[Role, frozenset[Permission]] = {
             Permission.SEND_OUTSIDE_WINDOW,
             Permission.VIEW_MESSAGES,
             Permission.FIX_MESSAGES,
+            Permission.VIEW_CONTENT,
+            Permission.EDIT_CONTENT,
+            Permission.APPROVE_CONTENT,
+            Permission.RUN_CAMPAIGNS,
         }
     ),
     Role.OPERATOR: frozenset(
@@ -57,9 +76,10 @@ GRANTS: dict[Role, frozenset[Permission]] = {
             Permission.OPERATE,
             Permission.VIEW_MESSAGES,
             Permission.FIX_MESSAGES,
+            Permission.VIEW_CONTENT,
         }
     ),
-    Role.ADMIN: frozenset(Permission),
+    Role.ADMIN: frozenset(Permission) - {Permission.APPROVE_CONTENT},
 }
 
 

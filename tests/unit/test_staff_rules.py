@@ -139,7 +139,12 @@ def test_the_role_table() -> None:
     assert may(Role.OPERATOR, Permission.OPERATE)
     # Operators run the service without seeing patients.
     assert not may(Role.OPERATOR, Permission.VIEW_PATIENTS)
-    assert all(may(Role.ADMIN, p) for p in Permission)
+    # Admins do everything but the clinical sign-off of campaign content.
+    assert {p for p in Permission if not may(Role.ADMIN, p)} == {Permission.APPROVE_CONTENT}
+    assert {r for r in Role if may(r, Permission.APPROVE_CONTENT)} == {Role.CLINICIAN}
+    assert {r for r in Role if may(r, Permission.EDIT_CONTENT)} == {Role.CLINICIAN, Role.ADMIN}
+    assert {r for r in Role if may(r, Permission.RUN_CAMPAIGNS)} == {Role.CLINICIAN, Role.ADMIN}
+    assert all(may(r, Permission.VIEW_CONTENT) for r in Role)
     assert not any(may(r, Permission.MANAGE_USERS) for r in Role if r is not Role.ADMIN)
     assert all(Permission.SIGNED_IN in GRANTS[r] for r in Role)
     assert not may("superuser", Permission.SIGNED_IN)
