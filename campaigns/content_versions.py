@@ -297,13 +297,25 @@ def _next_number(session: Session, campaign: str) -> int:
 
 
 def save_draft(
-    db: Database, version_id: int, bundle: Bundle, actor: str, now: datetime
+    db: Database,
+    version_id: int,
+    bundle: Bundle,
+    actor: str,
+    now: datetime,
+    expected_hash: str | None = None,
 ) -> CampaignVersion:
     """Replace a draft's content. The definition must still be a valid campaign (errors name
-    the step and field); wording problems are shown beside the draft and stop only sign-off."""
+    the step and field); wording problems are shown beside the draft and stop only sign-off.
+    `expected_hash`: the draft's hash when the editor opened it; refused if it changed since
+    (someone else saved meanwhile), so no one's edit is silently overwritten."""
     campaign_of(bundle, "draft")
     with db.session() as session:
         row = _draft(session, version_id)
+        if expected_hash is not None and row.content_hash != expected_hash:
+            raise StateError(
+                "someone else saved this draft after you opened it; open it again to see "
+                "their changes, then make yours"
+            )
         if bundle.key != row.campaign:
             raise InputError("key", f"a draft of {row.campaign!r} cannot change its key")
         row.definition, row.templates = bundle.definition, bundle.templates
