@@ -23,6 +23,8 @@ from campaigns.runtime import EmbeddedRuntime
 from campaigns.web import (
     account,
     alerts,
+    campaign_drafts,
+    campaign_pages,
     imports,
     inbox,
     links,
@@ -78,6 +80,8 @@ def create_app(services: Services, *, run_embedded: bool = False, part: Part = "
         app.include_router(users.router)
         app.include_router(operations.router)
         app.include_router(messages.router)
+        app.include_router(campaign_pages.router)
+        app.include_router(campaign_drafts.router)
     if part in ("all", "webhooks"):
         app.include_router(webhooks.router)
         # Patients' texts: a plain Starlette route, the hot path (campaigns.web.webhooks).

@@ -26,7 +26,7 @@ from fastapi.routing import APIRoute
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 from sqlalchemy import select
 
-from campaigns import importing, staff_accounts
+from campaigns import content_versions, importing, staff_accounts
 from campaigns.providers.local import LocalEmailSender, LocalSmsSender
 from campaigns.rules.clock import MovableClock
 from campaigns.rules.content import Recipient
@@ -135,6 +135,8 @@ def seeded(live: LiveServer) -> Seeded:
     csv = b"name,phone,edd,edd_source,consents\nDee Example,07123,2026-09-01,scan,programme\n"
     import_id = importing.upload(services.db, csv, "patients.csv", services.clock.now(), actor="t")
     importing.run_check(services.db, services.intake, services.clock, import_id)
+    # A campaign draft: its pages (the draft, a step's editor, the sign-off) show it.
+    content_versions.open_draft(services.db, "leg-cramps", "t", services.clock.now())
     return Seeded(
         patient_id=done.patient_id,
         sms_id=sent[Channel.SMS.value],
@@ -145,6 +147,8 @@ def seeded(live: LiveServer) -> Seeded:
             "status": "failed",
             "conversation_id": str(conversation_id),
             "import_id": str(import_id),
+            "key": "leg-cramps",
+            "step": "clot-warning-signs",
         },
         more=[
             f"/staff/alerts/{loss_alert_id}",
@@ -152,6 +156,7 @@ def seeded(live: LiveServer) -> Seeded:
             f"/staff/patients/{other.patient_id}",
             "/staff/patients?q=Example",
             "/staff/alerts?show=all",
+            "/staff/campaigns/leg-cramps/email?step=welcome&discreet=yes",
         ],
     )
 
@@ -236,13 +241,16 @@ def staff_get_routes() -> list[str]:
 
 
 def _answers_json(route: APIRoute) -> bool:
-    """A data endpoint a page polls (e.g. an import's progress), not a page to check."""
+    """A data endpoint a page polls (e.g. an import's progress) or a file to download (a
+    campaign's zip), not a page to check."""
     import inspect
 
     from fastapi.responses import JSONResponse
 
+    from campaigns.web.campaign_pages import ZipDownload
+
     answer = inspect.signature(route.endpoint, eval_str=True).return_annotation
-    return inspect.isclass(answer) and issubclass(answer, JSONResponse)
+    return inspect.isclass(answer) and issubclass(answer, JSONResponse | ZipDownload)
 
 
 STAFF_PAGES = staff_get_routes()
@@ -255,6 +263,9 @@ PICTURED = {
     "/staff/alerts/{alert_id}": "alert",
     "/staff/enrol": "enrol",
     "/staff/outbox/{message_id}": "message",
+    "/staff/campaigns": "campaigns",
+    "/staff/campaigns/{key}": "campaign",
+    "/staff/campaigns/{key}/draft": "campaign-draft",
 }
 
 
@@ -518,6 +529,11 @@ def test_no_page_scrolls_sideways_at_320_px(
         f"/staff/outbox/{seeded.params['message_id']}",
         f"/staff/outbox/{seeded.sms_id}",
         "/staff/enrol",
+        "/staff/campaigns",
+        "/staff/campaigns/leg-cramps",
+        "/staff/campaigns/leg-cramps/draft",
+        "/staff/campaigns/leg-cramps/draft/steps/clot-warning-signs",
+        "/staff/campaigns/leg-cramps/draft/approve",
     ]
     wide = {}
     for path in pages:

@@ -92,6 +92,15 @@ def test_the_walk_covers_every_kind_of_staff_route() -> None:
     paths = {path for _, path in ROUTES}
     assert {"/staff/", "/staff/patients/1", "/staff/users", "/staff/ops"} <= paths
     assert ("POST", "/staff/enrollments/1/pause") in ROUTES
+    # Campaigns: reading, running for everyone, editing a draft, its live check, sign-off.
+    assert {
+        ("GET", "/staff/campaigns/1"),
+        ("POST", "/staff/campaigns/import"),
+        ("POST", "/staff/campaigns/1/end"),
+        ("POST", "/staff/campaigns/1/draft/steps/1"),
+        ("POST", "/staff/campaigns/1/draft/check"),
+        ("POST", "/staff/campaigns/1/draft/approve"),
+    } <= set(ROUTES)
     assert len(ROUTES) >= 30
 
 
