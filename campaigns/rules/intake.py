@@ -84,6 +84,17 @@ def parse_enrollment(
     return request
 
 
+def _campaign_key(given: str, catalog: Catalog) -> str:
+    """The campaign's key from its key or its name in any case (a CSV may say either); the
+    first campaign when none is given."""
+    if not given:
+        return catalog.default
+    if given in catalog:
+        return given
+    wanted = given.casefold()
+    return next((key for key in catalog if catalog[key].name.casefold() == wanted), given)
+
+
 def check_enrollment(
     fields: Mapping[str, str | None], rules: IntakeRules, now: datetime
 ) -> tuple[EnrollmentRequest | None, list[InputError]]:
@@ -100,9 +111,9 @@ def check_enrollment(
             problems.append(exc)
             return None
 
-    campaign = text("campaign") or rules.catalog.default
+    campaign = _campaign_key(text("campaign"), rules.catalog)
     if campaign not in rules.catalog:
-        known = ", ".join(sorted(rules.catalog))
+        known = "; ".join(f"{rules.catalog[k].name} ({k})" for k in sorted(rules.catalog))
         problems.append(InputError("campaign", f"{campaign!r} is not a programme (known: {known})"))
     elif campaign in rules.closed:
         programme = rules.catalog[campaign].name

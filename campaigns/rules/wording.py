@@ -14,7 +14,7 @@ from campaigns.rules.window import zone
 
 #: Each field key (form field, CSV column, InputError.field) and its name on the page.
 LABELS: dict[str, str] = {
-    "campaign": "Programme",
+    "campaign": "Campaign",
     "name": "Full name",
     "phone": "Mobile number",
     "email": "Email address",

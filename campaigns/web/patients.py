@@ -14,7 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
 from starlette.datastructures import FormData
 
-from campaigns import patient_edits, patient_list
+from campaigns import content_editing, patient_edits, patient_list
 from campaigns.bootstrap import Services
 from campaigns.patient_edits import PatientEdits
 from campaigns.rules import wording
@@ -238,7 +238,7 @@ def _reenrol_page(
         error=error,
         label=label,
         sources=[s.value for s in EddSource],
-        campaigns=sorted(services.catalog),
+        campaigns=content_editing.choices(services.catalog, services.intake.closed),
         status_code=status_code,
     )
 
@@ -271,7 +271,9 @@ async def reenrol_submit(
         raise HTTPException(404, "no such patient") from None
     except (InputError, StateError) as exc:
         name = await run_in_threadpool(_name_of, services, patient_id)
-        return _reenrol_page(request, services, patient_id, name, values, exc, status_code=400)
+        return await run_in_threadpool(
+            _reenrol_page, request, services, patient_id, name, values, exc, status_code=400
+        )
     planned = sum(1 for p in done.planned if p.status is MessageStatus.PENDING)
     return await run_in_threadpool(
         back,

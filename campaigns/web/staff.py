@@ -17,7 +17,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
-from campaigns import alerts, audit, enrollments, queries
+from campaigns import alerts, audit, content_editing, enrollments, queries
+from campaigns.bootstrap import Services
 from campaigns.enrollments import Enrollments
 from campaigns.rules.errors import InputError, NotFoundError, StateError, by_field
 from campaigns.rules.intake import parse_date, parse_edd_source, parse_enrollment
@@ -181,13 +182,25 @@ def _apply(
 @router.get("/enrol", response_class=HTMLResponse)
 @requires(Permission.ACT_ON_PATIENTS)
 def enroll_form(request: Request, services: ServicesDep) -> HTMLResponse:
+    campaigns = _choices(services)
+    first = next((c.key for c in campaigns if not c.closed), "")
     return render(
         request,
         "enrol.html",
-        values={"tz": services.settings.default_timezone, "channels": ["sms"], "language": "en"},
+        values={
+            "tz": services.settings.default_timezone,
+            "channels": ["sms"],
+            "language": "en",
+            "campaign": first,
+        },
         errors={},
         sources=[s.value for s in EddSource],
+        campaigns=campaigns,
     )
+
+
+def _choices(services: Services) -> list[content_editing.Choice]:
+    return content_editing.choices(services.catalog, services.intake.closed)
 
 
 @router.post("/enrol", response_class=HTMLResponse)
@@ -220,6 +233,7 @@ async def enroll_submit(request: Request, services: ServicesDep, staff: StaffDep
             values=values,
             errors=by_field(exc),
             sources=[s.value for s in EddSource],
+            campaigns=await run_in_threadpool(_choices, services),
             status_code=400,
         )
     return await run_in_threadpool(

@@ -202,6 +202,10 @@ def test_pause_resume_and_end_for_everyone(services: Services, member: Member) -
     assert status() == "paused"
     page = clinician.get(PAGE).text
     assert "Paused for everyone" in page and "leaflet under review" in page
+    form = clinician.get("/staff/enrol").text
+    assert re.search(
+        r'<option value="leg-cramps"[^>]*disabled>Leg care in pregnancy \(paused', form
+    )
     refused = clinician.post("/staff/enrol", {"name": "New Patient", "campaign": CAMPAIGN})
     assert refused.status_code == 400 and "paused for everyone" in refused.text
     clinician.post(f"{PAGE}/resume", {"note": "review done"})

@@ -59,3 +59,10 @@ def test_one_problem_reads_as_it_always_did() -> None:
     with pytest.raises(InputError, match="^email: is needed to send tips by email$"):
         parse_enrollment({**GOOD, "email": ""}, RULES, NOW)
     assert by_field(InputError("edd", "is required")) == {"edd": "is required"}
+
+
+def test_a_campaign_is_named_by_its_key_or_its_name_in_any_case() -> None:
+    for given in ("leg-cramps", "Leg care in pregnancy", "LEG CARE IN PREGNANCY", ""):
+        assert parse_enrollment({**GOOD, "campaign": given}, RULES, NOW).campaign == "leg-cramps"
+    with pytest.raises(InputError, match=r"known: Leg care in pregnancy \(leg-cramps\)"):
+        parse_enrollment({**GOOD, "campaign": "Back care"}, RULES, NOW)
