@@ -1141,3 +1141,13 @@ def _print_reading(
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+def _add_content_commands() -> None:
+    # Its own module: the commands import this one's `services` when they run.
+    from campaigns.content_cli import content_app
+
+    app.add_typer(content_app, name="content")
+
+
+_add_content_commands()

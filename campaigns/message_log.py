@@ -21,6 +21,7 @@ from campaigns.rules.errors import InputError
 from campaigns.rules.vocabulary import Channel, MessageStatus
 from campaigns.storage.models import (
     AuditEvent,
+    CampaignVersion,
     Enrollment,
     Patient,
     ProviderEvent,
@@ -370,6 +371,21 @@ class Message:
     events: list[Event]
     error_meaning: str | None
     reason_meaning: str | None
+    #: The campaign version the message is (or was) rendered from; None for a staff reply.
+    version: CampaignVersion | None = None
+
+
+def _version(session: Session, row: ScheduledMessage, campaign: str) -> CampaignVersion | None:
+    if ":" in row.step_key:  # a staff reply or broadcast: its own words, no campaign version
+        return None
+    if row.content_version is not None:
+        return session.get(CampaignVersion, row.content_version)
+    return session.scalars(  # written before versions: the campaign's first
+        select(CampaignVersion)
+        .where(CampaignVersion.campaign == campaign)
+        .order_by(CampaignVersion.number)
+        .limit(1)
+    ).first()
 
 
 def message(session: Session, message_id: int, *, with_patients: bool) -> Message | None:
@@ -406,6 +422,7 @@ def message(session: Session, message_id: int, *, with_patients: bool) -> Messag
         events=events,
         error_meaning=error_meaning(row.provider, row.error_code),
         reason_meaning=reason_meaning(row.reason),
+        version=_version(session, row, enrollment.campaign),
     )
 
 

@@ -54,6 +54,8 @@ class TimelineEntry:
     provider_id: str | None
     subject: str | None
     body: str | None
+    #: The campaign version an outbox row renders from (None: see future_texts).
+    content_version: int | None = None
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,6 +127,7 @@ def _row_entry(r: ScheduledMessage, tz: Any) -> TimelineEntry:
         sent_local=_local(r.sent_at, tz) if r.sent_at else None,
         attempts=r.attempts,
         provider_id=r.provider_id,
+        content_version=r.content_version,
         subject=r.subject,
         body=r.body,
     )
@@ -206,8 +209,10 @@ def preview(
     birth_date: date | None = None,
     marketing: bool = False,
     discreet: bool = False,
+    version: int | None = None,
 ) -> list[PreviewEntry]:
-    """The plan a hypothetical patient would get, with the text of every message."""
+    """The plan a hypothetical patient would get, with the text of every message (of content
+    `version`: the campaign's live one)."""
     tz = zone(timezone)
     facts = PlanInput(
         timezone=timezone,
@@ -218,7 +223,7 @@ def preview(
         marketing_channels=frozenset(Channel) if marketing else frozenset(),
     )
     planned = plan(facts, campaign, window, now)
-    return [_preview_entry(p, campaign, renderer, tz, discreet) for p in planned]
+    return [_preview_entry(p, campaign, renderer, tz, discreet, version) for p in planned]
 
 
 def preview_request(
@@ -255,18 +260,25 @@ def preview_request(
         birth_date=parse_date(birth, "birth") if birth else None,
         marketing=marketing,
         discreet=discreet,
+        version=catalog.version(campaign),
     )
 
 
 def _preview_entry(
-    p: PlannedSend, campaign: Campaign, renderer: ContentRenderer, tz: Any, discreet: bool
+    p: PlannedSend,
+    campaign: Campaign,
+    renderer: ContentRenderer,
+    tz: Any,
+    discreet: bool,
+    version: int | None,
 ) -> PreviewEntry:
     recipient = Recipient("Alex", "en", discreet)
     subject = None
     if p.channel is Channel.SMS:
-        text = renderer.render_sms(campaign.key, p.step.key, recipient).body
+        text = renderer.render_sms(campaign.key, p.step.key, recipient, version).body
     else:
-        email = renderer.render_email(campaign.key, p.step.key, recipient, "(unsubscribe link)")
+        unsubscribe = "(unsubscribe link)"
+        email = renderer.render_email(campaign.key, p.step.key, recipient, unsubscribe, version)
         subject, text = email.subject, email.text
     return PreviewEntry(
         step=p.step.key,
@@ -593,10 +605,11 @@ def _acknowledged(session: Session, patient_id: int) -> list[tuple[Alert, str]]:
 
 
 def future_texts(
-    record: PatientRecord, renderer: ContentRenderer
+    record: PatientRecord, renderer: ContentRenderer, catalog: Catalog
 ) -> dict[tuple[int, str, str], str]:
     """The text each message still to go will carry, as she will get it (her language and
-    discreet wording), by (enrollment id, step, channel); emails by their subject."""
+    discreet wording), by (enrollment id, step, channel); emails by their subject. A row
+    written to the outbox renders from its own version, a later send from the live one."""
     patient = record.patient
     recipient = Recipient(
         patient.name.split()[0] if patient.name else "", patient.language, patient.discreet
@@ -608,11 +621,12 @@ def future_texts(
             continue
         key = (entry.enrollment_id, entry.step, entry.channel)
         campaign = campaigns[entry.enrollment_id]
+        version = entry.content_version if entry.id is not None else catalog.version(campaign)
         if entry.channel == Channel.SMS.value:
-            texts[key] = renderer.render_sms(campaign, entry.step, recipient).body
+            texts[key] = renderer.render_sms(campaign, entry.step, recipient, version).body
         else:
             texts[key] = renderer.render_email(
-                campaign, entry.step, recipient, "(unsubscribe link)"
+                campaign, entry.step, recipient, "(unsubscribe link)", version
             ).subject
     return texts
 

@@ -152,8 +152,9 @@ def message_page(
                 Recipient(
                     found.patient.name.split()[0], found.patient.language, found.patient.discreet
                 ),
+                row.content_version,
             ).body
-        except ContentError:
+        except (ContentError, LookupError):
             preview = None
     return render(
         request,
@@ -196,8 +197,9 @@ def message_email(request: Request, services: ServicesDep, message_id: int) -> H
             found.message.step_key,
             Recipient(patient.name.split()[0], patient.language, patient.discreet),
             services.links.unsubscribe_url(patient.id, found.message.id),
+            found.message.content_version,
         ).html
-    except ContentError:
+    except (ContentError, LookupError):
         raise HTTPException(404, "this email's template is gone") from None
     return HTMLResponse(html, headers=EMAIL_FRAME_HEADERS)
 

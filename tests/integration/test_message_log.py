@@ -454,6 +454,7 @@ def test_a_planned_text_shows_a_preview(anonymous: TestClient, services: Service
     client = member(anonymous, services, "viewer")
     page = client.get(f"/staff/messages/{sms.id}").text
     assert "A preview" in page and "Santi" in page
+    assert "version 1</a>, approved by repository" in page  # the wording it is sent from
     assert client.get("/staff/messages/999999").status_code == 404
 
 
