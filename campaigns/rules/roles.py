@@ -33,13 +33,20 @@ class Permission(StrEnum):
     VIEW_MESSAGES = "view_messages"
     #: Fix messages that did not go: retry, mark sent or not sent, cancel (audited).
     FIX_MESSAGES = "fix_messages"
+    #: Reports: counts by campaign, step and day, with no patient data (every role).
+    VIEW_REPORTS = "view_reports"
     #: Staff accounts.
     MANAGE_USERS = "manage_users"
 
 
 GRANTS: dict[Role, frozenset[Permission]] = {
     Role.VIEWER: frozenset(
-        {Permission.SIGNED_IN, Permission.VIEW_PATIENTS, Permission.VIEW_MESSAGES}
+        {
+            Permission.SIGNED_IN,
+            Permission.VIEW_PATIENTS,
+            Permission.VIEW_MESSAGES,
+            Permission.VIEW_REPORTS,
+        }
     ),
     Role.CLINICIAN: frozenset(
         {
@@ -49,6 +56,7 @@ GRANTS: dict[Role, frozenset[Permission]] = {
             Permission.SEND_OUTSIDE_WINDOW,
             Permission.VIEW_MESSAGES,
             Permission.FIX_MESSAGES,
+            Permission.VIEW_REPORTS,
         }
     ),
     Role.OPERATOR: frozenset(
@@ -57,6 +65,7 @@ GRANTS: dict[Role, frozenset[Permission]] = {
             Permission.OPERATE,
             Permission.VIEW_MESSAGES,
             Permission.FIX_MESSAGES,
+            Permission.VIEW_REPORTS,
         }
     ),
     Role.ADMIN: frozenset(Permission),
