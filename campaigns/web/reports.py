@@ -213,7 +213,10 @@ def _small_charts(found: Report, span: str) -> dict[str, Markup]:
             "s3",
         ),
         "replies": one(
-            "chart-replies", "Replies by intent", [(i, n) for i, n in found.replies], "s2"
+            "chart-replies",
+            "Replies by intent",
+            [(i.replace("_", " "), n) for i, n in found.replies],
+            "s2",
         ),
         "alerts": one(
             "chart-alerts", "Alerts raised", [(a.severity, a.raised) for a in found.alerts], "s4"

@@ -26,7 +26,7 @@ from fastapi.routing import APIRoute
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 from sqlalchemy import select
 
-from campaigns import importing, staff_accounts
+from campaigns import importing, rollups, staff_accounts
 from campaigns.providers.local import LocalEmailSender, LocalSmsSender
 from campaigns.rules.clock import MovableClock
 from campaigns.rules.content import Recipient
@@ -135,6 +135,9 @@ def seeded(live: LiveServer) -> Seeded:
     csv = b"name,phone,edd,edd_source,consents\nDee Example,07123,2026-09-01,scan,programme\n"
     import_id = importing.upload(services.db, csv, "patients.csv", services.clock.now(), actor="t")
     importing.run_check(services.db, services.intake, services.clock, import_id)
+    # The reports' counts, as the periodic jobs make them: the report page has its charts.
+    rollups.refresh(services.db, services.clock.now(), services.settings.default_timezone)
+    rollups.snapshot_stages(services.db, services.clock.now(), services.settings.default_timezone)
     return Seeded(
         patient_id=done.patient_id,
         sms_id=sent[Channel.SMS.value],
@@ -228,6 +231,7 @@ def staff_get_routes() -> list[str]:
                     and each.path.startswith("/staff")
                     and "GET" in (each.methods or set())
                     and not _answers_json(each)
+                    and not each.path.endswith(".csv")  # a download, not a page
                 ):
                     found.add(each.path)
         return sorted(found)
@@ -255,6 +259,7 @@ PICTURED = {
     "/staff/alerts/{alert_id}": "alert",
     "/staff/enrol": "enrol",
     "/staff/outbox/{message_id}": "message",
+    "/staff/reports": "reports",
 }
 
 

@@ -20,9 +20,11 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from campaigns import rollups
+from campaigns import queries, rollups
+from campaigns.reports import TABLES
 from campaigns.bootstrap import Services, build
 from campaigns.providers.fake import FakeEmailSender, FakeSmsSender
 from campaigns.rules import reports as rules
@@ -43,7 +45,8 @@ from campaigns.storage.models import (
 )
 from campaigns.web.app import create_app
 from tests.conftest import _empty, make_settings
-from tests.integration.staff import sign_in
+from tests.integration.helpers import enroll
+from tests.integration.staff import StaffClient, add_member, sign_in
 
 SM = ScheduledMessage
 TZ = "Europe/London"
@@ -60,7 +63,9 @@ class Reporting:
         return f"Reporting({self.services.db.engine.dialect.name})"
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 def reporting(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Reporting]:
@@ -111,8 +116,17 @@ STEPS = [
     ("staff_reply:2", "staff_reply"),
     ("retired-step", "education"),
 ]
-STATUSES = ["pending", "sent", "delivered", "undelivered", "bounced", "failed", "unknown",
-            "cancelled", "expired"]
+STATUSES = [
+    "pending",
+    "sent",
+    "delivered",
+    "undelivered",
+    "bounced",
+    "failed",
+    "unknown",
+    "cancelled",
+    "expired",
+]
 SOURCES = ["form", "csv", "api", "keyword", "link", "provider", "staff"]
 INTENTS = ["book", "opt_out", "emergency", "unrecognised", None]
 minutes = st.integers(0, SPAN_MINUTES)
@@ -131,14 +145,23 @@ class World:
 worlds = st.builds(
     World,
     enrollments=st.lists(
-        st.tuples(st.integers(1, 3), st.sampled_from(["leg-cramps", "other"]), minutes,
-                  st.sampled_from(SOURCES[:3])),
+        st.tuples(
+            st.integers(1, 3),
+            st.sampled_from(["leg-cramps", "other"]),
+            minutes,
+            st.sampled_from(SOURCES[:3]),
+        ),
         min_size=1,
         max_size=4,
     ),
     messages=st.lists(
-        st.tuples(st.integers(0, 3), st.integers(0, len(STEPS) - 1),
-                  st.sampled_from(["sms", "email"]), st.integers(0, len(STATUSES) - 1), minutes),
+        st.tuples(
+            st.integers(0, 3),
+            st.integers(0, len(STEPS) - 1),
+            st.sampled_from(["sms", "email"]),
+            st.integers(0, len(STATUSES) - 1),
+            minutes,
+        ),
         max_size=25,
     ),
     clicks=st.lists(
@@ -149,8 +172,12 @@ worlds = st.builds(
         st.tuples(st.one_of(st.none(), st.integers(1, 4)), minutes, st.integers(0, 4)), max_size=6
     ),
     opt_outs=st.lists(
-        st.tuples(st.integers(1, 4), minutes, st.sampled_from(["sms", "email", None]),
-                  st.sampled_from(SOURCES)),
+        st.tuples(
+            st.integers(1, 4),
+            minutes,
+            st.sampled_from(["sms", "email", None]),
+            st.sampled_from(SOURCES),
+        ),
         max_size=5,
     ),
     late=st.lists(st.tuples(st.integers(0, 24), st.integers(0, len(STATUSES) - 1)), max_size=6),
@@ -181,6 +208,14 @@ def _load(db: Database, world: World) -> None:
                 _message(number, world, which, step, channel, STATUSES[status], minute, taken)
             )
         _events(session, world)
+        if db.is_postgres:  # rows written with their ids: the sequences move past them
+            for table in ("patients", "enrollments", "scheduled_messages"):
+                session.execute(
+                    text(
+                        f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                        f"(SELECT coalesce(max(id), 0) + 1 FROM {table}))"
+                    )
+                )
 
 
 def _enrollment(number: int, patient: int, campaign: str, at: datetime) -> Enrollment:
@@ -356,3 +391,145 @@ def test_the_rollups_equal_a_direct_count(
     assert rollups.refresh(db, end, TZ, days=7).changed == 0
     with db.session() as session:
         assert stored(session) == +direct(session)
+
+
+# -- the page and its files ---------------------------------------------------------------------
+
+#: Two enrolments; a delivered welcome text, a failed one, a bounced email and a staff reply;
+#: a click on a link made after the welcome, a BOOK reply to it, an email unsubscribe after
+#: the bounced email.
+SHOWN = World(
+    enrollments=[(1, "leg-cramps", 0, "form"), (2, "leg-cramps", 10, "csv")],
+    messages=[
+        (0, 0, "sms", STATUSES.index("delivered"), 60),
+        (1, 0, "sms", STATUSES.index("failed"), 70),
+        (0, 1, "email", STATUSES.index("bounced"), 80),
+        (1, 3, "sms", STATUSES.index("sent"), 90),
+    ],
+    clicks=[(1, 120, 30)],
+    replies=[(1, 65, INTENTS.index("book"))],
+    opt_outs=[(1, 85, "email", "link")],
+    late=[],
+)
+
+
+def _alerts(db: Database) -> None:
+    with db.session() as session:
+        for severity, waited in (("red", 10), ("red", 30), ("amber", None)):
+            created = FIRST + timedelta(hours=1)
+            session.add(
+                Alert(
+                    patient_id=1, severity=severity, kind="emergency", created_at=created,
+                    acknowledged_at=None if waited is None else created + timedelta(minutes=waited),
+                )
+            )  # fmt: skip
+
+
+def _csv(answer: Any, first: int = 0) -> dict[str, list[str]]:
+    """The rows of a CSV download, by their first two cells (from `first`)."""
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].startswith("text/csv")
+    assert "attachment" in answer.headers["content-disposition"]
+    rows = list(csv.reader(io.StringIO(answer.text)))
+    return {" / ".join(r[first : first + 2]): r for r in rows[1:]}
+
+
+@pytest.fixture(scope="module")
+def shown(reporting: Reporting) -> Reporting:
+    """SHOWN, three alerts, a patient enrolled today, the rollups and the stages made."""
+    services, db = reporting.services, reporting.services.db
+    _clear(db)
+    _load(db, SHOWN)
+    _alerts(db)
+    reporting.clock.set(FIRST + timedelta(days=5, hours=10))
+    enroll(services, weeks=20, name="Zed Quilliam", phone="+447400900123", email="zq@example.com")
+    rollups.refresh(db, services.clock.now(), TZ, days=8)
+    rollups.snapshot_stages(db, services.clock.now(), TZ)
+    return reporting
+
+
+PERIOD = "from=2026-03-27&to=2026-04-01"
+
+
+def test_every_role_reads_the_figures_and_no_patient_data(shown: Reporting) -> None:
+    services = shown.services
+    with TestClient(create_app(services)) as client:
+        for role in ("viewer", "clinician", "operator", "admin"):
+            member = sign_in(client, services, role)
+            page = member.get(f"/staff/reports?{PERIOD}")
+            assert page.status_code == 200, role
+            assert 'href="/staff/reports"' in page.text  # in the navigation
+            assert page.text.count('role="img"') >= 7
+            files = {t: member.get(f"/staff/reports.csv?table={t}&{PERIOD}") for t in TABLES}
+            member.post("/staff/logout")
+    for text_ in [page.text, *(f.text for f in files.values())]:
+        for private in ("Zed", "Quilliam", "7400900123", "zq@example", "Patient 1"):
+            assert private not in text_
+    steps = _csv(files["steps"])
+    welcome = steps["Leg care in pregnancy / welcome"]
+    # Sent, delivered ... as in reports._FIGURES: 2 welcome texts, one delivered, one failed.
+    assert welcome[2:6] == ["1", "1", "0", "1"]
+    assert welcome[9:11] == ["1", "1.0000"] and welcome[13] == "1"  # a click (100 %), a reply
+    clot = steps["Leg care in pregnancy / clot-warning-signs"]
+    assert clot[2:5] == ["1", "0", "1"] and clot[11:13] == ["1", "1.0000"]  # bounced; opt-out
+    assert steps["Staff replies / "][2] == "1"
+    alerts = _csv(files["alerts"])
+    assert alerts["red / 2"][2:] == ["2", "0", "1200", "1680"]  # median 20 min, p90 28 min
+    assert alerts["amber / 1"][2:4] == ["0", "1"]
+    sources = _csv(files["enrolments"])
+    assert sources["Leg care in pregnancy / Staff form"][2] == "1"
+    assert sources["Leg care in pregnancy / API"][2] == "1"  # the one enrolled today
+    stages = _csv(files["stages"], first=1)
+    assert stages["Leg care in pregnancy / Second trimester"] == [
+        "2026-04-01", "Leg care in pregnancy", "Second trimester", "1"
+    ]  # fmt: skip
+    assert stages["Leg care in pregnancy / Finished the programme"][3] == "2"
+    assert _csv(files["opt-outs"])["Unsubscribe link / 1"]
+    with services.db.session() as session:
+        exported = (
+            session.execute(select(AuditEvent).where(AuditEvent.action == "report_exported"))
+            .scalars()
+            .all()
+        )
+    assert len(exported) == 4 * len(TABLES)
+    assert {e.detail["table"] for e in exported} == set(TABLES)
+
+
+def test_a_wrong_date_is_named_and_the_last_30_days_shown(shown: Reporting) -> None:
+    services = shown.services
+    with TestClient(create_app(services)) as client:
+        add_member(services, "viewer", "viewer2@clinic.example")
+        member = StaffClient(client, "viewer2@clinic.example")
+        page = member.get("/staff/reports?from=2026-04-31&to=2026-04-01")
+        assert page.status_code == 400
+        assert "From</a>: &#39;2026-04-31&#39; is not a date" in page.text
+        backwards = member.get("/staff/reports?from=2026-04-02&to=2026-04-01")
+        assert backwards.status_code == 400 and "is before From" in backwards.text
+        assert member.get("/staff/reports?preset=month").status_code == 200
+        assert member.get(f"/staff/reports.csv?table=nope&{PERIOD}").status_code == 404
+
+
+def test_a_booking_click_is_recorded_with_its_link_and_survives_a_failed_write(
+    shown: Reporting, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    services = shown.services
+    now = services.clock.now()
+    url = services.links.booking_url(1, now - timedelta(hours=2))
+    path = "/b/" + url.rsplit("/b/", 1)[1]
+    with TestClient(create_app(services), follow_redirects=False) as client:
+        assert client.get(path).status_code == 303
+        with services.db.session() as session:
+            click = session.execute(
+                select(AuditEvent)
+                .where(AuditEvent.action == BOOKING_CLICKED)
+                .order_by(AuditEvent.id.desc())
+                .limit(1)
+            ).scalar_one()
+        made = datetime.fromisoformat(click.detail["issued"])
+        assert timedelta(0) <= now - timedelta(hours=2) - made < timedelta(minutes=1)
+
+        def broken(*_: object) -> None:
+            raise OperationalError("SELECT", {}, Exception("the database went away"))
+
+        monkeypatch.setattr(queries, "booking_campaign", broken)
+        assert client.get(path).status_code == 303
