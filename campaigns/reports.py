@@ -7,7 +7,7 @@ Everything here is a count, a rate or a duration: no patient is named or numbere
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
@@ -394,10 +394,3 @@ def table(report: Report, name: str) -> tuple[list[str], list[Sequence[object]]]
 
 def _seconds(value: float | None) -> str:
     return "" if value is None else str(round(value))
-
-
-def sums(lines: Iterable[Line]) -> Figures:
-    total: Counter[str] = Counter()
-    for line in lines:
-        total.update(line.figures.counts)
-    return Figures(total)

@@ -21,7 +21,6 @@ hourly for the clinic's today (`snapshot_stages`).
 
 from __future__ import annotations
 
-import logging
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -48,7 +47,6 @@ from campaigns.storage.models import (
     ScheduledMessage,
 )
 
-log = logging.getLogger(__name__)
 SM = ScheduledMessage
 #: The frequent job rebuilds today and the days before it: late receipts and reconciled sends.
 RECENT_DAYS = 3

@@ -12,7 +12,6 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,9 +23,9 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from campaigns import queries, rollups
-from campaigns.reports import TABLES
 from campaigns.bootstrap import Services, build
 from campaigns.providers.fake import FakeEmailSender, FakeSmsSender
+from campaigns.reports import TABLES
 from campaigns.rules import reports as rules
 from campaigns.rules.clock import MovableClock
 from campaigns.rules.window import zone
@@ -267,10 +266,10 @@ def _events(session: Session, world: World) -> None:
             AuditEvent(occurred_at=_at(minute, 30), actor="patient:link", action=BOOKING_CLICKED,
                        patient_id=patient, detail=detail)
         )  # fmt: skip
-    for number, (patient, minute, intent) in enumerate(world.replies):
+    for number, (who, minute, intent) in enumerate(world.replies):
         session.add(
             InboundMessage(provider="twilio", provider_id=f"SM{number}", sender="+447700900000",
-                           patient_id=patient, body="x", received_at=_at(minute, 30),
+                           patient_id=who, body="x", received_at=_at(minute, 30),
                            intent=INTENTS[intent], matched={}, replies=[], actions=[])
         )  # fmt: skip
     for patient, minute, channel, source in world.opt_outs:
@@ -304,12 +303,12 @@ def direct(session: Session) -> Counter[tuple[date, str, str, str, str]]:
     ):
         key = _follows(session, patient, at, "sms", "sms")
         found[(_day(at), *key, "reply:" + (intent or "unrecognised"))] += 1
-    for at, patient, channel, source, granted in session.execute(
+    for at, patient, on, source, granted in session.execute(
         select(ConsentEvent.occurred_at, ConsentEvent.patient_id, ConsentEvent.channel,
                ConsentEvent.source, ConsentEvent.granted)
     ):  # fmt: skip
         if not granted:
-            key = _follows(session, patient, at, channel, channel or "")
+            key = _follows(session, patient, at, on, on or "")
             found[(_day(at), *key, "optout:" + rules.route_of(source))] += 1
     for at, campaign, source in session.execute(
         select(Enrollment.enrolled_at, Enrollment.campaign, ConsentEvent.source).join(
