@@ -54,7 +54,9 @@ RECENT_DAYS = 3
 DEEP_DAYS = 35
 #: Patients whose sends are read in one statement, to say which message an event followed.
 CHUNK = 500
-_LOCK_KEY = zlib.crc32(b"report_rollups") & 0x7FFFFFFF
+#: Not a job's name: the periodic runner holds each job's own lock (campaigns.periodic) on
+#: another connection while the job runs.
+_LOCK_KEY = zlib.crc32(b"report_daily writes") & 0x7FFFFFFF
 Key = tuple[str, str, str, str]  # campaign line, step, channel, metric
 
 
