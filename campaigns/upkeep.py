@@ -18,6 +18,7 @@ from campaigns import (
     housekeeping,
     reconciling,
     retention,
+    rollups,
     scheduling,
     staff_sessions,
 )
@@ -107,6 +108,35 @@ def prune_old(services: Services, _queue: delivery.SendQueue) -> dict[str, int]:
     return {**done.counts(), "batches": done.batches}
 
 
+def report_rollups(services: Services, _queue: delivery.SendQueue) -> dict[str, int]:
+    """The reports' counts of the last few days rebuilt (late receipts, replies, clicks)."""
+    done = rollups.refresh(services.db, services.clock.now(), services.settings.default_timezone)
+    return {"changed": done.changed}
+
+
+def report_rollups_deep(services: Services, _queue: delivery.SendQueue) -> dict[str, int]:
+    """The reports' counts of the last five weeks rebuilt: what changed long after its day."""
+    done = rollups.refresh(
+        services.db,
+        services.clock.now(),
+        services.settings.default_timezone,
+        days=rollups.DEEP_DAYS,
+    )
+    return {"changed": done.changed}
+
+
+def report_stages(services: Services, _queue: delivery.SendQueue) -> dict[str, int]:
+    """Where every enrollment stands today (trimester, after the birth, ended), for reports."""
+    settings = services.settings
+    changed = rollups.snapshot_stages(
+        services.db,
+        services.clock.now(),
+        settings.default_timezone,
+        settings.trimester_convention,
+    )
+    return {"changed": changed}
+
+
 #: The retention job runs once a day.
 DAY = 86400.0
 
@@ -119,5 +149,8 @@ JOBS: tuple[Job, ...] = (
     Job("housekeeping", lambda _: 600.0, tidy, expires_after=2.0),
     # A run queued for more than half a day is dropped: tomorrow's does its work.
     Job("retention", lambda _: DAY, prune_old, expires_after=0.5),
+    Job("report_rollups", lambda _: 600.0, report_rollups, expires_after=2.0),
+    Job("report_stages", lambda _: 3600.0, report_stages, expires_after=0.8),
+    Job("report_rollups_deep", lambda _: DAY, report_rollups_deep, expires_after=0.5),
 )
 BY_NAME = {job.name: job for job in JOBS}

@@ -77,6 +77,11 @@ class LinkSigner:
 
     def verify_booking(self, token: str, now: datetime) -> int:
         """The patient id a booking token was made for; raises TokenError or ExpiredTokenError."""
+        return self.read_booking(token, now)[0]
+
+    def read_booking(self, token: str, now: datetime) -> tuple[int, datetime]:
+        """The patient id a booking token was made for, and when it was made (to the minute);
+        raises TokenError or ExpiredTokenError."""
         try:
             raw = _unb64(token)
         except ValueError:
@@ -88,9 +93,10 @@ class LinkSigner:
         purpose, high, low, minutes = _BOOKING.unpack(raw[:size])
         if purpose != _BOOKING_PURPOSE:
             raise TokenError("the link is not valid here")
-        if now >= datetime.fromtimestamp(minutes * 60, UTC):
+        expires_at = datetime.fromtimestamp(minutes * 60, UTC)
+        if now >= expires_at:
             raise ExpiredTokenError("the link has expired")
-        return int(high << 32 | low)
+        return int(high << 32 | low), expires_at - BOOKING_LINK_LIFETIME
 
     def unsubscribe_url(self, patient_id: int, message_id: int) -> str:
         token = self.sign("unsubscribe", {"patient": patient_id, "message": message_id})

@@ -34,6 +34,8 @@ class Permission(StrEnum):
     VIEW_MESSAGES = "view_messages"
     #: Fix messages that did not go: retry, mark sent or not sent, cancel (audited).
     FIX_MESSAGES = "fix_messages"
+    #: Reports: counts by campaign, step and day, with no patient data (every role).
+    VIEW_REPORTS = "view_reports"
     #: Staff accounts.
     MANAGE_USERS = "manage_users"
     #: Campaigns' content, steps, versions and sign-offs (no patient data in them).
@@ -54,6 +56,7 @@ GRANTS: dict[Role, frozenset[Permission]] = {
             Permission.VIEW_PATIENTS,
             Permission.VIEW_MESSAGES,
             Permission.VIEW_CONTENT,
+            Permission.VIEW_REPORTS,
         }
     ),
     Role.CLINICIAN: frozenset(
@@ -68,6 +71,7 @@ GRANTS: dict[Role, frozenset[Permission]] = {
             Permission.EDIT_CONTENT,
             Permission.APPROVE_CONTENT,
             Permission.RUN_CAMPAIGNS,
+            Permission.VIEW_REPORTS,
         }
     ),
     Role.OPERATOR: frozenset(
@@ -77,6 +81,7 @@ GRANTS: dict[Role, frozenset[Permission]] = {
             Permission.VIEW_MESSAGES,
             Permission.FIX_MESSAGES,
             Permission.VIEW_CONTENT,
+            Permission.VIEW_REPORTS,
         }
     ),
     Role.ADMIN: frozenset(Permission) - {Permission.APPROVE_CONTENT},

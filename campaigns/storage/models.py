@@ -32,6 +32,8 @@ from campaigns.rules.vocabulary import (
 from campaigns.storage.types import JsonText, StrEnumType, UTCDateTime, in_set
 
 Id = BigInteger().with_variant(Integer(), "sqlite")
+#: The audit action of a booking-link click (campaigns.web.links), indexed for reports.
+BOOKING_CLICKED = "booking_link_clicked"
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -94,7 +96,16 @@ class ConsentEvent(Base):
     """Append-only: every grant and withdrawal, with where it came from and what was said."""
 
     __tablename__ = "consent_events"
-    __table_args__ = (Index("ix_consent_events_patient_id_id", "patient_id", "id"),)
+    __table_args__ = (
+        Index("ix_consent_events_patient_id_id", "patient_id", "id"),
+        # Reports: opt-outs (withdrawals) by when, a small share of the ledger.
+        Index(
+            "ix_consent_events_withdrawn_at",
+            "occurred_at",
+            postgresql_where=text("NOT granted"),
+            sqlite_where=text("NOT granted"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"))
@@ -124,6 +135,8 @@ class Enrollment(Base):
             sqlite_where=_LIVE_ENROLLMENT,
         ),
         Index("ix_enrollments_patient_id", "patient_id"),
+        # Reports: enrolments by day (campaigns.rollups).
+        Index("ix_enrollments_enrolled_at", "enrolled_at"),
         # Serves the staff patient list filtered by status, newest first (keyset on id).
         Index("ix_enrollments_status_id", "status", "id"),
         # Serves extend_plans: active plans whose written horizon is running out.
@@ -295,6 +308,13 @@ class AuditEvent(Base):
             postgresql_where=text("message_id IS NOT NULL"),
             sqlite_where=text("message_id IS NOT NULL"),
         ),
+        # Reports: booking-link clicks by when (only those rows are in the index).
+        Index(
+            "ix_audit_events_booking_clicks",
+            "occurred_at",
+            postgresql_where=text(f"action = '{BOOKING_CLICKED}'"),
+            sqlite_where=text(f"action = '{BOOKING_CLICKED}'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -350,6 +370,8 @@ class InboundMessage(Base):
     __table_args__ = (
         UniqueConstraint("provider", "provider_id"),
         Index("ix_inbound_messages_patient_id_id", "patient_id", "id"),
+        # Reports: replies by day.
+        Index("ix_inbound_messages_received_at", "received_at"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -439,6 +461,8 @@ class Alert(Base):
             sqlite_where=text("acknowledged_at IS NULL"),
         ),
         Index("ix_alerts_patient_id_created_at", "patient_id", "created_at"),
+        # Reports: alerts raised in a period.
+        Index("ix_alerts_created_at", "created_at"),
         Index(
             "ix_alerts_unemailed",
             "id",
@@ -665,3 +689,20 @@ class CampaignState(Base):
     changed_at: Mapped[datetime]
     changed_by: Mapped[str] = mapped_column(String(128))
     note: Mapped[str | None] = mapped_column(Text)
+
+
+class ReportDaily(Base):
+    """Reports' rollups (campaigns.rollups): a count a clinic-local day, campaign line, step,
+    channel and metric ("msg:delivered", "click", "optout:keyword", "reply:book",
+    "enrol:csv", "stage:second_trimester"). Counts only: nothing here names a patient.
+    Rebuilt day by day from the source tables, so a run can be repeated or interrupted."""
+
+    __tablename__ = "report_daily"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    #: The campaign's key, or a line of its own: ":staff_replies", ":broadcasts", "" (none).
+    campaign: Mapped[str] = mapped_column(String(64), primary_key=True)
+    step_key: Mapped[str] = mapped_column(String(64), primary_key=True)  # "" for none
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)  # "" for none
+    metric: Mapped[str] = mapped_column(String(48), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)

@@ -32,6 +32,7 @@ from campaigns.web import (
     operations,
     ops,
     patients,
+    reports,
     signin,
     staff,
     users,
@@ -82,6 +83,7 @@ def create_app(services: Services, *, run_embedded: bool = False, part: Part = "
         app.include_router(messages.router)
         app.include_router(campaign_pages.router)
         app.include_router(campaign_drafts.router)
+        app.include_router(reports.router)
     if part in ("all", "webhooks"):
         app.include_router(webhooks.router)
         # Patients' texts: a plain Starlette route, the hot path (campaigns.web.webhooks).

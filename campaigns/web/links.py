@@ -13,11 +13,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy.exc import SQLAlchemyError
 
 from campaigns import audit, queries, reachability
 from campaigns.rules.links import ExpiredTokenError, TokenError
 from campaigns.rules.vocabulary import Channel, ConsentSource
 from campaigns.storage.consents import consent_state, suppressed_channels
+from campaigns.storage.models import BOOKING_CLICKED
 from campaigns.storage.patients import lock_patient_if_any
 from campaigns.web.deps import ServicesDep
 from campaigns.web.pages import pages
@@ -41,16 +43,34 @@ def _problem(request: Request, services: ServicesDep, purpose: str, expired: boo
 def booking(request: Request, services: ServicesDep, token: str) -> Response:
     now = services.clock.now()
     try:
-        patient_id = services.links.verify_booking(token, now)
+        patient_id, issued = services.links.read_booking(token, now)
     except ExpiredTokenError:
         return _problem(request, services, "booking", expired=True)
     except TokenError:
         return _problem(request, services, "booking", expired=False)
-    with services.db.session() as session:
-        known, campaign = queries.booking_campaign(session, patient_id)
-        if not known:
-            return _problem(request, services, "booking", expired=False)
-        audit.record(session, now, "patient:link", "booking_link_clicked", patient_id=patient_id)
+    campaign: str | None = None
+    try:
+        with services.db.session() as session:
+            known, campaign = queries.booking_campaign(session, patient_id)
+            if not known:
+                return _problem(request, services, "booking", expired=False)
+            # The click, for the audit trail and the reports (campaigns.rollups): when the
+            # link was made says which message it followed. No address, no browser.
+            audit.record(
+                session,
+                now,
+                "patient:link",
+                BOOKING_CLICKED,
+                patient_id=patient_id,
+                issued=issued.isoformat(),
+            )
+    except SQLAlchemyError:
+        # The token is ours and signed: she still gets to the booking page.
+        log.warning(
+            "a booking-link click was not recorded",
+            exc_info=True,
+            extra={"event": "web.links.booking_click_not_recorded"},
+        )
     target = with_params(
         services.settings.booking_url,
         utm_source="santi-sms",

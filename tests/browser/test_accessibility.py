@@ -26,7 +26,7 @@ from fastapi.routing import APIRoute
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 from sqlalchemy import select
 
-from campaigns import content_versions, importing, staff_accounts
+from campaigns import content_versions, importing, rollups, staff_accounts
 from campaigns.providers.local import LocalEmailSender, LocalSmsSender
 from campaigns.rules.clock import MovableClock
 from campaigns.rules.content import Recipient
@@ -137,6 +137,9 @@ def seeded(live: LiveServer) -> Seeded:
     importing.run_check(services.db, services.intake, services.clock, import_id)
     # A campaign draft: its pages (the draft, a step's editor, the sign-off) show it.
     content_versions.open_draft(services.db, "leg-cramps", "t", services.clock.now())
+    # The reports' counts, as the periodic jobs make them: the report page has its charts.
+    rollups.refresh(services.db, services.clock.now(), services.settings.default_timezone)
+    rollups.snapshot_stages(services.db, services.clock.now(), services.settings.default_timezone)
     return Seeded(
         patient_id=done.patient_id,
         sms_id=sent[Channel.SMS.value],
@@ -233,6 +236,7 @@ def staff_get_routes() -> list[str]:
                     and each.path.startswith("/staff")
                     and "GET" in (each.methods or set())
                     and not _answers_json(each)
+                    and not each.path.endswith(".csv")  # a download, not a page
                 ):
                     found.add(each.path)
         return sorted(found)
@@ -266,6 +270,7 @@ PICTURED = {
     "/staff/campaigns": "campaigns",
     "/staff/campaigns/{key}": "campaign",
     "/staff/campaigns/{key}/draft": "campaign-draft",
+    "/staff/reports": "reports",
 }
 
 

@@ -91,6 +91,7 @@ def count_audits(services: Services) -> int:
 def test_the_walk_covers_every_kind_of_staff_route() -> None:
     paths = {path for _, path in ROUTES}
     assert {"/staff/", "/staff/patients/1", "/staff/users", "/staff/ops"} <= paths
+    assert {"/staff/reports", "/staff/reports.csv"} <= paths
     assert ("POST", "/staff/enrollments/1/pause") in ROUTES
     # Campaigns: reading, running for everyone, editing a draft, its live check, sign-off.
     assert {
@@ -182,6 +183,8 @@ MATRIX = {
     "operator": {"patient": 403, "enrol": 403, "pause": 403, "ops": 200, "users": 403},
     "admin": {"patient": 200, "enrol": 200, "pause": 303, "ops": 200, "users": 200},
 }
+#: Reports are counts only: every role reads them and downloads their tables.
+REPORTS = ("/staff/reports", "/staff/reports.csv?table=steps")
 
 
 @pytest.mark.parametrize("role", list(MATRIX))
@@ -200,6 +203,7 @@ def test_each_role_may_do_what_the_table_says_and_nothing_else(
             "users": member.get("/staff/users").status_code,
         }
         assert answers == MATRIX[role]
+        assert [member.get(path).status_code for path in REPORTS] == [200, 200]
     # What the role may not open, its pages do not offer; operators see no patient names.
     assert ("Gia Example" in home) is (role != "operator")
     assert ('href="/staff/users"' in home) is (role == "admin")
