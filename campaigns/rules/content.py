@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ GSM7_EXTENDED = frozenset("\f^{}\\[~]|€")
 RTL_LANGUAGES = frozenset({"ar", "fa", "he", "ur", "yi"})
 _SPACES = re.compile(r"\s+")
 REPLIES = "_replies"
+BROADCAST_HTML = "_broadcast/email.html.j2"
+BROADCAST_TEXT = "_broadcast/email.txt.j2"
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,34 @@ class ContentRenderer:
             template_ref=self._ref(subject_name, f"{base}.html.j2", f"{base}.txt.j2"),
         )
 
+    def render_broadcast_email(
+        self,
+        subject: str,
+        paragraphs: Sequence[str],
+        recipient: Recipient,
+        unsubscribe_url: str,
+    ) -> RenderedEmail:
+        """A broadcast's email (templates/_broadcast): staff's subject and paragraphs, as
+        plain text in the shared layout (escaped in the HTML: never markup from a browser),
+        greeting the patient by her first name."""
+        language = recipient.language
+        context = {
+            "clinic": self.clinic,
+            "first_name": recipient.first_name,
+            "unsubscribe_url": unsubscribe_url,
+            "lang": language,
+            "dir": "rtl" if language in RTL_LANGUAGES else "ltr",
+            "subject": subject,
+            "paragraphs": list(paragraphs),
+        }
+        return RenderedEmail(
+            subject=_one_line(subject),
+            html=self._render(BROADCAST_HTML, context).strip() + "\n",
+            text=self._render(BROADCAST_TEXT, context).strip() + "\n",
+            language=language,
+            template_ref=self._ref(BROADCAST_HTML, BROADCAST_TEXT),
+        )
+
     def render_reply(self, key: str, language: str, link: str = "") -> RenderedSms:
         """An answer to a patient's text (templates/_replies/<language>/<key>.txt.j2). Answers
         without a link are the same for everyone, so each is rendered once."""
@@ -264,21 +295,36 @@ def staff_sms(clinic_short_name: str, words: str) -> RenderedSms:
     if not said:
         raise InputError(REPLY_FIELD, "write the reply first")
     body = f"{clinic_short_name}: {said}"
-    encoding = sms_encoding(body)
-    if encoding.segments > 1:
-        prefix = len(clinic_short_name) + 2
-        if encoding.encoding == "GSM-7":
-            raise InputError(
-                REPLY_FIELD,
-                f"too long for one text: {encoding.units} characters of 160, counting "
-                f"“{clinic_short_name}: ” in front ({prefix}). Shorten it by "
-                f"{encoding.units - 160}.",
-            )
-        odd = next(c for c in said if c not in GSM7_BASIC and c not in GSM7_EXTENDED)
-        raise InputError(
-            REPLY_FIELD,
-            f"too long for one text: “{odd}” is not in the plain text alphabet, so a text holds "
-            f"only 70 characters and this one has {encoding.units} (counting "
-            f"“{clinic_short_name}: ” in front). Shorten it, or replace “{odd}”.",
-        )
+    added = f"“{clinic_short_name}: ” in front ({len(clinic_short_name) + 2})"
+    encoding = one_text(REPLY_FIELD, body, said, added)
     return RenderedSms(body, encoding, DEFAULT_LANGUAGE, "staff_reply")
+
+
+def one_text(
+    field: str, body: str, said: str, added: str, *, plain_only: bool = False
+) -> SmsEncoding:
+    """The encoding of `body` (the words `said` with what we add around them, described by
+    `added` for the message), or an InputError naming `field` when it needs a second segment
+    (or, with `plain_only`, when it leaves the plain text alphabet: English texts)."""
+    encoding = sms_encoding(body)
+    if encoding.segments <= 1 and not (plain_only and encoding.encoding != "GSM-7"):
+        return encoding
+    if encoding.encoding == "GSM-7":
+        raise InputError(
+            field,
+            f"too long for one text: {encoding.units} characters of 160, counting {added}. "
+            f"Shorten it by {encoding.units - 160}.",
+        )
+    odd = next(c for c in said if c not in GSM7_BASIC and c not in GSM7_EXTENDED)
+    if plain_only:
+        raise InputError(
+            field,
+            f"“{odd}” is not in the plain text alphabet, which English texts keep to (one "
+            f"text then holds 160 characters, not 70). Replace “{odd}”.",
+        )
+    raise InputError(
+        field,
+        f"too long for one text: “{odd}” is not in the plain text alphabet, so a text holds "
+        f"only 70 characters and this one has {encoding.units} (counting {added}). "
+        f"Shorten it, or replace “{odd}”.",
+    )
