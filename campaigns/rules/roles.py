@@ -33,6 +33,9 @@ class Permission(StrEnum):
     VIEW_MESSAGES = "view_messages"
     #: Fix messages that did not go: retry, mark sent or not sent, cancel (audited).
     FIX_MESSAGES = "fix_messages"
+    #: Write, schedule, approve (another member's) and cancel broadcasts to a cohort.
+    #: Reading them is VIEW_PATIENTS: their words and their counts, never a patient.
+    SEND_BROADCASTS = "send_broadcasts"
     #: Staff accounts.
     MANAGE_USERS = "manage_users"
 
@@ -49,6 +52,7 @@ GRANTS: dict[Role, frozenset[Permission]] = {
             Permission.SEND_OUTSIDE_WINDOW,
             Permission.VIEW_MESSAGES,
             Permission.FIX_MESSAGES,
+            Permission.SEND_BROADCASTS,
         }
     ),
     Role.OPERATOR: frozenset(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from campaigns.rules.broadcasts import Text
 from campaigns.rules.consent import ConsentState
 from campaigns.rules.ports import (
     ConfigurationError,
@@ -85,6 +86,8 @@ class Facts:
     text: str | None = None
     #: A clinician said this staff reply may go outside the send window (recorded who).
     outside_window: bool = False
+    #: A broadcast's words (its rows are rendered from them, not from a campaign's templates).
+    broadcast: Text | None = None
 
     @property
     def address(self) -> str | None:
