@@ -23,6 +23,7 @@ from campaigns.runtime import EmbeddedRuntime
 from campaigns.web import (
     account,
     alerts,
+    broadcasts,
     imports,
     inbox,
     links,
@@ -78,6 +79,7 @@ def create_app(services: Services, *, run_embedded: bool = False, part: Part = "
         app.include_router(users.router)
         app.include_router(operations.router)
         app.include_router(messages.router)
+        app.include_router(broadcasts.router)
     if part in ("all", "webhooks"):
         app.include_router(webhooks.router)
         # Patients' texts: a plain Starlette route, the hot path (campaigns.web.webhooks).
