@@ -296,8 +296,9 @@ def _write(
 ) -> Scheduled:
     """The rows, each due at the send time moved into her window and past her busy days."""
     start = broadcast.send_at or now
-    # Her messages from the day before (time zones) to past the furthest a move can reach.
-    busy_until = start + timedelta(days=rules.CAP_SEARCH_DAYS + 10)
+    # Her messages from the day before (time zones) to past the furthest a move can reach
+    # (a fortnight of send days, and the weekends and bank holidays between them).
+    busy_until = start + timedelta(days=rules.CAP_SEARCH_DAYS + 7)
     due = stored.messages_due(
         session.connection(),
         start - timedelta(days=1),
@@ -305,13 +306,17 @@ def _write(
         {send[0] for send in found.sends},
     )
     placed: dict[int, datetime] = {}
+    opens: dict[str, datetime] = {}  # the window's first moment from `start`, by time zone
     sends = []
     for patient_id, channel, enrollment_id, version, timezone in found.sends:
         when = placed.get(patient_id)
         if when is None:
             tz = zone(timezone)
+            if timezone not in opens:
+                opens[timezone] = sending.window.next_open(start, tz)
             busy = frozenset(d.astimezone(tz).date() for d in due.get(patient_id, ()))
-            when = placed[patient_id] = rules.due_at(start, tz, sending.window, busy)
+            when = rules.due_at(start, tz, sending.window, busy, opens[timezone])
+            placed[patient_id] = when
         sends.append((enrollment_id, channel, version, when, when + rules.VALID_FOR))
     kind = Purpose(broadcast.purpose).kind
     written = stored.write_sends(session, rules.step_key(broadcast.id), kind, sends, now)

@@ -431,11 +431,19 @@ def choose(
 # -- when ---------------------------------------------------------------------------------
 
 
-def due_at(send_at: datetime, tz: ZoneInfo, window: SendWindow, busy: frozenset[date]) -> datetime:
-    """When her message is due: the chosen time, moved into the send window in her time zone,
-    and on to a later send day (at the same hour) if that day already holds a message for
-    her (one message a patient a local day, as the programme keeps)."""
-    first = window.next_open(send_at, tz)
+def due_at(
+    send_at: datetime,
+    tz: ZoneInfo,
+    window: SendWindow,
+    busy: frozenset[date],
+    first: datetime | None = None,
+) -> datetime:
+    """When her message is due: the chosen time, moved into the send window in her time zone
+    (`first`, when the caller knows it already), and on to a later send day (at the same hour)
+    if that day already holds a message for her (one message a patient a local day, as the
+    programme keeps)."""
+    if first is None:
+        first = window.next_open(send_at, tz)
     local = first.astimezone(tz)
     if local.date() not in busy:
         return first
