@@ -65,18 +65,18 @@ def message_list(
     error: InputError | None = None
     found = message_log.Page([], None)
     filters = message_log.Filters()
+    values = {
+        "channel": channel,
+        "provider": provider,
+        "campaign": campaign,
+        "step": step,
+        "since": since,
+        "until": until,
+        "patient": patient,
+        "broadcast": broadcast,
+    }
     try:
-        filters = message_log.parse_filters(
-            statuses=status or [],
-            channel=channel,
-            provider=provider,
-            campaign=campaign,
-            step=step,
-            since=since,
-            until=until,
-            patient=patient,
-            broadcast=broadcast,
-        )
+        filters = message_log.parse_filters(statuses=status or [], **values)
         cursor = _cursor(before)
         with services.db.session() as session:
             found = message_log.page(session, filters, before=cursor, with_patients=with_patients)
@@ -92,17 +92,7 @@ def message_list(
         page=found,
         filters=filters,
         error=error,
-        values={
-            "status": status or [],
-            "channel": channel,
-            "provider": provider,
-            "campaign": campaign,
-            "step": step,
-            "since": since,
-            "until": until,
-            "patient": patient,
-            "broadcast": broadcast,
-        },
+        values={"status": status or [], **values},
         broadcasts=broadcast_choices,
         statuses=STATUSES,
         campaigns=sorted(services.catalog),
