@@ -78,6 +78,7 @@ bench: install services
 	$(VENV)/bin/python -m bench.import_csv
 	$(VENV)/bin/python -m bench.message_log
 	$(VENV)/bin/python -m bench.reports
+	$(VENV)/bin/python -m bench.broadcast
 
 clean:
 	rm -rf $(VENV) $(TOOLS) campaigns.db

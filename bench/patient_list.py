@@ -21,12 +21,12 @@ from typing import Any
 from sqlalchemy import func, insert, select, text, update
 
 from bench.common import fresh_postgres, median_ms, save, timed
-from bench.enroll import requests
-from campaigns import enrollments, patient_list
+from bench.enroll import enrol_all, requests
+from campaigns import patient_list
 from campaigns.bootstrap import build
 from campaigns.patient_list import ListFilters
 from campaigns.rules.clock import MovableClock
-from campaigns.rules.vocabulary import ConsentSource, EnrollmentStatus
+from campaigns.rules.vocabulary import EnrollmentStatus
 from campaigns.settings import Settings
 from campaigns.storage.models import Alert, Enrollment
 
@@ -124,16 +124,7 @@ def main() -> None:
     with fresh_postgres("bench_patient_list") as url:
         services = build(Settings(database_url=url), clock=MovableClock(now))
         started = time.perf_counter()
-        batch = requests(args.patients, now)
-        for start in range(0, len(batch), 10_000):
-            enrollments.enroll_many(
-                services.db,
-                services.planner,
-                batch[start : start + 10_000],
-                now,
-                source=ConsentSource.CSV,
-                actor="bench",
-            )
+        enrol_all(services, requests(args.patients, now), now)
         with services.db.session() as session:
             shape(session, args.patients, now, rng)
         with services.db.engine.connect() as connection:

@@ -16,10 +16,13 @@ from typing import Any
 from sqlalchemy import Select, or_, select, union_all
 from sqlalchemy.orm import Session
 
+from campaigns.rules.broadcasts import Text, step_key
 from campaigns.rules.contacts import normalise_phone
 from campaigns.rules.errors import InputError
 from campaigns.rules.vocabulary import Channel, MessageStatus
+from campaigns.storage.broadcasts import texts_for_keys
 from campaigns.storage.models import (
+    IS_BROADCAST,
     AuditEvent,
     CampaignVersion,
     Enrollment,
@@ -46,11 +49,22 @@ class Filters:
     since: date | None = None  # due on or after (UTC day)
     until: date | None = None  # due on or before (UTC day)
     patient: str | None = None  # an id ("#12" or "12"), a phone number in any form, or a name
+    broadcast: int | None = None  # a broadcast's messages (its step key)
 
     def query_args(self) -> list[tuple[str, str]]:
         """These filters as the page's query string (for links that keep them)."""
         args = [("status", s.value) for s in self.statuses]
-        for name in ("channel", "provider", "campaign", "step", "since", "until", "patient"):
+        names = (
+            "channel",
+            "provider",
+            "campaign",
+            "step",
+            "broadcast",
+            "since",
+            "until",
+            "patient",
+        )
+        for name in names:
             value = getattr(self, name)
             if value:
                 args.append((name, value.isoformat() if isinstance(value, date) else str(value)))
@@ -71,6 +85,7 @@ def parse_filters(
     since: str = "",
     until: str = "",
     patient: str = "",
+    broadcast: str = "",
 ) -> Filters:
     """The log's filters from its form; InputError names the field in staff words."""
     chosen: list[MessageStatus] = []
@@ -92,6 +107,8 @@ def parse_filters(
     end = _day(until, "To")
     if start and end and end < start:
         raise InputError("To", "is before From")
+    if broadcast.strip() and not broadcast.strip().isdigit():
+        raise InputError("Broadcast", "choose one of the broadcasts listed")
     return Filters(
         statuses=tuple(dict.fromkeys(chosen)),
         channel=picked,
@@ -101,6 +118,7 @@ def parse_filters(
         since=start,
         until=end,
         patient=patient.strip()[:200] or None,
+        broadcast=int(broadcast.strip()) if broadcast.strip() else None,
     )
 
 
@@ -131,6 +149,7 @@ class LogRow:
     patient_name: str | None
     timezone: str
     text: str | None = None  # the SMS's text or the email's subject, once written
+    broadcast: str | None = None  # the broadcast's name, for a broadcast's message
 
 
 @dataclass(frozen=True)
@@ -156,6 +175,8 @@ def page(
         return Page([], None, matched)
     found = session.execute(query).all()
     rows = [_row(r, with_patients) for r in found[:limit]]
+    named = texts_for_keys(session.connection(), {r.step for r in rows})
+    rows = [replace(r, broadcast=named[r.step].name) if r.step in named else r for r in rows]
     more = len(found) > limit
     return Page(rows, rows[-1].id if more and rows else None, matched)
 
@@ -275,6 +296,9 @@ def _filtered(query: Select[Any], filters: Filters) -> Select[Any]:
         query = query.where(Enrollment.campaign == filters.campaign)
     if filters.step:
         query = query.where(SM.step_key == filters.step)
+    if filters.broadcast is not None:
+        # Written with the index's own condition, so its rows come from it alone.
+        query = query.where(IS_BROADCAST, SM.step_key == step_key(filters.broadcast))
     if filters.since:
         query = query.where(SM.due_at >= datetime.combine(filters.since, time(), UTC))
     if filters.until:
@@ -373,6 +397,8 @@ class Message:
     reason_meaning: str | None
     #: The campaign version the message is (or was) rendered from; None for a staff reply.
     version: CampaignVersion | None = None
+    #: A broadcast's words, for a broadcast's message (None: a campaign step or a reply).
+    broadcast: Text | None = None
 
 
 def _version(session: Session, row: ScheduledMessage, campaign: str) -> CampaignVersion | None:
@@ -423,6 +449,7 @@ def message(session: Session, message_id: int, *, with_patients: bool) -> Messag
         error_meaning=error_meaning(row.provider, row.error_code),
         reason_meaning=reason_meaning(row.reason),
         version=_version(session, row, enrollment.campaign),
+        broadcast=texts_for_keys(session.connection(), [row.step_key]).get(row.step_key),
     )
 
 
@@ -558,6 +585,7 @@ REASONS = {
     "marked_sent": "marked sent by staff after checking the provider",
     "marked_not_sent": "marked not sent by staff after checking the provider",
     "cancelled_by_staff": "cancelled by staff",
+    "broadcast_cancelled": "its broadcast was cancelled by staff",
     "sendgrid_bounce": "the email bounced: the address does not exist or refused it",
     "sendgrid_blocked": "the receiving mail server blocked the email",
     "sendgrid_dropped": "SendGrid dropped it (unsubscribed, bounced before, or invalid)",

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from campaigns.delivery import NEEDS_REVIEW
 from campaigns.planner import Planner
+from campaigns.rules.broadcasts import Text, broadcast_id
 from campaigns.rules.catalog import Campaign, Catalog
 from campaigns.rules.consent import ConsentState
 from campaigns.rules.contacts import mask_phone, normalise_phone
@@ -22,6 +23,7 @@ from campaigns.rules.planning import PlanInput, PlannedSend, plan
 from campaigns.rules.replies import Severity
 from campaigns.rules.vocabulary import Channel, EnrollmentStatus, MessageStatus
 from campaigns.rules.window import SendWindow, WindowError, zone
+from campaigns.storage.broadcasts import texts_for_keys
 from campaigns.storage.consents import state_of, suppressed_channels
 from campaigns.storage.models import (
     Alert,
@@ -517,6 +519,8 @@ class PatientRecord:
     open_alerts: list[Alert] = field(default_factory=list)  # most urgent first, then oldest
     #: Acknowledged alerts, newest first, each with the note left when it was acknowledged.
     acknowledged: list[tuple[Alert, str]] = field(default_factory=list)
+    #: The broadcasts on her timeline, by step key (their names and words).
+    broadcasts: dict[str, Text] = field(default_factory=dict)
 
     @property
     def current(self) -> list[TimelineEntry]:
@@ -530,6 +534,8 @@ class PatientRecord:
 
     def _superseded(self, entry: TimelineEntry) -> bool:
         versions = {e.id: e.schedule_version for e in self.enrollments}
+        if broadcast_id(entry.step) is not None:
+            return False  # a broadcast is no part of a plan: it stays on the timeline
         return entry.status == MessageStatus.CANCELLED.value and entry.version < versions.get(
             entry.enrollment_id, entry.version
         )
@@ -548,6 +554,7 @@ def patient_record(
             .order_by(ConsentEvent.id)
         ).scalars()
     )
+    entries = timeline(session, patient, planner, now)
     return PatientRecord(
         patient=patient,
         enrollments=list(
@@ -557,7 +564,7 @@ def patient_record(
                 .order_by(Enrollment.id)
             ).scalars()
         ),
-        timeline=timeline(session, patient, planner, now),
+        timeline=entries,
         suppressed=suppressed_channels(session, patient),
         received=list(
             session.execute(
@@ -577,6 +584,7 @@ def patient_record(
             ).scalars()
         ),
         acknowledged=_acknowledged(session, patient.id),
+        broadcasts=texts_for_keys(session.connection(), {e.step for e in entries}),
     )
 
 
@@ -621,8 +629,13 @@ def future_texts(
             continue
         key = (entry.enrollment_id, entry.step, entry.channel)
         campaign = campaigns[entry.enrollment_id]
+        said = record.broadcasts.get(entry.step)
         version = entry.content_version if entry.id is not None else catalog.version(campaign)
-        if entry.channel == Channel.SMS.value:
+        if said is not None:  # a broadcast's own words, the same for everyone
+            texts[key] = (said.sms if entry.channel == Channel.SMS.value else said.subject) or ""
+        elif entry.body is not None:  # a staff reply: written with its row
+            texts[key] = entry.body
+        elif entry.channel == Channel.SMS.value:
             texts[key] = renderer.render_sms(campaign, entry.step, recipient, version).body
         else:
             texts[key] = renderer.render_email(

@@ -19,7 +19,7 @@ from campaigns.rules.vocabulary import EnrollmentStatus
 from campaigns.storage.bulk import is_postgres as db_is_postgres
 from campaigns.storage.db import Database, among
 from campaigns.storage.models import Enrollment, Patient
-from campaigns.storage.plans import cancel_live
+from campaigns.storage.plans import cancel_plan
 
 
 def reschedule(
@@ -31,8 +31,9 @@ def reschedule(
     reason: str,
 ) -> list[PlannedSend]:
     """A new schedule version planned from now (the caller holds the patient's lock): what is
-    pending is cancelled, what was sent stays done, missed steps are skipped."""
-    cancel_live(session, [enrollment.id], reason, now)
+    pending is cancelled, what was sent stays done, missed steps are skipped. A broadcast's
+    row is no step of the plan: it stays as it is (whatever stops her messages stops it)."""
+    cancel_plan(session, [enrollment.id], reason, now)
     enrollment.schedule_version += 1
     enrollment.updated_at = now
     session.flush()

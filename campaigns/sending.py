@@ -42,7 +42,7 @@ from campaigns.planner import Planner
 from campaigns.ratelimit import RateLimiter, Unlimited
 from campaigns.rules import send_rules as rules
 from campaigns.rules.clock import Clock
-from campaigns.rules.content import ContentRenderer, Recipient
+from campaigns.rules.content import ContentError, ContentRenderer, Recipient
 from campaigns.rules.links import LinkSigner
 from campaigns.rules.ports import (
     EmailSender,
@@ -189,52 +189,50 @@ class Deliverer:
 
     def render(self, facts: Facts) -> Job:
         recipient = Recipient(facts.name.split()[0], facts.language, facts.discreet)
+        said = facts.broadcast  # a broadcast's words, as staff wrote them
         if facts.kind is StepKind.STAFF_REPLY:
             # A staff member's words, as written (and checked) in the inbox: SMS only.
-            assert facts.phone is not None
             assert facts.text is not None
-            return Job(
-                facts,
-                OutgoingSms(
-                    facts.id,
-                    facts.phone,
-                    facts.text,
-                    rules.deliver_by(facts, self.clock.now(), self.window),
-                ),
-                outbox.Content(facts.id, facts.text, None, STAFF_REPLY_REF),
-            )
+            return self._sms_job(facts, facts.text, STAFF_REPLY_REF)
         if facts.channel is Channel.SMS:
-            assert facts.phone is not None
+            if said is not None:
+                if said.sms is None:
+                    raise ContentError(f"broadcast {said.id} has no text message")
+                return self._sms_job(facts, said.sms, said.ref())
             sms = self.renderer.render_sms(
                 facts.campaign, facts.step_key, recipient, facts.content_version
             )
-            return Job(
-                facts,
-                OutgoingSms(
-                    facts.id,
-                    facts.phone,
-                    sms.body,
-                    rules.deliver_by(facts, self.clock.now(), self.window),
-                ),
-                outbox.Content(facts.id, sms.body, None, sms.template_ref),
-            )
+            return self._sms_job(facts, sms.body, sms.template_ref)
         assert facts.email is not None
         unsubscribe = self.links.unsubscribe_url(facts.patient_id, facts.id)
-        email = self.renderer.render_email(
-            facts.campaign, facts.step_key, recipient, unsubscribe, facts.content_version
-        )
+        if said is not None:
+            if said.subject is None:
+                raise ContentError(f"broadcast {said.id} has no email")
+            # In the shared layout, with her first name and her unsubscribe link.
+            email = self.renderer.render_broadcast_email(
+                said.subject, said.paragraphs, recipient, unsubscribe
+            )
+            category, ref = "broadcast", said.ref(email.template_ref)
+        else:
+            email = self.renderer.render_email(
+                facts.campaign, facts.step_key, recipient, unsubscribe, facts.content_version
+            )
+            category, ref = f"{facts.campaign}:{facts.step_key}", email.template_ref
         return Job(
             facts,
             OutgoingEmail(
-                facts.id,
-                facts.email,
-                email.subject,
-                email.html,
-                email.text,
-                f"{facts.campaign}:{facts.step_key}",
-                unsubscribe,
+                facts.id, facts.email, email.subject, email.html, email.text, category, unsubscribe
             ),
-            outbox.Content(facts.id, email.text, email.subject, email.template_ref),
+            outbox.Content(facts.id, email.text, email.subject, ref),
+        )
+
+    def _sms_job(self, facts: Facts, body: str, ref: str) -> Job:
+        assert facts.phone is not None
+        deliver_by = rules.deliver_by(facts, self.clock.now(), self.window)
+        return Job(
+            facts,
+            OutgoingSms(facts.id, facts.phone, body, deliver_by),
+            outbox.Content(facts.id, body, None, ref),
         )
 
     def _send_one(self, batch: Batch, job: Job, allowed_at: float | None) -> None:

@@ -120,6 +120,9 @@ class StaffAccess(BaseModel):
     sign_in_account_failures: int = Field(default=5, ge=1)
     sign_in_address_failures: int = Field(default=20, ge=1)
     sign_in_window_minutes: int = Field(default=15, ge=1)
+    #: A broadcast to more patients than this goes only once a second staff member (not
+    #: the one who wrote it or asked) approves it (campaigns.broadcasts).
+    broadcast_approval_over: int = Field(default=100, ge=0)
     #: Host names requests may use besides the public URL's host and loopback (comma list).
     allowed_hosts: str = ""
     #: Lets Prometheus read /metrics with `Authorization: Bearer <token>` (no sign-in).

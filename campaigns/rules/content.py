@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -27,7 +27,7 @@ from jinja2 import (
     select_autoescape,
 )
 from jinja2.sandbox import SandboxedEnvironment
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from campaigns.rules.catalog import DEFAULT_LANGUAGE, CatalogError
 from campaigns.rules.email_markup import EmailBody, MarkupError, convert, escape_value
@@ -43,6 +43,9 @@ _SPACES = re.compile(r"\s+")
 REPLIES = "_replies"
 EMAIL_LAYOUT_HTML = "_layouts/email.html.j2"
 EMAIL_LAYOUT_TEXT = "_layouts/email.txt.j2"
+#: The styles a step email's Markdown gives a heading and a paragraph (email_markup).
+H1_STYLE = "margin:0 0 16px 0;font-size:24px;line-height:1.3;"
+P_STYLE = "margin:0 0 16px 0;"
 
 
 @dataclass(frozen=True)
@@ -323,6 +326,38 @@ class ContentRenderer:
             template_ref=source.ref(subject_name, body_name),
         )
 
+    def render_broadcast_email(
+        self,
+        subject: str,
+        paragraphs: Sequence[str],
+        recipient: Recipient,
+        unsubscribe_url: str,
+    ) -> RenderedEmail:
+        """A broadcast's email: staff's subject and paragraphs as plain words (escaped in the
+        HTML: never markup from a browser), greeting the patient by her first name, inside
+        the shared layouts as a step's email is."""
+        language = recipient.language
+        said = [_one_line(subject), f"Hello {recipient.first_name},", *paragraphs]
+        html = Markup(  # noqa: S704 - every word is escaped here
+            f'<h1 style="{H1_STYLE}">{escape(said[0])}</h1>\n'
+            + "\n".join(f'<p style="{P_STYLE}">{escape(p)}</p>' for p in said[1:])
+        )
+        layout = {
+            "clinic": self.clinic,
+            "subject": said[0],
+            "unsubscribe_url": unsubscribe_url,
+            "lang": language,
+            "dir": "rtl" if language in RTL_LANGUAGES else "ltr",
+        }
+        text = "\n\n".join(said)
+        return RenderedEmail(
+            subject=said[0],
+            html=self._base.render(EMAIL_LAYOUT_HTML, {**layout, "body": html}).strip() + "\n",
+            text=self._base.render(EMAIL_LAYOUT_TEXT, {**layout, "body": text}).strip() + "\n",
+            language=language,
+            template_ref=self._base.ref(EMAIL_LAYOUT_HTML, EMAIL_LAYOUT_TEXT),
+        )
+
     def render_reply(self, key: str, language: str, link: str = "") -> RenderedSms:
         """An answer to a patient's text (templates/_replies/<language>/<key>.txt.j2). Answers
         without a link are the same for everyone, so each is rendered once."""
@@ -406,21 +441,36 @@ def staff_sms(clinic_short_name: str, words: str) -> RenderedSms:
     if not said:
         raise InputError(REPLY_FIELD, "write the reply first")
     body = f"{clinic_short_name}: {said}"
-    encoding = sms_encoding(body)
-    if encoding.segments > 1:
-        prefix = len(clinic_short_name) + 2
-        if encoding.encoding == "GSM-7":
-            raise InputError(
-                REPLY_FIELD,
-                f"too long for one text: {encoding.units} characters of 160, counting "
-                f"“{clinic_short_name}: ” in front ({prefix}). Shorten it by "
-                f"{encoding.units - 160}.",
-            )
-        odd = next(c for c in said if c not in GSM7_BASIC and c not in GSM7_EXTENDED)
-        raise InputError(
-            REPLY_FIELD,
-            f"too long for one text: “{odd}” is not in the plain text alphabet, so a text holds "
-            f"only 70 characters and this one has {encoding.units} (counting "
-            f"“{clinic_short_name}: ” in front). Shorten it, or replace “{odd}”.",
-        )
+    added = f"“{clinic_short_name}: ” in front ({len(clinic_short_name) + 2})"
+    encoding = one_text(REPLY_FIELD, body, said, added)
     return RenderedSms(body, encoding, DEFAULT_LANGUAGE, "staff_reply")
+
+
+def one_text(
+    field: str, body: str, said: str, added: str, *, plain_only: bool = False
+) -> SmsEncoding:
+    """The encoding of `body` (the words `said` with what we add around them, described by
+    `added` for the message), or an InputError naming `field` when it needs a second segment
+    (or, with `plain_only`, when it leaves the plain text alphabet: English texts)."""
+    encoding = sms_encoding(body)
+    if encoding.segments <= 1 and not (plain_only and encoding.encoding != "GSM-7"):
+        return encoding
+    if encoding.encoding == "GSM-7":
+        raise InputError(
+            field,
+            f"too long for one text: {encoding.units} characters of 160, counting {added}. "
+            f"Shorten it by {encoding.units - 160}.",
+        )
+    odd = next(c for c in said if c not in GSM7_BASIC and c not in GSM7_EXTENDED)
+    if plain_only:
+        raise InputError(
+            field,
+            f"“{odd}” is not in the plain text alphabet, which English texts keep to (one "
+            f"text then holds 160 characters, not 70). Replace “{odd}”.",
+        )
+    raise InputError(
+        field,
+        f"too long for one text: “{odd}” is not in the plain text alphabet, so a text holds "
+        f"only 70 characters and this one has {encoding.units} (counting {added}). "
+        f"Shorten it, or replace “{odd}”.",
+    )

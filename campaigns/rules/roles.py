@@ -36,6 +36,9 @@ class Permission(StrEnum):
     FIX_MESSAGES = "fix_messages"
     #: Reports: counts by campaign, step and day, with no patient data (every role).
     VIEW_REPORTS = "view_reports"
+    #: Write, schedule, approve (another member's) and cancel broadcasts to a cohort.
+    #: Reading them is VIEW_PATIENTS: their words and their counts, never a patient.
+    SEND_BROADCASTS = "send_broadcasts"
     #: Staff accounts.
     MANAGE_USERS = "manage_users"
     #: Campaigns' content, steps, versions and sign-offs (no patient data in them).
@@ -72,6 +75,7 @@ GRANTS: dict[Role, frozenset[Permission]] = {
             Permission.APPROVE_CONTENT,
             Permission.RUN_CAMPAIGNS,
             Permission.VIEW_REPORTS,
+            Permission.SEND_BROADCASTS,
         }
     ),
     Role.OPERATOR: frozenset(

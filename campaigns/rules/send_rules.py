@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from campaigns.rules.broadcasts import Text
 from campaigns.rules.consent import ConsentState
 from campaigns.rules.ports import (
     ConfigurationError,
@@ -87,6 +88,8 @@ class Facts:
     outside_window: bool = False
     #: The campaign version the row was written with (None: the campaign's first).
     content_version: int | None = None
+    #: A broadcast's words (its rows are rendered from them, not from a campaign's templates).
+    broadcast: Text | None = None
 
     @property
     def address(self) -> str | None:

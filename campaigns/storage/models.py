@@ -18,9 +18,11 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    literal_column,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 
 from campaigns.rules.vocabulary import (
     IN_FLIGHT,
@@ -46,6 +48,9 @@ _LIVE = in_set("status", NOT_SENT_FINAL, negate=True)
 _IN_FLIGHT = in_set("status", IN_FLIGHT)
 _LIVE_ENROLLMENT = in_set("status", LIVE_ENROLLMENT)
 _TO_RECONCILE = text(f"status = '{MessageStatus.UNKNOWN.value}' AND reconcile_at IS NOT NULL")
+#: A broadcast's rows (campaigns.rules.broadcasts: step keys `broadcast:<id>`). Queries that
+#: should use ix_scheduled_messages_broadcast repeat this condition as it is written here.
+BROADCAST_ROWS = text("step_key LIKE 'broadcast:%'")
 
 
 class Base(DeclarativeBase):
@@ -226,6 +231,15 @@ class ScheduledMessage(Base):
             postgresql_where=text("provider_id IS NOT NULL"),
             sqlite_where=text("provider_id IS NOT NULL"),
         ),
+        # A broadcast's rows by status: its counts, its cancellation, its message log filter
+        # (only broadcast rows are in it: campaign steps never pay for it).
+        Index(
+            "ix_scheduled_messages_broadcast",
+            "step_key",
+            "status",
+            postgresql_where=BROADCAST_ROWS,
+            sqlite_where=BROADCAST_ROWS,
+        ),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -267,6 +281,10 @@ class ScheduledMessage(Base):
     #: row is written; None: the campaign's live version at send time (rows from before
     #: versions, staff replies).
     content_version: Mapped[int | None] = mapped_column(Id)
+
+
+#: BROADCAST_ROWS as an expression, for queries (the same SQL, so PostgreSQL matches the index).
+IS_BROADCAST: ColumnElement[bool] = ScheduledMessage.step_key.like(literal_column("'broadcast:%'"))
 
 
 class SendLease(Base):
@@ -706,3 +724,41 @@ class ReportDaily(Base):
     channel: Mapped[str] = mapped_column(String(16), primary_key=True)  # "" for none
     metric: Mapped[str] = mapped_column(String(48), primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger)
+
+
+class Broadcast(Base):
+    """A one-off message to a cohort (campaigns.broadcasts): what it says, to whom, when, who
+    wrote, asked for, approved or cancelled it. Its sends are outbox rows with the step key
+    `broadcast:<id>`; how many went is read from them."""
+
+    __tablename__ = "broadcasts"
+    __table_args__ = (Index("ix_broadcasts_status_id", "status", "id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))  # staff's name for it; never sent
+    purpose: Mapped[str] = mapped_column(String(16))  # service or marketing
+    # draft, awaiting_approval, scheduled, cancelled (campaigns.rules.broadcasts.Status)
+    status: Mapped[str] = mapped_column(String(24))
+    #: Who it is for (campaigns.rules.broadcasts.Cohort.as_json).
+    cohort: Mapped[dict[str, Any]]
+    #: The text message as patients get it (clinic name and opt-out included).
+    sms: Mapped[str | None] = mapped_column(String(1000))
+    email_subject: Mapped[str | None] = mapped_column(String(200))
+    #: The email's paragraphs, plain text, separated by blank lines (escaped when rendered).
+    email_body: Mapped[str | None] = mapped_column(Text)
+    #: When it goes (moved into each patient's window); None: as soon as it is scheduled.
+    send_at: Mapped[datetime | None]
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime]
+    requested_by: Mapped[str | None] = mapped_column(String(128))  # asked for approval
+    requested_at: Mapped[datetime | None]
+    approved_by: Mapped[str | None] = mapped_column(String(128))
+    approved_at: Mapped[datetime | None]
+    scheduled_by: Mapped[str | None] = mapped_column(String(128))
+    scheduled_at: Mapped[datetime | None]  # its outbox rows were written
+    cancelled_by: Mapped[str | None] = mapped_column(String(128))
+    cancelled_at: Mapped[datetime | None]
+    #: Patients matched and messages (rows) written when it was scheduled.
+    recipients: Mapped[int] = mapped_column(Integer, default=0)
+    messages: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime]

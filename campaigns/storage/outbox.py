@@ -41,6 +41,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from campaigns.rules.contacts import address_hash
 from campaigns.rules.send_rules import Facts, Verdict
 from campaigns.rules.vocabulary import Channel, MessageStatus, StepKind
+from campaigns.storage.broadcasts import texts_for_keys
 from campaigns.storage.consents import consent_states, suppressions
 from campaigns.storage.db import among
 from campaigns.storage.models import Enrollment, Patient, ScheduledMessage, SendLease
@@ -153,6 +154,7 @@ def load_facts(connection: Connection, ids: Sequence[int], batch_token: str) -> 
     addresses = {r.id: (r.phone if r.channel == Channel.SMS.value else r.email) for r in rows}
     hashes = {address_hash(a) for a in addresses.values() if a}
     found = suppressions(connection, hashes)
+    said = texts_for_keys(connection, {r.step_key for r in rows})
     facts = []
     for r in rows:
         channel = Channel(r.channel)
@@ -185,6 +187,7 @@ def load_facts(connection: Connection, ids: Sequence[int], batch_token: str) -> 
                 text=r.body if kind is StepKind.STAFF_REPLY else None,
                 outside_window=bool(r.outside_window),
                 content_version=r.content_version,
+                broadcast=said.get(r.step_key),
             )
         )
     return facts

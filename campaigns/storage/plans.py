@@ -8,14 +8,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, and_, or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, and_, not_, or_, select, update
 from sqlalchemy.orm import Session
 
 from campaigns.rules.planning import PlannedSend
 from campaigns.rules.vocabulary import CANCELLABLE, Channel, MessageStatus, StepKind
 from campaigns.storage.bulk import NULL, copy_lines, is_postgres, iso, write_rows
 from campaigns.storage.db import among
-from campaigns.storage.models import Enrollment, ScheduledMessage
+from campaigns.storage.models import IS_BROADCAST, Enrollment, ScheduledMessage
 
 PLAN_COLUMNS = (
     "enrollment_id",
@@ -66,6 +66,22 @@ def cancel_live(
     return _cancel(session, list(enrollment_ids), None, reason, now)
 
 
+def cancel_plan(
+    session: Session, enrollment_ids: Iterable[int], reason: str, now: datetime
+) -> Cancelled:
+    """`cancel_live` for a re-plan: the plan's own rows, not a broadcast's (a broadcast is
+    no step of the plan, so a new due date or a birth neither cancels nor repeats it)."""
+    return _cancel(session, list(enrollment_ids), None, reason, now, plan_only=True)
+
+
+def cancel_broadcast(session: Session, step_key: str, reason: str, now: datetime) -> Cancelled:
+    """Cancel a broadcast's rows not yet handed to a provider, whoever they go to. No
+    patient's lock: the send path's statements are fenced row by row, so a row cancelled
+    here before its go-ahead never goes, and one whose go-ahead came first is in flight."""
+    scope = [IS_BROADCAST, ScheduledMessage.step_key == step_key]
+    return _cancel_where(session, scope, reason, now)
+
+
 def cancel_channel(
     session: Session, patient_id: int, channel: Channel, reason: str, now: datetime
 ) -> Cancelled:
@@ -84,12 +100,22 @@ def _cancel(
     channel: Channel | None,
     reason: str,
     now: datetime,
+    *,
+    plan_only: bool = False,
 ) -> Cancelled:
     if not enrollment_ids:
         return Cancelled(0, [])
     scope: list[ColumnElement[bool]] = [ScheduledMessage.enrollment_id.in_(enrollment_ids)]
     if channel is not None:
         scope.append(ScheduledMessage.channel == channel.value)
+    if plan_only:
+        scope.append(not_(IS_BROADCAST))
+    return _cancel_where(session, scope, reason, now)
+
+
+def _cancel_where(
+    session: Session, scope: Sequence[ColumnElement[bool]], reason: str, now: datetime
+) -> Cancelled:
     result = session.execute(
         update(ScheduledMessage)
         .where(*scope, _STOPPABLE)

@@ -23,6 +23,7 @@ from campaigns.runtime import EmbeddedRuntime
 from campaigns.web import (
     account,
     alerts,
+    broadcasts,
     campaign_drafts,
     campaign_pages,
     imports,
@@ -84,6 +85,7 @@ def create_app(services: Services, *, run_embedded: bool = False, part: Part = "
         app.include_router(campaign_pages.router)
         app.include_router(campaign_drafts.router)
         app.include_router(reports.router)
+        app.include_router(broadcasts.router)
     if part in ("all", "webhooks"):
         app.include_router(webhooks.router)
         # Patients' texts: a plain Starlette route, the hot path (campaigns.web.webhooks).

@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from campaigns import audit, message_actions, message_log
+from campaigns import audit, broadcasts, message_actions, message_log
 from campaigns.rules.content import ContentError, Recipient
 from campaigns.rules.errors import InputError
 from campaigns.rules.roles import Permission, may
@@ -58,28 +58,32 @@ def message_list(
     since: str = "",
     until: str = "",
     patient: str = "",
+    broadcast: str = "",
     before: Annotated[str, Query()] = "",
 ) -> HTMLResponse:
     with_patients = may(staff.role, Permission.VIEW_PATIENTS)
     error: InputError | None = None
     found = message_log.Page([], None)
     filters = message_log.Filters()
+    values = {
+        "channel": channel,
+        "provider": provider,
+        "campaign": campaign,
+        "step": step,
+        "since": since,
+        "until": until,
+        "patient": patient,
+        "broadcast": broadcast,
+    }
     try:
-        filters = message_log.parse_filters(
-            statuses=status or [],
-            channel=channel,
-            provider=provider,
-            campaign=campaign,
-            step=step,
-            since=since,
-            until=until,
-            patient=patient,
-        )
+        filters = message_log.parse_filters(statuses=status or [], **values)
         cursor = _cursor(before)
         with services.db.session() as session:
             found = message_log.page(session, filters, before=cursor, with_patients=with_patients)
     except InputError as exc:
         error = exc
+    with services.db.session() as session:
+        broadcast_choices = broadcasts.choices(session)
     args = filters.query_args()
     return render(
         request,
@@ -88,16 +92,8 @@ def message_list(
         page=found,
         filters=filters,
         error=error,
-        values={
-            "status": status or [],
-            "channel": channel,
-            "provider": provider,
-            "campaign": campaign,
-            "step": step,
-            "since": since,
-            "until": until,
-            "patient": patient,
-        },
+        values={"status": status or [], **values},
+        broadcasts=broadcast_choices,
         statuses=STATUSES,
         campaigns=sorted(services.catalog),
         with_patients=with_patients,
@@ -144,7 +140,9 @@ def message_page(
             )
     preview: str | None = None
     row = found.message
-    if found.patient is not None and row.body is None and row.channel == Channel.SMS.value:
+    if found.broadcast is not None and row.channel == Channel.SMS.value:
+        preview = found.broadcast.sms  # the same words for every patient
+    elif found.patient is not None and row.body is None and row.channel == Channel.SMS.value:
         try:  # not sent yet: the text it will have, rendered as the send path will
             preview = services.renderer.render_sms(
                 found.campaign,
@@ -191,14 +189,22 @@ def message_email(request: Request, services: ServicesDep, message_id: int) -> H
     if found is None or found.patient is None or found.message.channel != Channel.EMAIL.value:
         raise HTTPException(404, "no such email")
     patient = found.patient
+    recipient = Recipient(patient.name.split()[0], patient.language, patient.discreet)
+    unsubscribe = services.links.unsubscribe_url(patient.id, found.message.id)
+    said = found.broadcast
     try:
-        html = services.renderer.render_email(
-            found.campaign,
-            found.message.step_key,
-            Recipient(patient.name.split()[0], patient.language, patient.discreet),
-            services.links.unsubscribe_url(patient.id, found.message.id),
-            found.message.content_version,
-        ).html
+        if said is not None and said.subject is not None:
+            html = services.renderer.render_broadcast_email(
+                said.subject, said.paragraphs, recipient, unsubscribe
+            ).html
+        else:
+            html = services.renderer.render_email(
+                found.campaign,
+                found.message.step_key,
+                recipient,
+                unsubscribe,
+                found.message.content_version,
+            ).html
     except (ContentError, LookupError):
         raise HTTPException(404, "this email's template is gone") from None
     return HTMLResponse(html, headers=EMAIL_FRAME_HEADERS)

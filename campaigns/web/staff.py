@@ -94,6 +94,7 @@ def patient_page(
         entries=found.current,
         superseded=found.superseded,
         texts=queries.future_texts(found, services.renderer, services.catalog),
+        broadcasts=found.broadcasts,
         open_alerts=found.open_alerts,
         acknowledged=found.acknowledged,
         live_campaigns={e.campaign for e in found.enrollments if e.status in LIVE_ENROLLMENT},

@@ -26,8 +26,10 @@ from fastapi.routing import APIRoute
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 from sqlalchemy import select
 
-from campaigns import content_versions, importing, rollups, staff_accounts
+from campaigns import broadcasts, content_versions, importing, rollups, staff_accounts
+from campaigns.bootstrap import Services
 from campaigns.providers.local import LocalEmailSender, LocalSmsSender
+from campaigns.rules import broadcasts as broadcast_rules
 from campaigns.rules.clock import MovableClock
 from campaigns.rules.content import Recipient
 from campaigns.rules.vocabulary import Channel
@@ -140,6 +142,7 @@ def seeded(live: LiveServer) -> Seeded:
     # The reports' counts, as the periodic jobs make them: the report page has its charts.
     rollups.refresh(services.db, services.clock.now(), services.settings.default_timezone)
     rollups.snapshot_stages(services.db, services.clock.now(), services.settings.default_timezone)
+    draft_id, scheduled_id = _broadcasts(services)
     return Seeded(
         patient_id=done.patient_id,
         sms_id=sent[Channel.SMS.value],
@@ -152,6 +155,7 @@ def seeded(live: LiveServer) -> Seeded:
             "import_id": str(import_id),
             "key": "leg-cramps",
             "step": "clot-warning-signs",
+            "broadcast_id": str(draft_id),
         },
         more=[
             f"/staff/alerts/{loss_alert_id}",
@@ -160,8 +164,35 @@ def seeded(live: LiveServer) -> Seeded:
             "/staff/patients?q=Example",
             "/staff/alerts?show=all",
             "/staff/campaigns/leg-cramps/email?step=welcome&discreet=yes",
+            f"/staff/broadcasts/{scheduled_id}",
+            f"/staff/messages?broadcast={scheduled_id}",
         ],
     )
+
+
+BROADCAST_SUBJECT = "The clinic is closed on Friday"
+BROADCAST_BODY = "We are closed on Friday.\n\nCall us on Monday to rebook."
+BROADCAST_FORM: dict[str, Any] = {
+    "purpose": "service",
+    "status": ["active"],
+    "channels": ["sms", "email"],
+    "sms": "The clinic is closed on Friday.",
+    "subject": BROADCAST_SUBJECT,
+    "body": BROADCAST_BODY,
+}
+
+
+def _broadcasts(services: Services) -> tuple[int, int]:
+    """A draft broadcast (its page offers the send time) and a scheduled one (its counts)."""
+    sending = broadcasts.Sending(services.window, "Europe/London", 100)
+    made = []
+    for name in ("Closed on Friday", "Evening physio"):
+        draft = broadcast_rules.read_form(
+            {**BROADCAST_FORM, "name": name}, campaigns=["leg-cramps"], clinic_short_name="Santi"
+        )
+        made.append(broadcasts.create(services.db, draft, services.clock.now(), actor="t"))
+    broadcasts.schedule(services.db, sending, made[1], None, services.clock.now(), actor="t")
+    return made[0], made[1]
 
 
 def _signed_in(browser: Browser, live: LiveServer, email: str, **options: Any) -> BrowserContext:
@@ -394,6 +425,13 @@ def _emails(live: LiveServer) -> list[tuple[str, str]]:
                 found.append(
                     (f"{campaign.key}/{step.key}{' discreet' if discreet else ''}", rendered.html)
                 )
+    broadcast = services.renderer.render_broadcast_email(
+        BROADCAST_SUBJECT,
+        broadcast_rules.paragraphs_of(BROADCAST_BODY),
+        Recipient("Zephyrine", "en"),
+        "https://santi.example/u/unsubscribe-token",
+    )
+    found.append(("a broadcast", broadcast.html))
     return found
 
 

@@ -102,6 +102,8 @@ def test_the_walk_covers_every_kind_of_staff_route() -> None:
         ("POST", "/staff/campaigns/1/draft/check"),
         ("POST", "/staff/campaigns/1/draft/approve"),
     } <= set(ROUTES)
+    assert {("POST", "/staff/broadcasts"), ("POST", "/staff/broadcasts/1/approve")} <= set(ROUTES)
+    assert {("GET", "/staff/broadcasts/1"), ("POST", "/staff/broadcasts/1/cancel")} <= set(ROUTES)
     assert len(ROUTES) >= 30
 
 
@@ -178,10 +180,10 @@ def test_metrics_need_an_operator_or_the_token(make_services: Any, database_url:
 
 #: What each role gets for a representative request of each permission.
 MATRIX = {
-    "viewer": {"patient": 200, "enrol": 403, "pause": 403, "ops": 403, "users": 403},
-    "clinician": {"patient": 200, "enrol": 200, "pause": 303, "ops": 403, "users": 403},
-    "operator": {"patient": 403, "enrol": 403, "pause": 403, "ops": 200, "users": 403},
-    "admin": {"patient": 200, "enrol": 200, "pause": 303, "ops": 200, "users": 200},
+    "viewer": {"patient": 200, "enrol": 403, "pause": 403, "ops": 403, "users": 403, "bc": 403},
+    "clinician": {"patient": 200, "enrol": 200, "pause": 303, "ops": 403, "users": 403, "bc": 200},
+    "operator": {"patient": 403, "enrol": 403, "pause": 403, "ops": 200, "users": 403, "bc": 403},
+    "admin": {"patient": 200, "enrol": 200, "pause": 303, "ops": 200, "users": 200, "bc": 200},
 }
 #: Reports are counts only: every role reads them and downloads their tables.
 REPORTS = ("/staff/reports", "/staff/reports.csv?table=steps")
@@ -201,6 +203,7 @@ def test_each_role_may_do_what_the_table_says_and_nothing_else(
             "pause": member.post(f"/staff/enrollments/{done.enrollment_id}/pause").status_code,
             "ops": member.get("/staff/ops").status_code,
             "users": member.get("/staff/users").status_code,
+            "bc": member.get("/staff/broadcasts/new").status_code,  # writing a broadcast
         }
         assert answers == MATRIX[role]
         assert [member.get(path).status_code for path in REPORTS] == [200, 200]

@@ -1,6 +1,9 @@
-// The reply box's live count: characters of one SMS, as campaigns/rules/content.py counts
-// them (GSM-7: 160, the extended characters count twice; anything else: UCS-2, 70), with the
-// clinic's name in front. Progressive enhancement only: the server checks the reply again.
+// The live count of a one-text box (a staff reply, a broadcast's text): characters of one
+// SMS, as campaigns/rules/content.py counts them (GSM-7: 160, the extended characters count
+// twice; anything else: UCS-2, 70), with what we add around the words: the clinic's name in
+// front (data-prefix) and, when a radio button says so (data-suffix-if="purpose=marketing"),
+// the opt-out at the end (data-suffix). The count goes to the element named by data-count.
+// Progressive enhancement only: the server checks the words again.
 (function () {
   "use strict";
   var BASIC = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?" +
@@ -24,22 +27,38 @@
     return text.replace(/\s+/g, " ").trim();
   }
 
-  var box = document.getElementById("reply");
-  var out = document.getElementById("reply-count");
-  if (!box || !out) { return; }
-  var prefix = box.getAttribute("data-prefix") || "";
-
-  function update() {
-    var words = oneLine(box.value);
-    var found = count(prefix + words);
-    var left = found.limit - found.units;
-    var text = found.units + " of " + found.limit + " characters (with “" + prefix.trim() + "” in front)";
-    if (!found.plain) { text += ": an emoji or special letter limits a text to 70"; }
-    text += left >= 0 ? " · " + left + " left · 1 text" : " · " + (-left) + " too many: it would need 2 texts";
-    out.textContent = text;
-    out.classList.toggle("error", left < 0);
+  function suffixApplies(box) {
+    var rule = box.getAttribute("data-suffix-if");
+    if (!rule) { return true; }
+    var parts = rule.split("=");
+    var chosen = box.form && box.form.querySelector("input[name='" + parts[0] + "']:checked");
+    return Boolean(chosen) && chosen.value === parts[1];
   }
 
-  box.addEventListener("input", update);
-  update();
+  function watch(box) {
+    var out = document.getElementById(box.getAttribute("data-count"));
+    if (!out) { return; }
+    var prefix = box.getAttribute("data-prefix") || "";
+    var suffix = box.getAttribute("data-suffix") || "";
+
+    function update() {
+      var words = oneLine(box.value);
+      var end = suffixApplies(box) ? suffix : "";
+      var found = count(prefix + words + end);
+      var left = found.limit - found.units;
+      var text = found.units + " of " + found.limit + " characters (with “" + prefix.trim() + "” in front";
+      text += end ? " and “" + end.trim() + "” at the end)" : ")";
+      if (!found.plain) { text += ": an emoji or special letter limits a text to 70"; }
+      text += left >= 0 ? " · " + left + " left · 1 text" : " · " + (-left) + " too many: it would need 2 texts";
+      out.textContent = text;
+      out.classList.toggle("error", left < 0);
+    }
+
+    box.addEventListener("input", update);
+    if (box.form) { box.form.addEventListener("change", update); }
+    update();
+  }
+
+  var boxes = document.querySelectorAll("textarea[data-count]");
+  for (var i = 0; i < boxes.length; i++) { watch(boxes[i]); }
 })();
