@@ -47,6 +47,19 @@ DAY_FORMAT = "%-d %b %Y"  # 6 Dec 2026
 TIME_FORMAT = "%-d %b %Y, %H:%M"  # 6 Dec 2026, 14:05
 
 
+def step_name(step_key: str) -> str:
+    """A message's step in staff words: a campaign step by its key ("clot-warning-signs"), a
+    staff reply or a broadcast by what it is, not its internal "kind:id" key."""
+    kind, _, rest = step_key.partition(":")
+    if not rest:
+        return step_key
+    if kind == "broadcast":
+        return f"Broadcast {rest}"
+    if kind == "staff_reply":
+        return "Staff reply"
+    return step_key
+
+
 def label(field: str) -> str:
     """The staff words for a field key; an unknown key reads as words, never as a code."""
     return LABELS.get(field) or field.replace("_", " ").capitalize()

@@ -43,6 +43,7 @@ pages.env.filters["actor"] = actor_name
 # `label` for a field key in staff words.
 pages.env.filters["day"] = wording.day
 pages.env.filters["label"] = wording.label
+pages.env.filters["step"] = wording.step_name
 pages.env.filters["weeks"] = wording.weeks_and_days
 
 

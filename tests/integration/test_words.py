@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from campaigns.bootstrap import Services
 from campaigns.rules.pregnancy import GestationalAge
-from campaigns.rules.wording import day, label, moment, weeks_and_days
+from campaigns.rules.wording import day, label, moment, step_name, weeks_and_days
 from campaigns.web.app import create_app
 from tests.integration.staff import sign_in
 
@@ -80,3 +80,9 @@ def test_field_labels_gestation_and_dates_in_one_format() -> None:
     assert day(instant.date()) == "6 Dec 2026"
     assert moment(instant, "Europe/London", clinic="Europe/London") == "6 Dec 2026, 14:05"
     assert moment(instant, "Europe/Warsaw", clinic="Europe/London") == "6 Dec 2026, 15:05 CET"
+    # A message's step: a broadcast or staff reply by what it is, not its internal key.
+    assert [step_name(k) for k in ("clot-warning-signs", "broadcast:12", "staff_reply:9")] == [
+        "clot-warning-signs",
+        "Broadcast 12",
+        "Staff reply",
+    ]
