@@ -97,6 +97,7 @@ def _row(
         templates=bundle.templates,
         content_hash=digest,
         author=author,
+        editors=[author],
         created_at=now,
         updated_at=now,
         approved_by=author if approved else None,
@@ -320,13 +321,19 @@ def save_draft(
             raise InputError("key", f"a draft of {row.campaign!r} cannot change its key")
         row.definition, row.templates = bundle.definition, bundle.templates
         row.content_hash, row.updated_at = bundle.content_hash(), now
-        if actor != row.author:
-            # Whoever edits last is an author too: they may not approve it either.
-            row.author = actor
+        # Whoever edits is an author too: none of them may approve it.
+        row.author = actor
+        if actor not in row.editors:
+            row.editors = [*row.editors, actor]
         audit.record(
             session, now, actor, "campaign_draft_saved", campaign=row.campaign, version=row.id
         )
         return row
+
+
+def authors(row: CampaignVersion) -> set[str]:
+    """Everyone who wrote any of a draft: who started, imported or saved it."""
+    return {row.author, *row.editors}
 
 
 def _draft(session: Session, version_id: int) -> CampaignVersion:
@@ -374,9 +381,9 @@ def approve(
         raise ApprovalError("only a clinician can approve campaign content")
     with db.session() as session:
         row = _draft(session, version_id)
-        if row.author == approver:
+        if approver in authors(row):
             raise ApprovalError(
-                "you wrote or last changed this draft: a different clinician must approve it"
+                "you wrote or changed this draft: a different clinician must approve it"
             )
         if row.content_hash != seen_hash:
             raise ApprovalError(
@@ -415,39 +422,43 @@ def approve(
 
 def _apply_to_pending(session: Session, row: CampaignVersion, now: datetime) -> tuple[int, int]:
     """Pending sends of the campaign take the new version; those of steps (or channels) it no
-    longer has are cancelled. Their timing is not changed (docs/decisions.md)."""
+    longer has are cancelled, and so are those whose step became another kind (education to
+    marketing, say): consent and the safety hold are read from the row's kind. Their timing
+    is not changed (docs/decisions.md)."""
     campaign = campaign_of(bundle_of(row), "approved version")
-    kept = {(s.key, c.value) for s in campaign.steps for c in s.channels}
+    kinds = {(s.key, c.value): s.kind.value for s in campaign.steps for c in s.channels}
     ids = select(Enrollment.id).where(Enrollment.campaign == row.campaign)
+    still = ScheduledMessage.status == MessageStatus.PENDING.value
     pending = session.execute(
-        select(ScheduledMessage.id, ScheduledMessage.step_key, ScheduledMessage.channel).where(
+        select(
+            ScheduledMessage.id,
+            ScheduledMessage.step_key,
+            ScheduledMessage.channel,
+            ScheduledMessage.kind,
+        ).where(
             ScheduledMessage.enrollment_id.in_(ids),
-            ScheduledMessage.status == MessageStatus.PENDING.value,
+            still,
             # Campaign steps only: staff replies and broadcasts have "kind:id" keys.
             ScheduledMessage.step_key.not_like("%:%"),
         )
     ).all()
-    keep = [p.id for p in pending if (p.step_key, p.channel) in kept]
-    drop = [p.id for p in pending if (p.step_key, p.channel) not in kept]
+    keep = [p.id for p in pending if kinds.get((p.step_key, p.channel)) == p.kind]
+    removed = [p.id for p in pending if (p.step_key, p.channel) not in kinds]
+    changed = [p.id for p in pending if kinds.get((p.step_key, p.channel)) not in (None, p.kind)]
     for chunk in _chunks(keep):
         session.execute(
             update(ScheduledMessage)
-            .where(
-                ScheduledMessage.id.in_(chunk),
-                ScheduledMessage.status == MessageStatus.PENDING.value,
-            )
+            .where(ScheduledMessage.id.in_(chunk), still)
             .values(content_version=row.id, updated_at=now)
         )
-    for chunk in _chunks(drop):
-        session.execute(
-            update(ScheduledMessage)
-            .where(
-                ScheduledMessage.id.in_(chunk),
-                ScheduledMessage.status == MessageStatus.PENDING.value,
+    for reason, dropped in (("step_removed", removed), ("step_changed", changed)):
+        for chunk in _chunks(dropped):
+            session.execute(
+                update(ScheduledMessage)
+                .where(ScheduledMessage.id.in_(chunk), still)
+                .values(status=MessageStatus.CANCELLED.value, reason=reason, updated_at=now)
             )
-            .values(status=MessageStatus.CANCELLED.value, reason="step_removed", updated_at=now)
-        )
-    return len(keep), len(drop)
+    return len(keep), len(removed) + len(changed)
 
 
 def _chunks(ids: list[int], size: int = 5000) -> Iterator[list[int]]:

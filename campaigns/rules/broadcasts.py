@@ -42,7 +42,13 @@ MAX_BODY = 5000
 MAX_WORDS = 1000
 #: Texts or emails that speak of pregnancy are not sent to patients who asked for discreet
 #: messages (someone else may read their phone): the same words the content checks use.
-PREGNANCY_WORDS = re.compile(r"pregnan|bab(?:y|ies)|bump|birth|midwi", re.IGNORECASE)
+#: Words that would tell whoever reads her phone that she is pregnant or has had a baby.
+PREGNANCY_WORDS = re.compile(
+    r"pregnan|bab(?:y|ies)|bump|birth|midwi|antenatal|ante-natal|prenatal|postnatal|"
+    r"post-natal|maternity|newborn|new-born|labour|labor\b|trimester|expecting|due date|"
+    r"breastfe|breast-fe|nappy|nappies|obstetric|gestation|mum-to-be|mums-to-be",
+    re.IGNORECASE,
+)
 _BLANK_LINE = re.compile(r"\n\s*\n")
 _SPACES = re.compile(r"\s+")
 

@@ -159,6 +159,9 @@ def check(facts: Facts, now: datetime, window: SendWindow) -> Verdict | None:
         return _end(facts, MessageStatus.CANCELLED, "suppressed")
     if not facts.consent.allows(facts.kind, facts.channel):
         return _end(facts, MessageStatus.CANCELLED, "no_consent")
+    if facts.discreet and facts.broadcast is not None and facts.broadcast.mentions_pregnancy():
+        # She asked for discreet messages after the broadcast was written for her.
+        return _end(facts, MessageStatus.CANCELLED, "discreet")
     if (
         facts.kind is StepKind.MARKETING
         and facts.marketing_hold_until is not None

@@ -687,6 +687,8 @@ class CampaignVersion(Base):
     templates: Mapped[dict[str, Any]] = mapped_column(JsonText)
     content_hash: Mapped[str] = mapped_column(String(64))
     author: Mapped[str] = mapped_column(String(128))  # a staff email, or "repository"
+    #: Everyone who started, imported or saved this version: none of them may approve it.
+    editors: Mapped[list[str]] = mapped_column(JsonText, default=list)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     approved_by: Mapped[str | None] = mapped_column(String(128))

@@ -371,10 +371,8 @@ def _refusals(staff: Current, row: CampaignVersion, problems: list[str]) -> list
     found = []
     if staff.role is not Role.CLINICIAN:
         found.append("Only a clinician can approve campaign content; your role is not one.")
-    if row.author == staff.user.actor:
-        found.append(
-            "You wrote or last changed this draft, so a different clinician must approve it."
-        )
+    if staff.user.actor in content_versions.authors(row):
+        found.append("You wrote or changed this draft, so a different clinician must approve it.")
     if problems:
         found.append("The checks found problems: fix them in the draft first.")
     return found

@@ -3,6 +3,7 @@ sign-off, and each message sent from the version it was written with."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,9 @@ def test_a_draft_goes_live_only_with_another_clinicians_sign_off(services: Servi
         assert row is not None and row.state == "draft"
         seen = row.content_hash
 
+    def now() -> datetime:
+        return services.clock.now()
+
     def attempt(approver: str, role: Role, seen_hash: str = seen) -> None:
         content_versions.approve(
             services.db,
@@ -108,6 +112,16 @@ def test_a_draft_goes_live_only_with_another_clinicians_sign_off(services: Servi
 
     with pytest.raises(content_versions.ApprovalError, match="different clinician"):
         attempt(AUTHOR, Role.CLINICIAN)
+    # A colleague saving it (a comma, or nothing at all) does not make the author a reviewer.
+    with services.db.session() as session:
+        row = session.get(CampaignVersion, draft_id)
+        assert row is not None
+        bundle = content_versions.bundle_of(row)
+    content_versions.save_draft(services.db, draft_id, bundle, "colleague@clinic.example", now())
+    with pytest.raises(content_versions.ApprovalError, match="different clinician"):
+        attempt(AUTHOR, Role.CLINICIAN)
+    with pytest.raises(content_versions.ApprovalError, match="different clinician"):
+        attempt("colleague@clinic.example", Role.CLINICIAN)
     with pytest.raises(content_versions.ApprovalError, match="only a clinician"):
         attempt(REVIEWER, Role.ADMIN)
     with pytest.raises(content_versions.ApprovalError, match="changed since you opened"):
@@ -247,3 +261,20 @@ def test_pausing_a_campaign_stops_its_sends_and_new_enrolments(services: Service
         campaign_states.resume(
             services.db, services.planner, CAMPAIGN, AUTHOR, "", services.clock.now()
         )
+
+
+def test_apply_to_pending_cancels_a_step_that_became_another_kind(services: Services) -> None:
+    done = enroll_with(services, {"channels": "sms", "email": ""}, weeks=20)
+    [welcome] = [r for r in rows(services, done.enrollment_id) if r.step_key == "welcome"]
+    draft_id = content_versions.open_draft(services.db, CAMPAIGN, AUTHOR, services.clock.now())
+    with services.db.session() as session:
+        row = session.get(CampaignVersion, draft_id)
+        assert row is not None
+        bundle = content_versions.bundle_of(row)
+    # A welcome turned into an offer needs marketing consent, which this row was not checked
+    # against when it was written: it is not re-pointed but cancelled.
+    bundle.definition["steps"][0]["kind"] = "marketing"
+    content_versions.save_draft(services.db, draft_id, bundle, AUTHOR, services.clock.now())
+    approve(services, draft_id, pending=True)
+    [after] = [r for r in rows(services, done.enrollment_id) if r.id == welcome.id]
+    assert (after.status, after.reason, after.kind) == ("cancelled", "step_changed", "service")

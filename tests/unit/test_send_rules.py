@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from campaigns.rules import send_rules as rules
+from campaigns.rules.broadcasts import Text
 from campaigns.rules.consent import ConsentState
 from campaigns.rules.ports import (
     ConfigurationError,
@@ -246,3 +247,25 @@ def test_a_text_must_be_delivered_before_the_send_window_closes() -> None:
     assert rules.deliver_by(sooner, now, WINDOW) == sooner.expires_at
     in_new_york = replace(FACTS, timezone="America/New_York")  # 14:59 there: closes 20:00 EST
     assert rules.deliver_by(in_new_york, now, WINDOW) == datetime(2026, 3, 3, 1, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("words", "discreet", "goes"),
+    [
+        ("Santi: antenatal classes move to Tuesday. Reply STOP to end", True, False),
+        ("Santi: newborn first-aid evening on Friday. Reply STOP to end", True, False),
+        ("Santi: the clinic is closed on Friday. Reply STOP to end", True, True),
+        ("Santi: antenatal classes move to Tuesday. Reply STOP to end", False, True),
+    ],
+)
+def test_a_broadcast_never_tells_a_discreet_patients_phone_she_is_pregnant(
+    words: str, discreet: bool, goes: bool
+) -> None:
+    """She may ask for discreet messages after the broadcast's rows were written."""
+    said = Text(id=3, name="Notice", sms=words, subject=None)
+    facts = replace(FACTS, step_key=said.step_key, broadcast=said, discreet=discreet)
+    verdict = rules.check(facts, MONDAY, WINDOW)
+    if goes:
+        assert verdict is None
+    else:
+        assert verdict is not None and (verdict.status, verdict.reason) == ("cancelled", "discreet")

@@ -37,6 +37,7 @@ def upgrade() -> None:
         sa.Column('templates', sa.Text(), nullable=False),
         sa.Column('content_hash', sa.String(length=64), nullable=False),
         sa.Column('author', sa.String(length=128), nullable=False),
+        sa.Column('editors', sa.Text(), nullable=False),
         sa.Column('created_at', UTCDateTime(), nullable=False),
         sa.Column('updated_at', UTCDateTime(), nullable=False),
         sa.Column('approved_by', sa.String(length=128), nullable=True),
