@@ -27,9 +27,12 @@ from campaigns.storage.models import CampaignState, Enrollment
 
 log = logging.getLogger(__name__)
 
-RUNNING, PAUSED, ENDED = "running", "paused", "ended"
-PAUSE_REASON = "campaign_paused"
-END_REASON = "campaign_ended"
+RUNNING, PAUSED, ENDED = (
+    enrollments.CAMPAIGN_RUNNING,
+    enrollments.CAMPAIGN_PAUSED,
+    enrollments.CAMPAIGN_ENDED,
+)
+PAUSE_REASON, END_REASON = enrollments.CAMPAIGN_PAUSE_REASON, enrollments.CAMPAIGN_END_REASON
 
 
 @dataclass(frozen=True)

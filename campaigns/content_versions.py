@@ -30,8 +30,13 @@ from campaigns.rules.content import Version
 from campaigns.rules.errors import InputError, StateError
 from campaigns.rules.roles import Role
 from campaigns.rules.vocabulary import MessageStatus
-from campaigns.storage.db import Database
-from campaigns.storage.models import CampaignVersion, Enrollment, ScheduledMessage
+from campaigns.storage.db import Database, insert_if_absent
+from campaigns.storage.models import (
+    CampaignState,
+    CampaignVersion,
+    Enrollment,
+    ScheduledMessage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +63,15 @@ def seed(db: Database, templates_dir: Path, now: datetime) -> list[str]:
                     continue
                 # No audit row: the version itself says who (the repository) and when.
                 session.add(_row(bundle, 1, LIVE, "seed", SEED_AUTHOR, now, approved=True))
+                # A state row from the start: enrolments share-lock it (campaign_states).
+                insert_if_absent(
+                    session,
+                    CampaignState,
+                    campaign=bundle.key,
+                    state="running",
+                    changed_at=now,
+                    changed_by=SEED_AUTHOR,
+                )
         except IntegrityError:
             continue  # another process seeded it at the same moment
         seeded.append(bundle.key)

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -34,7 +34,7 @@ from campaigns.scheduling import reschedule
 from campaigns.storage import enrollment_rows as rows
 from campaigns.storage.bulk import reserve_ids
 from campaigns.storage.db import Database
-from campaigns.storage.models import Enrollment, Patient
+from campaigns.storage.models import CampaignState, Enrollment, Patient
 from campaigns.storage.patients import (
     active_enrollments,
     enrollments_of,
@@ -89,6 +89,7 @@ def enroll_many(
         with db.session() as session:
             if unbounded and db.is_postgres:
                 session.execute(text("SET LOCAL statement_timeout = 0"))
+            _require_open_campaigns(session, {r.campaign for r in requests})
             patient_ids = reserve_ids(session, Patient, len(requests))
             enrollment_ids = reserve_ids(session, Enrollment, len(requests))
             rows.write_patients(session, patient_ids, requests, now)
@@ -369,6 +370,30 @@ def confirm_loss(session: Session, patient: Patient, now: datetime, *, actor: st
     return end_for_loss(session, patient, now, actor=actor, live=live)
 
 
+#: A whole campaign's state (campaigns.campaign_states): no row is running.
+CAMPAIGN_RUNNING, CAMPAIGN_PAUSED, CAMPAIGN_ENDED = "running", "paused", "ended"
+CAMPAIGN_PAUSE_REASON, CAMPAIGN_END_REASON = "campaign_paused", "campaign_ended"
+
+
+def campaign_state(session: Session, campaign: str) -> str:
+    found = session.scalar(select(CampaignState.state).where(CampaignState.campaign == campaign))
+    return found or CAMPAIGN_RUNNING
+
+
+def _require_open_campaigns(session: Session, campaigns: set[str]) -> None:
+    """Refuse an enrolment into a campaign paused or ended for everyone, read under a share
+    lock: a pause (which locks the row to change it) waits for this enrolment to commit, then
+    pauses it too; an enrolment after the pause is refused."""
+    closed = session.execute(
+        select(CampaignState.campaign, CampaignState.state)
+        .where(CampaignState.campaign.in_(sorted(campaigns)))
+        .with_for_update(read=True)
+    ).all()
+    for campaign, state in closed:
+        if state != CAMPAIGN_RUNNING:
+            raise InputError("campaign", f"{campaign} is {state} for everyone: nobody can join it")
+
+
 def clear_loss_hold(
     session: Session, planner: Planner, patient: Patient, now: datetime, *, actor: str
 ) -> list[PlannedSend]:
@@ -382,6 +407,12 @@ def clear_loss_hold(
     for each in held:
         each.status = EnrollmentStatus(each.held_from or EnrollmentStatus.PAUSED)
         each.status_reason, each.held_from = None, None
+        # A campaign paused or ended for everyone while she was held stays so for her too.
+        state = campaign_state(session, each.campaign)
+        if state == CAMPAIGN_PAUSED:
+            each.status, each.status_reason = EnrollmentStatus.PAUSED, CAMPAIGN_PAUSE_REASON
+        elif state == CAMPAIGN_ENDED:
+            _end(each, EnrollmentStatus.STOPPED, CAMPAIGN_END_REASON, now)
         planned.extend(reschedule(session, planner, each, patient, now, "loss_hold_cleared"))
     audit.record(
         session,
@@ -429,6 +460,12 @@ def resume(
     with db.session() as session:
         enrollment, patient = lock_enrollment(session, enrollment_id)
         _require(enrollment, (EnrollmentStatus.PAUSED.value,), "resume")
+        state = campaign_state(session, enrollment.campaign)
+        if state != CAMPAIGN_RUNNING:
+            raise StateError(
+                f"cannot resume: the campaign is {state} for everyone"
+                + ("; resume it on its page first" if state == CAMPAIGN_PAUSED else "")
+            )
         today = now.astimezone(zone(patient.timezone)).date()
         if enrollment.birth_date is None:
             try:

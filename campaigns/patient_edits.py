@@ -51,7 +51,7 @@ from campaigns.scheduling import reschedule
 from campaigns.storage.db import Database
 from campaigns.storage.models import ConsentEvent, Enrollment, Patient
 from campaigns.storage.patients import active_enrollments, lock_patient, phone_owner
-from campaigns.storage.plans import cancel_live
+from campaigns.storage.plans import cancel_plan
 
 #: The fields staff may edit, in the order the form shows them.
 FIELDS = ("name", "phone", "email", "clinic_ref", "timezone", "language", "discreet", "channels")
@@ -229,7 +229,7 @@ def _edit(
     replanned = REPLANNED.intersection(changed)
     if replanned:
         for each in active_enrollments(session, patient.id):
-            cancelled += cancel_live(session, [each.id], "details_changed", now).count
+            cancelled += cancel_plan(session, [each.id], "details_changed", now).count
             planned += _pending(reschedule(session, planner, each, patient, now, "details_changed"))
     audit.record(
         session,
@@ -373,7 +373,7 @@ def record_consent(
             # with the ledger as it is now; a marketing withdrawal cancels its pending offers.
             for each in active_enrollments(session, patient.id):
                 if not change.granted:
-                    cancelled += cancel_live(session, [each.id], "consent_changed", now).count
+                    cancelled += cancel_plan(session, [each.id], "consent_changed", now).count
                 planned += _pending(
                     reschedule(session, planner, each, patient, now, "consent_changed")
                 )

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from campaigns import campaign_states, content_versions, delivery
+from campaigns import campaign_states, content_versions, delivery, enrollments
 from campaigns.bootstrap import Services
 from campaigns.rules.bundles import Bundle, read_bundle, write_bundle
 from campaigns.rules.catalog import CatalogError
@@ -18,7 +18,8 @@ from campaigns.rules.roles import Role
 from campaigns.rules.vocabulary import Channel
 from campaigns.storage.models import AuditEvent, CampaignVersion, Enrollment
 from campaigns.storage.models import ScheduledMessage as SM
-from tests.integration.helpers import enroll_with, fake_sms, rows
+from campaigns.storage.patients import lock_patient
+from tests.integration.helpers import enroll_with, enrollment, fake_sms, rows
 
 CAMPAIGN = "leg-cramps"
 AUTHOR, REVIEWER = "author@clinic.example", "reviewer@clinic.example"
@@ -278,3 +279,22 @@ def test_apply_to_pending_cancels_a_step_that_became_another_kind(services: Serv
     approve(services, draft_id, pending=True)
     [after] = [r for r in rows(services, done.enrollment_id) if r.id == welcome.id]
     assert (after.status, after.reason, after.kind) == ("cancelled", "step_changed", "service")
+
+
+def test_a_loss_hold_cleared_during_a_campaign_pause_stays_paused(services: Services) -> None:
+    done = enroll_with(services, {"channels": "sms", "email": ""}, weeks=20)
+    now = services.clock.now()
+    with services.db.session() as session:
+        enrollments.hold_for_loss(session, lock_patient(session, done.patient_id), now, actor="t")
+    campaign_states.pause(services.db, CAMPAIGN, AUTHOR, "leaflet review", now)
+    with services.db.session() as session:
+        patient = lock_patient(session, done.patient_id)
+        assert enrollments.clear_loss_hold(session, services.planner, patient, now, actor="t") == []
+    held = enrollment(services, done.enrollment_id)
+    assert (held.status, held.status_reason) == ("paused", "campaign_paused")
+    assert not any(r.status == "pending" for r in rows(services, done.enrollment_id))
+    with pytest.raises(StateError, match="paused for everyone"):
+        enrollments.resume(services.db, services.planner, done.enrollment_id, now, actor="t")
+    campaign_states.resume(services.db, services.planner, CAMPAIGN, REVIEWER, "", now)
+    assert enrollment(services, done.enrollment_id).status == "active"
+    assert any(r.status == "pending" for r in rows(services, done.enrollment_id))
