@@ -15,7 +15,6 @@ content_app = typer.Typer(
     no_args_is_help=True,
     help="Campaign content versions: list, export to a folder, import a folder as a draft.",
 )
-CLI_AUTHOR = "cli"
 
 
 @content_app.command("list")
@@ -78,20 +77,33 @@ def content_export(
 @content_app.command("import")
 def content_import(
     folder: Annotated[Path, typer.Argument(help="A campaign folder with its campaign.yaml.")],
+    author: Annotated[
+        str,
+        typer.Option(
+            help="The staff account (email) of whoever wrote these words: they may not "
+            "approve them."
+        ),
+    ],
 ) -> None:
     """Bring a campaign folder in as a draft; a clinician who is not its author approves it
     in the staff UI before it goes live."""
-    from campaigns import content_versions
+    from campaigns import content_versions, staff_accounts
     from campaigns.cli import fail, services
     from campaigns.rules.bundles import read_bundle
 
     with services() as built:
+        with built.db.session() as session:
+            user = staff_accounts.find(session, author.strip().lower())
+            if user is None or user.disabled_at is not None:
+                fail(f"--author: {author!r} is not an active staff account")
+                raise AssertionError  # unreachable: fail() exits
+            writer = staff_accounts.member(session, user).actor
         try:
             bundle = read_bundle(folder)
         except CatalogError as exc:
             fail(str(exc))
             raise
-        draft_id = content_versions.import_draft(built.db, bundle, CLI_AUTHOR, built.clock.now())
+        draft_id = content_versions.import_draft(built.db, bundle, writer, built.clock.now())
     typer.echo(
         f"{bundle.key}: imported as a draft (id {draft_id}, hash {bundle.content_hash()[:12]}); "
         "a clinician approves it on the Campaigns page before it goes live"
