@@ -184,6 +184,10 @@ class LiveCatalog(Catalog):
         self.refresh()
         return super().__getitem__(key)
 
+    def snapshot(self) -> Catalog:
+        self.refresh()
+        return super().snapshot()
+
     def __iter__(self) -> Iterator[str]:
         self.refresh()
         return super().__iter__()

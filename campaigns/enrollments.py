@@ -84,6 +84,7 @@ def enroll_many(
     if not requests:
         return []
     _refuse_repeated_phones(requests)
+    planner = planner.pinned()  # each plan and its rows' version from one catalog snapshot
     results: list[Enrolled] = []
     try:
         with db.session() as session:

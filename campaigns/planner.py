@@ -5,7 +5,7 @@ database holds, and what of it becomes outbox rows now (a rolling horizon).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -107,6 +107,10 @@ class Planner:
     window: SendWindow
     horizon: timedelta = timedelta(days=14)
 
+    def pinned(self) -> Planner:
+        """This planner over a snapshot of the catalog (Catalog.snapshot)."""
+        return replace(self, catalog=self.catalog.snapshot())
+
     def plan(self, facts: PlanInput, campaign: str, now: datetime) -> list[PlannedSend]:
         return plan(facts, self.catalog[campaign], self.window, now)
 
@@ -153,14 +157,15 @@ class Planner:
         facts in a few queries, rows in one bulk write. Returns the rows written."""
         facts = self.facts_of(session, pairs)
         plans = []
+        pinned = self.pinned()
         for enrollment, _ in pairs:
-            planned = self.plan(facts[enrollment.id], enrollment.campaign, now)
+            planned = pinned.plan(facts[enrollment.id], enrollment.campaign, now)
             stored = split(planned, now, self.horizon)
             plans.append(
                 (
                     enrollment.id,
                     enrollment.schedule_version,
-                    self.catalog.version(enrollment.campaign),
+                    pinned.catalog.version(enrollment.campaign),
                     stored.rows,
                 )
             )
@@ -184,9 +189,10 @@ class Planner:
         Also how a plan's horizon is extended: sends already written count as done, so only
         what is new is added.
         """
-        planned = self.plan_for(session, enrollment, patient, now)
+        pinned = self.pinned()
+        planned = pinned.plan_for(session, enrollment, patient, now)
         stored = split(planned, now, self.horizon)
-        content = self.catalog.version(enrollment.campaign)
+        content = pinned.catalog.version(enrollment.campaign)
         write_plans(
             session, [(enrollment.id, enrollment.schedule_version, content, stored.rows)], now
         )

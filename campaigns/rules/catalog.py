@@ -175,6 +175,11 @@ class Catalog(Mapping[str, Campaign]):
         repository's files."""
         return self._state[1].get(key)
 
+    def snapshot(self) -> Catalog:
+        """The definitions and versions as they are now, fixed: a plan and the version its rows
+        are stamped with come from the same snapshot, whatever is approved meanwhile."""
+        return Catalog(*self._state)
+
     def replace(self, campaigns: Mapping[str, Campaign], versions: Mapping[str, int]) -> None:
         """Swap in newly approved definitions."""
         self._state = (dict(campaigns), dict(versions))
